@@ -1,0 +1,30 @@
+"""Numba kernels for exact attention: block-wise streaming (online softmax) and the standard
+materialized baseline.
+
+    from kernels import streaming_attention, standard_attention
+    O = streaming_attention(q, k, v)                       # causal, bottom-right aligned
+    O, lse = streaming_attention(q, k, v, return_lse=True)
+
+q [B, Hq, Lq, D], k/v [B, Hkv, Lk, D] with Hq % Hkv == 0 (GQA by indexing, never by
+copying). Inputs may be float16/32/64; arithmetic and outputs are float32.
+"""
+from ._config import configure_numba, limit_scipy_blas_to_one_thread
+
+configure_numba()  # before any kernel module is imported (cache folder, threading layer)
+limit_scipy_blas_to_one_thread()
+
+from .api import (  # noqa: E402
+    DEFAULT_MEMORY_FRACTION,
+    default_blocks,
+    standard_attention,
+    streaming_attention,
+    warmup,
+)
+
+__all__ = [
+    "DEFAULT_MEMORY_FRACTION",
+    "default_blocks",
+    "standard_attention",
+    "streaming_attention",
+    "warmup",
+]

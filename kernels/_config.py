@@ -1,0 +1,64 @@
+"""Numba settings for every kernel, in one place, applied before anything is compiled.
+
+* Cache: ``cache=True`` keys a cached kernel on its own file only, so an edit in a helper it
+  calls from another file would load a stale binary. We point Numba's cache at a folder named
+  after a hash of all kernel sources: any edit in ``kernels/`` starts a fresh cache.
+* Threading layer: Streamlit serves each browser session from its own thread, and Numba's
+  ``workqueue`` layer aborts the process when two threads launch parallel kernels at once.
+  We ask for a thread-safe layer (OpenMP here; needs Debian's ``libgomp1``).
+* BLAS: ``np.dot`` inside ``@njit`` calls SciPy's OpenBLAS. Each Numba worker runs its own
+  tile GEMMs, so that BLAS must run on one thread or the two pools oversubscribe the cores.
+* fastmath: everything but ``nnan``/``ninf`` -- online softmax starts from ``-inf``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+_KERNEL_DIR = Path(__file__).resolve().parent
+
+
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    for path in sorted(_KERNEL_DIR.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _default_cache_root() -> Path:
+    if os.environ.get("ATTNVIZ_CACHE_DIR"):
+        return Path(os.environ["ATTNVIZ_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "attnviz" / "numba"
+
+
+def configure_numba() -> None:
+    """Set cache folder and threading layer; must run before the kernels are decorated."""
+    cache_dir = _default_cache_root() / _source_hash()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+    import numba  # noqa: E402  (imported after the environment is set)
+
+    numba.config.CACHE_DIR = str(cache_dir)
+    if numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"]
+
+
+def limit_scipy_blas_to_one_thread() -> None:
+    """Pin SciPy's OpenBLAS (the one ``np.dot`` uses inside ``@njit``) to one thread.
+
+    NumPy's own BLAS is left alone, so the NumPy baseline keeps all cores. SciPy's BLAS must be
+    loaded first, or threadpoolctl cannot see it.
+    """
+    import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's OpenBLAS)
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    # NumPy's wheel ships a library called libscipy_openblas64_ too: select by folder.
+    scipy_blas = [lib for lib in controller.lib_controllers if "scipy.libs" in lib.filepath]
+    for lib in scipy_blas:
+        lib.set_num_threads(1)

@@ -1,0 +1,123 @@
+"""Public entry points: validate, allocate outputs, dispatch to a jitted driver."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .standard import standard_kernel
+from .streaming import DECODE_MIN_CHUNK, decode_kernel, prefill_kernel
+from .validate import check_block, check_qkv, check_scale, mask_spec
+
+# Default (Q block, KV block) per head dim, from `python -m attnviz.bench --sweep-blocks`
+# on this project's 2-core machine (see BENCHMARKS.md). Other D take the nearest entry.
+_BLOCKS = {16: (64, 128), 32: (64, 128), 64: (64, 128), 128: (64, 64), 256: (32, 64)}
+
+# standard_attention refuses a score matrix above this fraction of physical memory.
+DEFAULT_MEMORY_FRACTION = 0.5
+
+
+def default_blocks(D: int) -> tuple[int, int]:
+    """(q_block, kv_block) used when the caller gives none."""
+    nearest = min(_BLOCKS, key=lambda d: abs(d - D))
+    return _BLOCKS[nearest]
+
+
+def _physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _num_threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def _empty_result(q, return_lse):
+    B, Hq, Lq, D = q.shape
+    out = np.zeros((B, Hq, Lq, D), np.float32)
+    lse = np.zeros((B, Hq, Lq), np.float32)
+    return (out, lse) if return_lse else out
+
+
+def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, scale=None,
+                        q_block=None, kv_block=None, return_lse=False, check_finite=True):
+    """Exact attention by block-wise streaming (online softmax), never materializing S.
+
+    Parameters
+    ----------
+    q : [B, Hq, Lq, D]; k, v : [B, Hkv, Lk, D]; float16, float32 or float64.
+    causal : query row r (absolute position ``q_offset + r``) sees keys ``<= q_offset + r``.
+    q_offset : default ``Lk - Lq`` (bottom-right alignment, as a KV cache needs); allowed in
+        ``[1 - Lq, Lk - 1]``. Rows before position 0 see no key: O = 0, LSE = -inf.
+    window : sliding window W (needs causal): keys ``>= q_offset + r - W + 1`` only.
+    scale : default ``1 / sqrt(D)``.
+    q_block, kv_block : tile sizes Br, Bc; any positive ints (default per D, measured).
+    return_lse : also return LSE = m + log(l) [B, Hq, Lq], natural log.
+    check_finite : reject NaN/Inf inputs (one pass over q, k, v).
+
+    Lq == 1 runs the split-KV decode path; Lq > 1 the Q-block-parallel prefill path.
+    """
+    q, k, v = check_qkv(q, k, v, ndim=4, finite=check_finite)
+    B, Hq, Lq, D = q.shape
+    Lk = k.shape[2]
+    mask = mask_spec(Lq, Lk, causal, q_offset, window)
+    scale = np.float32(check_scale(scale, D))
+    Br0, Bc0 = default_blocks(D)
+    Br = check_block("q_block", q_block, Br0)
+    Bc = check_block("kv_block", kv_block, Bc0)
+    if Lq == 0:
+        return _empty_result(q, return_lse)
+    out = np.empty((B, Hq, Lq, D), np.float32)
+    lse = np.empty((B, Hq, Lq), np.float32)
+    if Lq == 1:
+        tasks_per_head = max(1, 2 * _num_threads() // max(1, B * k.shape[1]))
+        n_chunks = max(1, min(tasks_per_head, Lk // DECODE_MIN_CHUNK))
+        decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mask.causal, mask.window,
+                      Bc, n_chunks)
+    else:
+        prefill_kernel(q, k, v, out, lse, scale, mask.q_offset, mask.causal, mask.window,
+                       Br, Bc)
+    return (out, lse) if return_lse else out
+
+
+def standard_attention(q, k, v, *, causal=True, q_offset=None, window=None, scale=None,
+                       return_lse=False, check_finite=True, max_bytes=None):
+    """Exact attention the standard way: materialize S = scale Q K^T [B, Hq, Lq, Lk] float32,
+    softmax it into P in place, O = P V. Same arguments and masks as ``streaming_attention``.
+
+    max_bytes : refuse (MemoryError naming the sizes) when the score matrix would exceed
+        this many bytes; default ``DEFAULT_MEMORY_FRACTION`` of physical memory.
+    """
+    q, k, v = check_qkv(q, k, v, ndim=4, finite=check_finite)
+    B, Hq, Lq, D = q.shape
+    Lk = k.shape[2]
+    mask = mask_spec(Lq, Lk, causal, q_offset, window)
+    scale = np.float32(check_scale(scale, D))
+    if Lq == 0:
+        return _empty_result(q, return_lse)
+    limit = int(DEFAULT_MEMORY_FRACTION * _physical_memory()) if max_bytes is None else max_bytes
+    need = B * Hq * Lq * Lk * 4
+    if need > limit:
+        raise MemoryError(
+            f"standard attention would materialize a [{B}, {Hq}, {Lq}, {Lk}] float32 score "
+            f"matrix of {need / 2**30:.2f} GiB, above the limit of {limit / 2**30:.2f} GiB "
+            "(max_bytes); use streaming_attention, whose memory does not grow with Lk"
+        )
+    S = np.empty((B, Hq, Lq, Lk), np.float32)
+    out = np.empty((B, Hq, Lq, D), np.float32)
+    lse = np.empty((B, Hq, Lq), np.float32)
+    standard_kernel(q, k, v, S, out, lse, scale, mask.q_offset, mask.causal, mask.window)
+    return (out, lse) if return_lse else out
+
+
+def warmup() -> None:
+    """Compile (or load from the cache) every kernel specialization the app and tests use."""
+    rng = np.random.default_rng(0)
+    for D in (16, 64):
+        q = rng.standard_normal((1, 2, 5, D), dtype=np.float32)
+        k = rng.standard_normal((1, 1, 7, D), dtype=np.float32)
+        streaming_attention(q, k, k, q_block=2, kv_block=3)
+        streaming_attention(q[:, :, :1], k, k, kv_block=3)
+        standard_attention(q, k, k)
+        break  # one D suffices: Numba specializes on types, not on sizes

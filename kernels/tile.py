@@ -1,0 +1,184 @@
+"""THE online-softmax tile update, and the mask geometry it needs.
+
+Every number attnviz shows or times goes through ``tile_update``: the parallel prefill and
+decode kernels (``kernels/streaming.py``) and the traced step-through (``attnviz/trace.py``)
+all call it. Per query row the state is ``(m, l, acc)``; for a KV tile j with scores
+``S = scale * Q_i K_j^T`` (masked entries ``-inf``):
+
+    m'   = max(m, rowmax(S))
+    alpha = exp(m - m')                 # 1 when the max did not move
+    P~   = exp(S - m')
+    l'   = alpha * l + rowsum(P~)
+    acc' = alpha * acc + P~ V_j
+    end:  O = acc / l,  LSE = m + log(l)
+
+Masks are described by the absolute position of each query row (``qpos``) and two numbers:
+``causal`` and ``window`` (0 = no window). Every such mask gives each row one contiguous span
+of visible keys ``[lo, hi)`` (``row_span``), which is what lets whole tiles be skipped.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ._config import FASTMATH
+
+# Tile classes (shared with attnviz.masks, which names them).
+SKIPPED = 0  # no visible key in the tile: not computed at all
+FULL = 1  # every key visible from every row: no mask needed
+PARTIAL = 2  # some entries masked: the causal diagonal or a window edge
+
+NO_WINDOW = 0
+NEG_INF = -np.inf
+
+
+@njit(cache=True, inline="always")
+def cdiv(a, b):
+    """Ceiling division for non-negative ints: the number of blocks of size b covering a."""
+    return (a + b - 1) // b
+
+
+@njit(cache=True)
+def row_span(pos, Lk, causal, window):
+    """Keys visible from a query at absolute position ``pos``: the half-open span [lo, hi).
+
+    causal: keys ``<= pos``; window W (with causal): keys ``>= pos - W + 1``; neither: all
+    ``Lk`` keys. An empty span (``lo == hi``) is a row that sees no key.
+    """
+    lo = 0
+    hi = Lk
+    if causal:
+        hi = min(Lk, pos + 1)
+        if window > 0:
+            lo = max(0, pos - window + 1)
+    if hi < lo:
+        hi = lo
+    return lo, hi
+
+
+@njit(cache=True)
+def tile_class(qpos, k0, k1, Lk, causal, window):
+    """SKIPPED, FULL or PARTIAL for the rows at positions ``qpos`` [Br] and keys [k0, k1)."""
+    n_full = 0
+    n_empty = 0
+    for r in range(qpos.shape[0]):
+        lo, hi = row_span(qpos[r], Lk, causal, window)
+        if lo <= k0 and hi >= k1:
+            n_full += 1
+        elif hi <= k0 or lo >= k1 or hi <= lo:
+            n_empty += 1
+    if n_full == qpos.shape[0]:
+        return FULL
+    if n_empty == qpos.shape[0]:
+        return SKIPPED
+    return PARTIAL
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def tile_update(Qi, Kj, Vj, qpos, k0, Lk, causal, window, masked, scale,
+                m, l, acc, S, P, PV, alpha):
+    """One online-softmax step of the rows ``Qi`` against the KV tile starting at key ``k0``.
+
+    Inputs:  Qi [Br, D], Kj [Bc, D], Vj [Bc, D] float32; qpos [Br] absolute row positions.
+    State (updated in place): m [Br], l [Br], acc [Br, D].
+    Outputs: S [Br, Bc] the scaled, masked scores; P [Br, Bc] P~ = exp(S - m');
+             alpha [Br] the rescale factor applied to the old (l, acc).
+    Workspace: PV [Br, D]. ``P`` may be the same array as ``S`` (the fast kernels do that;
+    the traced driver keeps both to show them). ``masked=False`` promises a FULL tile.
+    """
+    Br = Qi.shape[0]
+    Bc = Kj.shape[0]
+    np.dot(Qi, Kj.T, S)  # S = Qi Kj^T, [Br, Bc], BLAS
+    for r in range(Br):
+        # -- scale, mask, and the new running max
+        lo, hi = k0, k0 + Bc
+        if masked:
+            lo, hi = row_span(qpos[r], Lk, causal, window)
+        m_old = m[r]
+        m_new = m_old
+        for c in range(Bc):
+            key = k0 + c
+            s = S[r, c] * scale
+            if key < lo or key >= hi:
+                s = NEG_INF
+            S[r, c] = s
+            m_new = max(m_new, s)
+        # -- rescale factor; a row that has seen no key yet keeps m = -inf and P~ = 0
+        a = np.float32(1.0) if m_new == m_old else math.exp(m_old - m_new)
+        m_ref = m_new if m_new != NEG_INF else np.float32(0.0)
+        # -- P~ and its row sum
+        rowsum = np.float32(0.0)
+        for c in range(Bc):
+            p = math.exp(S[r, c] - m_ref)
+            P[r, c] = p
+            rowsum += p
+        m[r] = m_new
+        l[r] = a * l[r] + rowsum
+        alpha[r] = a
+    # -- acc' = alpha * acc + P~ V_j
+    np.dot(P, Vj, PV)  # [Br, D], BLAS
+    for r in range(Br):
+        a = alpha[r]
+        for d in range(acc.shape[1]):
+            acc[r, d] = a * acc[r, d] + PV[r, d]
+
+
+@njit(cache=True)
+def init_state(m, l, acc):
+    """The empty state: m = -inf, l = 0, acc = 0 (a row that has seen nothing)."""
+    m[:] = NEG_INF
+    l[:] = 0.0
+    acc[:] = 0.0
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def finalize(m, l, acc, O, lse):
+    """O = acc / l and LSE = m + log(l); a row that saw no key gets O = 0, LSE = -inf."""
+    for r in range(m.shape[0]):
+        if l[r] > 0.0:
+            inv = np.float32(1.0) / l[r]
+            for d in range(acc.shape[1]):
+                O[r, d] = acc[r, d] * inv
+            lse[r] = m[r] + math.log(l[r])
+        else:
+            O[r, :] = 0.0
+            lse[r] = NEG_INF
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def merge_state(m, l, acc, m_b, l_b, acc_b):
+    """Merge the partial state b into (m, l, acc) in place: exact, associative, commutative.
+
+    m = max(ma, mb); l = la e^(ma-m) + lb e^(mb-m); acc = acc_a e^(ma-m) + acc_b e^(mb-m).
+    """
+    for r in range(m.shape[0]):
+        m_new = max(m[r], m_b[r])
+        if m_new == NEG_INF:
+            continue  # neither side has seen a key
+        a = math.exp(m[r] - m_new)
+        b = math.exp(m_b[r] - m_new)
+        l[r] = a * l[r] + b * l_b[r]
+        for d in range(acc.shape[1]):
+            acc[r, d] = a * acc[r, d] + b * acc_b[r, d]
+        m[r] = m_new
+
+
+@njit(cache=True)
+def attend_span(Qi, K, V, qpos, kv_lo, kv_hi, Bc, Lk, causal, window, scale,
+                m, l, acc, S, PV, alpha):
+    """Walk the KV tiles of ``K, V`` [Lk, D] over keys [kv_lo, kv_hi) in order, Bc at a time.
+
+    Tiles with no visible key are skipped; only PARTIAL tiles pay for the mask. ``S`` is a
+    flat workspace of at least Br*Bc floats (ragged tiles take a contiguous prefix of it).
+    """
+    Br = Qi.shape[0]
+    for k0 in range(kv_lo, kv_hi, Bc):
+        k1 = min(k0 + Bc, kv_hi)
+        cls = tile_class(qpos, k0, k1, Lk, causal, window)
+        if cls == SKIPPED:
+            continue
+        St = S[: Br * (k1 - k0)].reshape((Br, k1 - k0))
+        tile_update(Qi, K[k0:k1], V[k0:k1], qpos, k0, Lk, causal, window, cls == PARTIAL,
+                    scale, m, l, acc, St, St, PV, alpha)
