@@ -54,11 +54,11 @@ def prefill_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Br, Bc):
         S = np.empty(n * Bc, np.float32)
         PV = np.empty((n, D), np.float32)
         init_state(m, l, acc)
-        # keys any row of this block can see: from the first row's lo to the last row's hi
-        kv_lo = row_span(qpos[0], Lk, causal, window)[0]
-        kv_hi = row_span(qpos[n - 1], Lk, causal, window)[1]
-        kv_lo = (kv_lo // Bc) * Bc  # keep the tile grid aligned to multiples of Bc
-        attend_span(Q[b, h, i0:i1], K[b, hk], V[b, hk], qpos, kv_lo, kv_hi, Bc, Lk,
+        # KV tiles any row of this block can see: from the first row's lo to the last row's
+        # hi (spans move right with the row); the rest are skipped without being visited
+        j_lo = row_span(qpos[0], Lk, causal, window)[0] // Bc
+        j_hi = cdiv(row_span(qpos[n - 1], Lk, causal, window)[1], Bc)
+        attend_span(Q[b, h, i0:i1], K[b, hk], V[b, hk], qpos, j_lo, j_hi, Bc, Lk,
                     causal, window, scale, m, l, acc, S, PV, alpha)
         finalize(m, l, acc, O[b, h, i0:i1], LSE[b, h, i0:i1])
 
@@ -69,11 +69,13 @@ def decode_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Bc, n_chunks
     B, Hq, _, D = Q.shape
     Hkv, Lk = K.shape[1], K.shape[2]
     g = Hq // Hkv
-    # every row of a decode group sits at the same position: one span for all
+    # every row of a decode group sits at the same position: one span of tiles for all,
+    # cut into C chunks of `per` tiles each
     kv_lo, kv_hi = row_span(q_offset, Lk, causal, window)
-    span = max(kv_hi - kv_lo, 1)
-    chunk = cdiv(cdiv(span, n_chunks), Bc) * Bc  # chunk length, a multiple of Bc
-    C = cdiv(span, chunk)
+    j_lo = kv_lo // Bc
+    j_hi = max(cdiv(kv_hi, Bc), j_lo + 1)
+    per = cdiv(j_hi - j_lo, n_chunks)
+    C = cdiv(j_hi - j_lo, per)
     m_part = np.empty((B, Hkv, C, g), np.float32)
     l_part = np.empty((B, Hkv, C, g), np.float32)
     acc_part = np.empty((B, Hkv, C, g, D), np.float32)
@@ -85,8 +87,8 @@ def decode_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Bc, n_chunks
         qpos = np.full(g, q_offset)
         m, l, acc = m_part[b, hk, c], l_part[b, hk, c], acc_part[b, hk, c]
         init_state(m, l, acc)
-        lo = kv_lo + c * chunk
-        hi = min(lo + chunk, kv_hi)
+        lo = j_lo + c * per
+        hi = min(lo + per, j_hi)
         attend_span(Qg, K[b, hk], V[b, hk], qpos, lo, hi, Bc, Lk, causal, window, scale,
                     m, l, acc, np.empty(g * Bc, np.float32), np.empty((g, D), np.float32),
                     np.empty(g, np.float32))

@@ -53,9 +53,9 @@ def row_span(pos, Lk, causal, window):
         hi = min(Lk, pos + 1)
         if window > 0:
             lo = max(0, pos - window + 1)
-    if hi < lo:
-        hi = lo
-    return lo, hi
+    hi = max(hi, 0)  # a row before position 0 sees nothing
+    lo = min(lo, hi)  # a window that starts past the last key sees nothing
+    return lo, hi  # 0 <= lo <= hi <= Lk
 
 
 @njit(cache=True)
@@ -166,16 +166,18 @@ def merge_state(m, l, acc, m_b, l_b, acc_b):
 
 
 @njit(cache=True)
-def attend_span(Qi, K, V, qpos, kv_lo, kv_hi, Bc, Lk, causal, window, scale,
+def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, causal, window, scale,
                 m, l, acc, S, PV, alpha):
-    """Walk the KV tiles of ``K, V`` [Lk, D] over keys [kv_lo, kv_hi) in order, Bc at a time.
+    """Walk KV tiles j_lo <= j < j_hi of ``K, V`` [Lk, D] in order (tile j = keys
+    [j*Bc, min((j+1)*Bc, Lk)), the same grid everywhere, so every driver does the same sums).
 
     Tiles with no visible key are skipped; only PARTIAL tiles pay for the mask. ``S`` is a
     flat workspace of at least Br*Bc floats (ragged tiles take a contiguous prefix of it).
     """
     Br = Qi.shape[0]
-    for k0 in range(kv_lo, kv_hi, Bc):
-        k1 = min(k0 + Bc, kv_hi)
+    for j in range(j_lo, j_hi):
+        k0 = j * Bc
+        k1 = min(k0 + Bc, Lk)
         cls = tile_class(qpos, k0, k1, Lk, causal, window)
         if cls == SKIPPED:
             continue

@@ -1,0 +1,229 @@
+"""The instrumented driver: block-wise streaming attention for one head, step by step.
+
+``run_trace`` walks the tiles in the kernel's order (Q block i outer, KV block j inner) and
+calls the *same* jitted routines as the fast kernel (``kernels.tile.tile_class``,
+``tile_update``, ``finalize``), so what the stepper shows is what the timed kernel computes.
+Along the way it announces events to hooks:
+
+    hook.on_skip(i, j)                     a tile with no visible key, not computed
+    hook.on_step(step)                     a tile computed: a ``Step`` with before/after state
+    hook.on_block_done(i, O_rows, lse_rows)  Q block i normalized
+
+The built-in recorder keeps them all in a ``Trace``; other hooks (byte counters, per-row
+watchers, future labs) plug in without touching the algorithm.
+
+A ``Step`` keeps per-row numbers only (m, l, alpha, ... : Br floats each), so a trace of
+L = 4096 with default blocks stays a few MB. The S and P~ tiles of any step are recomputed
+on demand by ``Trace.tiles(n)``, calling ``tile_update`` again from the recorded m_before.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kernels.api import default_blocks
+from kernels.tile import FULL, PARTIAL, SKIPPED, cdiv, finalize, init_state, tile_class, tile_update
+from kernels.validate import MaskSpec, check_block, check_qkv, check_scale, mask_spec
+
+from .masks import TILE_NAMES
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """The geometry of one traced head."""
+
+    Lq: int  # query rows
+    Lk: int  # keys
+    D: int  # head dim
+    Br: int  # Q block (rows per tile)
+    Bc: int  # KV block (keys per tile)
+    mask: MaskSpec
+    scale: float
+
+    @property
+    def Tr(self) -> int:  # number of Q blocks
+        return cdiv(self.Lq, self.Br)
+
+    @property
+    def Tc(self) -> int:  # number of KV blocks
+        return cdiv(self.Lk, self.Bc)
+
+    def rows(self, i: int) -> tuple[int, int]:
+        """Query rows [i0, i1) of Q block i."""
+        return i * self.Br, min((i + 1) * self.Br, self.Lq)
+
+    def keys(self, j: int) -> tuple[int, int]:
+        """Keys [k0, k1) of KV block j."""
+        return j * self.Bc, min((j + 1) * self.Bc, self.Lk)
+
+    def qpos(self, i: int) -> np.ndarray:
+        """Absolute positions of the rows of Q block i, [rows] int64."""
+        i0, i1 = self.rows(i)
+        return np.arange(i0, i1, dtype=np.int64) + self.mask.q_offset
+
+
+@dataclass(frozen=True)
+class Step:
+    """One computed tile: Q block i against KV block j, with each row's state around it.
+
+    All arrays are [rows of block i] float32. ``alpha = exp(m_before - m)`` is exactly 1 for
+    the rows whose max did not move; elsewhere the old l and acc were rescaled by it.
+    """
+
+    n: int  # position in visit order
+    i: int  # Q block
+    j: int  # KV block
+    kind: str  # "full" or "partial"
+    m_before: np.ndarray
+    m: np.ndarray
+    l_before: np.ndarray
+    l: np.ndarray
+    alpha: np.ndarray
+    s_max: np.ndarray  # rowmax of this tile's scaled, masked scores (-inf: row masked here)
+    p_sum: np.ndarray  # rowsum of this tile's P~ = exp(S - m)
+    acc_norm: np.ndarray  # ||acc|| after the step (the unnormalized output row)
+
+    @property
+    def rescaled(self) -> np.ndarray:
+        """Bool per row: the running max grew and the old state was rescaled."""
+        return self.alpha != 1.0
+
+
+@dataclass
+class Trace:
+    """Everything one traced run produced. ``out``/``lse`` are final once run_trace returns."""
+
+    config: TraceConfig
+    q: np.ndarray  # [Lq, D] float32, as computed
+    k: np.ndarray  # [Lk, D]
+    v: np.ndarray  # [Lk, D]
+    tile_status: np.ndarray  # [Tr, Tc] "skipped" / "full" / "partial"
+    steps: list[Step] = field(default_factory=list)
+    out: np.ndarray | None = None  # [Lq, D] float32
+    lse: np.ndarray | None = None  # [Lq] float32, natural log
+    block_done_after: dict[int, int] = field(default_factory=dict)  # i -> last step n of block i
+
+    # -- hook interface: the recorder is itself a hook
+    def on_skip(self, i: int, j: int) -> None:
+        pass  # tile_status already holds the skipped tiles
+
+    def on_step(self, step: Step) -> None:
+        self.steps.append(step)
+
+    def on_block_done(self, i: int, O_rows: np.ndarray, lse_rows: np.ndarray) -> None:
+        i0, i1 = self.config.rows(i)
+        self.out[i0:i1] = O_rows
+        self.lse[i0:i1] = lse_rows
+        self.block_done_after[i] = len(self.steps) - 1
+
+    # -- queries for the UI
+    def step_index(self, i: int, j: int) -> int | None:
+        """Visit-order index of tile (i, j), or None when it was skipped."""
+        for step in self.steps:
+            if step.i == i and step.j == j:
+                return step.n
+        return None
+
+    def tiles(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(S, P~) of step n, [rows, keys] float32: the tile_update call, replayed."""
+        step = self.steps[n]
+        c = self.config
+        i0, i1 = c.rows(step.i)
+        k0, k1 = c.keys(step.j)
+        rows, cols = i1 - i0, k1 - k0
+        m, l = step.m_before.copy(), step.l_before.copy()
+        acc = np.zeros((rows, c.D), np.float32)
+        S = np.empty((rows, cols), np.float32)
+        P = np.empty((rows, cols), np.float32)
+        tile_update(self.q[i0:i1], self.k[k0:k1], self.v[k0:k1], c.qpos(step.i), k0, c.Lk,
+                    c.mask.causal, c.mask.window, step.kind == "partial", np.float32(c.scale),
+                    m, l, acc, S, P, np.empty((rows, c.D), np.float32),
+                    np.empty(rows, np.float32))
+        return S, P
+
+    def row_history(self, r: int) -> list[Step]:
+        """The steps that updated query row r (those of its Q block), in order."""
+        i = r // self.config.Br
+        return [s for s in self.steps if s.i == i]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        names, n = np.unique(self.tile_status, return_counts=True)
+        return {name: int(n[list(names).index(name)]) if name in names else 0
+                for name in ("full", "partial", "skipped")}
+
+
+def trace_config(Lq, Lk, D, *, causal=True, q_offset=None, window=None, scale=None,
+                 q_block=None, kv_block=None) -> TraceConfig:
+    """Validate the keywords once and freeze them (shared by run_trace and the app)."""
+    Br0, Bc0 = default_blocks(D)
+    return TraceConfig(
+        Lq=Lq, Lk=Lk, D=D,
+        Br=check_block("q_block", q_block, Br0),
+        Bc=check_block("kv_block", kv_block, Bc0),
+        mask=mask_spec(Lq, Lk, causal, q_offset, window),
+        scale=check_scale(scale, D),
+    )
+
+
+def run_trace(q, k, v, *, causal=True, q_offset=None, window=None, scale=None,
+              q_block=32, kv_block=64, hooks=()) -> Trace:
+    """Block-wise streaming attention on one head, recording every tile.
+
+    q [Lq, D], k/v [Lk, D] (float16/32/64; computed in float32). Keywords as in
+    ``kernels.streaming_attention``. ``hooks``: extra objects with any of ``on_skip``,
+    ``on_step``, ``on_block_done``; they see the events in order after the recorder.
+    """
+    q, k, v = check_qkv(q, k, v, ndim=2, finite=True)
+    (Lq, D), Lk = q.shape, k.shape[0]
+    c = trace_config(Lq, Lk, D, causal=causal, q_offset=q_offset, window=window, scale=scale,
+                     q_block=q_block, kv_block=kv_block)
+    status = np.empty((c.Tr, c.Tc), dtype=object)
+    trace = Trace(config=c, q=q, k=k, v=v, tile_status=status,
+                  out=np.zeros((Lq, D), np.float32), lse=np.zeros(Lq, np.float32))
+    listeners = [trace, *hooks]
+
+    def announce(event, *args):
+        for h in listeners:
+            fn = getattr(h, event, None)
+            if fn is not None:
+                fn(*args)
+
+    scale32 = np.float32(c.scale)
+    for i in range(c.Tr):
+        i0, i1 = c.rows(i)
+        rows = i1 - i0
+        qpos = c.qpos(i)
+        m = np.empty(rows, np.float32)
+        l = np.empty(rows, np.float32)
+        acc = np.empty((rows, D), np.float32)
+        init_state(m, l, acc)
+        for j in range(c.Tc):
+            k0, k1 = c.keys(j)
+            cls = tile_class(qpos, k0, k1, Lk, c.mask.causal, c.mask.window)
+            status[i, j] = TILE_NAMES[cls]
+            if cls == SKIPPED:
+                announce("on_skip", i, j)
+                continue
+            m_before, l_before = m.copy(), l.copy()
+            S = np.empty((rows, k1 - k0), np.float32)
+            P = np.empty_like(S)
+            alpha = np.empty(rows, np.float32)
+            tile_update(q[i0:i1], k[k0:k1], v[k0:k1], qpos, k0, Lk, c.mask.causal,
+                        c.mask.window, cls == PARTIAL, scale32, m, l, acc, S, P,
+                        np.empty((rows, D), np.float32), alpha)
+            step = Step(
+                n=len(trace.steps), i=i, j=j, kind=TILE_NAMES[cls],
+                m_before=m_before, m=m.copy(), l_before=l_before, l=l.copy(), alpha=alpha,
+                s_max=S.max(axis=1), p_sum=P.sum(axis=1, dtype=np.float32),
+                acc_norm=np.linalg.norm(acc, axis=1).astype(np.float32),
+            )
+            assert cls in (FULL, PARTIAL)
+            announce("on_step", step)
+        O_rows = np.empty((rows, D), np.float32)
+        lse_rows = np.empty(rows, np.float32)
+        finalize(m, l, acc, O_rows, lse_rows)
+        announce("on_block_done", i, O_rows, lse_rows)
+    trace.tile_status = status.astype(str)
+    return trace

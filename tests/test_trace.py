@@ -1,0 +1,157 @@
+"""The traced driver: the same arithmetic as the kernel, and the invariants a learner sees."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from attnviz import run_trace
+from attnviz.masks import visible_mask
+from kernels import streaming_attention
+from tests.helpers import assert_matches_oracle, qkv
+
+CASES = [
+    # Lq, Lk, D, Br, Bc, mask
+    (100, 100, 64, 32, 64, {}),
+    (37, 53, 16, 8, 5, {}),
+    (50, 30, 16, 16, 16, {}),  # rows before position 0
+    (64, 200, 16, 16, 32, {"q_offset": 0}),
+    (90, 90, 16, 16, 8, {"window": 20}),
+    (33, 47, 16, 8, 16, {"causal": False}),
+    (1, 500, 64, 32, 64, {}),  # decode: one row, the sequential order
+]
+
+
+def _trace(Lq, Lk, D, Br, Bc, mask, seed=0):
+    q, k, v = qkv(1, 1, 1, Lq, Lk, D, seed=seed)
+    return q, k, v, run_trace(q[0, 0], k[0, 0], v[0, 0], q_block=Br, kv_block=Bc, **mask)
+
+
+@pytest.mark.nojit
+@pytest.mark.parametrize("Lq,Lk,D,Br,Bc,mask", CASES[:3])
+def test_trace_matches_oracle_nojit(Lq, Lk, D, Br, Bc, mask):
+    q, k, v, tr = _trace(Lq, Lk, D, Br, Bc, mask)
+    assert_matches_oracle(tr.out, tr.lse, q[0, 0], k[0, 0], v[0, 0], **mask)
+
+
+@pytest.mark.parametrize("Lq,Lk,D,Br,Bc,mask", CASES)
+def test_trace_equals_kernel_and_oracle(Lq, Lk, D, Br, Bc, mask):
+    q, k, v, tr = _trace(Lq, Lk, D, Br, Bc, mask)
+    assert_matches_oracle(tr.out, tr.lse, q[0, 0], k[0, 0], v[0, 0], **mask)
+    out, lse = streaming_attention(q, k, v, q_block=Br, kv_block=Bc, return_lse=True, **mask)
+    if Lq > 1:
+        # prefill: the same tile_update calls in the same order -> the same bits
+        np.testing.assert_array_equal(tr.out, out[0, 0])
+        np.testing.assert_array_equal(tr.lse, lse[0, 0])
+
+
+@pytest.mark.parametrize("Lq,Lk,D,Br,Bc,mask", CASES)
+def test_tile_status_is_what_the_mask_implies(Lq, Lk, D, Br, Bc, mask):
+    _, _, _, tr = _trace(Lq, Lk, D, Br, Bc, mask)
+    c = tr.config
+    vis = visible_mask(Lq, Lk, causal=c.mask.causal, q_offset=c.mask.q_offset,
+                       window=c.mask.window)
+    for i in range(c.Tr):
+        for j in range(c.Tc):
+            (i0, i1), (k0, k1) = c.rows(i), c.keys(j)
+            block = vis[i0:i1, k0:k1]
+            expect = "skipped" if not block.any() else "full" if block.all() else "partial"
+            assert tr.tile_status[i, j] == expect, (i, j)
+
+
+def _check_invariants(tr):
+    c = tr.config
+    visited = [(s.i, s.j) for s in tr.steps]
+    # steps: Q block outer, KV block inner, exactly the non-skipped tiles
+    assert visited == sorted(visited)
+    assert set(visited) == {tuple(ij) for ij in np.argwhere(tr.tile_status != "skipped")}
+    assert all(tr.tile_status[s.i, s.j] == s.kind for s in tr.steps)
+    assert [s.n for s in tr.steps] == list(range(len(tr.steps)))
+    for i in range(c.Tr):
+        steps = [s for s in tr.steps if s.i == i]
+        for prev, s in zip(steps, steps[1:]):
+            np.testing.assert_array_equal(s.m_before, prev.m)
+            np.testing.assert_array_equal(s.l_before, prev.l)
+        for s in steps:
+            assert np.all(s.m >= s.m_before)  # the running max never decreases
+            moved = s.m != s.m_before
+            assert np.all(s.alpha[~moved] == 1.0)  # alpha == 1 exactly when the max stayed
+            assert np.all(s.alpha[moved] < 1.0)
+            # l' = alpha l + rowsum(P~), the identity the live-math panel shows
+            np.testing.assert_allclose(s.l, s.alpha * s.l_before + s.p_sum, rtol=1e-6)
+
+
+@pytest.mark.parametrize("Lq,Lk,D,Br,Bc,mask", CASES)
+def test_trace_invariants(Lq, Lk, D, Br, Bc, mask):
+    _check_invariants(_trace(Lq, Lk, D, Br, Bc, mask)[3])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    Lq=st.integers(1, 70), Lk=st.integers(1, 70), D=st.sampled_from([4, 16]),
+    Br=st.integers(1, 33), Bc=st.integers(1, 33),
+    kind=st.sampled_from(["causal", "window", "full"]),
+    offset=st.floats(0, 1), window=st.integers(1, 40), seed=st.integers(0, 2**16),
+)
+def test_property_trace_kernel_oracle(Lq, Lk, D, Br, Bc, kind, offset, window, seed):
+    """Any shape, any blocks, any legal mask: trace == kernel == oracle; invariants hold."""
+    mask = {"causal": kind != "full"}
+    if kind != "full":
+        lo, hi = 1 - Lq, Lk - 1
+        mask["q_offset"] = int(round(lo + offset * (hi - lo)))
+    if kind == "window":
+        mask["window"] = window
+    q, k, v = qkv(1, 2, 1, Lq, Lk, D, seed=seed)
+    out, lse = streaming_attention(q, k, v, q_block=Br, kv_block=Bc, return_lse=True, **mask)
+    assert_matches_oracle(out, lse, q, k, v, **mask)
+    tr = run_trace(q[0, 1], k[0, 0], v[0, 0], q_block=Br, kv_block=Bc, **mask)
+    assert_matches_oracle(tr.out, tr.lse, q[0, 1], k[0, 0], v[0, 0], **mask)
+    _check_invariants(tr)
+
+
+def test_tiles_replay_the_step():
+    """S and P~ recomputed for a step agree with its recorded row max / row sum."""
+    _, _, _, tr = _trace(90, 90, 16, 16, 8, {"window": 20})
+    for step in tr.steps:
+        S, P = tr.tiles(step.n)
+        np.testing.assert_array_equal(S.max(axis=1), step.s_max)
+        np.testing.assert_allclose(P.sum(axis=1), step.p_sum, rtol=1e-6)
+        assert np.isinf(S).any() == (step.kind == "partial")
+        m_ref = np.where(np.isfinite(step.m), step.m, 0)
+        np.testing.assert_allclose(P, np.exp(S.astype(np.float64) - m_ref[:, None]), rtol=1e-5, atol=1e-30)
+
+
+def test_hooks_see_every_event_in_order():
+    events = []
+
+    class Recorder:
+        def on_skip(self, i, j):
+            events.append(("skip", i, j))
+
+        def on_step(self, step):
+            events.append(("step", step.i, step.j))
+
+        def on_block_done(self, i, O_rows, lse_rows):
+            events.append(("done", i, O_rows.shape[0]))
+
+    q, k, v = qkv(1, 1, 1, 40, 40, 16)
+    tr = run_trace(q[0, 0], k[0, 0], v[0, 0], q_block=16, kv_block=16, hooks=[Recorder()])
+    c = tr.config
+    expect = []
+    for i in range(c.Tr):
+        for j in range(c.Tc):
+            expect.append(("skip" if tr.tile_status[i, j] == "skipped" else "step", i, j))
+        expect.append(("done", i, c.rows(i)[1] - c.rows(i)[0]))
+    assert events == expect
+
+
+def test_trace_stays_small_at_4096():
+    q, k, v = qkv(1, 1, 1, 4096, 4096, 64, seed=1)
+    tr = run_trace(q[0, 0], k[0, 0], v[0, 0])
+    per_row = sum(a.nbytes for s in tr.steps
+                  for a in (s.m_before, s.m, s.l_before, s.l, s.alpha, s.s_max, s.p_sum, s.acc_norm))
+    # Q block i (rows 32i .. 32i+31) needs KV tiles 0 .. (32i+31)//64: 4160 of 128x64
+    assert len(tr.steps) == sum((32 * i + 31) // 64 + 1 for i in range(128)) == 4160
+    assert per_row < 5 * 2**20  # ~4.3 MB for 4160 steps of 32 rows
+    assert tr.counts == {"full": 4032, "partial": 128, "skipped": 4032}
