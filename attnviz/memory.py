@@ -5,8 +5,8 @@ What each method must hold beyond its inputs q, k, v:
 * standard (``kernels.standard_attention``): the score matrix S [B, Hq, Lq, Lk] float32,
   softmaxed into P in place, plus O and LSE. (A NumPy version holds S *and* P, and more
   temporaries: ``numpy_standard_bytes``.)
-* streaming: per worker thread one score tile [Br, Bc], an accumulator and a P~V product
-  [Br, D] each, and m, l, alpha [Br]; plus O and LSE. Nothing grows with Lk.
+* streaming: per worker thread a score tile S and a P~ tile [Br, Bc], an accumulator and a
+  P~V product [Br, D] each, and m, l, alpha [Br]; plus O and LSE. Nothing grows with Lk.
 * decode split-KV: the partial (m, l, acc) of every chunk, [B, Hkv, C, g, D + 2].
 * GQA by copying (the seed's engine's ``k_repeated``/``v_repeated``): K and V copied out to
   Hq heads, 2 * B * Hq * Lk * D floats. Indexing ``h // (Hq // Hkv)`` costs nothing.
@@ -51,8 +51,9 @@ def numpy_standard_bytes(s: Shape) -> int:
 
 
 def tile_working_set(Br: int, Bc: int, D: int) -> int:
-    """One streaming worker: S/P~ tile [Br, Bc]; acc and PV [Br, D]; m, l, alpha, qpos [Br]."""
-    return F32 * (Br * Bc + 2 * Br * D + 3 * Br) + 8 * Br
+    """One streaming worker: S and P~ tiles [Br, Bc]; acc and PV [Br, D]; m, l, alpha [Br];
+    qpos [Br] int64; the exp's exponent workspace [Bc] int32."""
+    return F32 * (2 * Br * Bc + 2 * Br * D + 3 * Br + Bc) + 8 * Br
 
 
 def streaming_bytes(s: Shape, Br: int, Bc: int, threads: int) -> int:

@@ -11,7 +11,7 @@ from .validate import check_block, check_qkv, check_scale, mask_spec
 
 # Default (Q block, KV block) per head dim, from `python -m attnviz.bench --sweep-blocks`
 # on this project's 2-core machine (see BENCHMARKS.md). Other D take the nearest entry.
-_BLOCKS = {16: (64, 128), 32: (64, 128), 64: (64, 128), 128: (64, 64), 256: (32, 64)}
+_BLOCKS = {16: (128, 128), 32: (128, 128), 64: (128, 128), 128: (128, 128), 256: (64, 64)}
 
 # standard_attention refuses a score matrix above this fraction of physical memory.
 DEFAULT_MEMORY_FRACTION = 0.5

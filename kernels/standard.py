@@ -4,7 +4,8 @@ and the memory it needs grows with Lq * Lk.
 
 Parallel over (b, h, block of ROWS query rows): each task fills its rows of the full S buffer
 with one GEMM, runs a three-pass softmax over each row (max, exp and sum, normalize), and
-multiplies by V. Nothing is tiled along Lk: that is the point of the comparison.
+multiplies by V. Nothing is tiled along Lk: that is the point of the comparison. The exp is
+the streaming kernel's (``tile.exp_shifted``), so the two differ only in what they hold.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import FASTMATH
-from .tile import cdiv, row_span
+from .tile import cdiv, exp_shifted, row_span
 
 ROWS = 64  # query rows per parallel task
 
@@ -34,6 +35,8 @@ def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, causal, window):
         i1 = min(i0 + ROWS, Lq)
         Si = S[b, h, i0:i1]  # [rows, Lk]
         np.dot(Q[b, h, i0:i1], K[b, hk].T, Si)  # the full score rows
+        P_row = np.empty(Lk, np.float32)  # exp output (must not alias its input)
+        E = np.empty(Lk, np.int32)
         for r in range(i1 - i0):
             lo, hi = row_span(q_offset + i0 + r, Lk, causal, window)
             row = Si[r]
@@ -46,13 +49,9 @@ def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, causal, window):
                 row[:] = 0.0
                 LSE[b, h, i0 + r] = -np.inf
                 continue
-            total = np.float32(0.0)
-            for c in range(Lk):
-                p = math.exp(row[c] - mx)
-                row[c] = p
-                total += p
+            total = exp_shifted(row, mx, P_row, E)  # the same exp as the streaming kernel
             inv = np.float32(1.0) / total
             for c in range(Lk):
-                row[c] *= inv  # P, normalized
+                row[c] = P_row[c] * inv  # P, normalized
             LSE[b, h, i0 + r] = mx + math.log(total)
         np.dot(Si, V[b, hk], O[b, h, i0:i1])  # O = P V

@@ -51,7 +51,7 @@ def prefill_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Br, Bc):
         l = np.empty(n, np.float32)
         acc = np.empty((n, D), np.float32)
         alpha = np.empty(n, np.float32)
-        S = np.empty(n * Bc, np.float32)
+        S = np.empty(2 * n * Bc, np.float32)  # S and P~ tiles
         PV = np.empty((n, D), np.float32)
         init_state(m, l, acc)
         # KV tiles any row of this block can see: from the first row's lo to the last row's
@@ -90,7 +90,7 @@ def decode_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Bc, n_chunks
         lo = j_lo + c * per
         hi = min(lo + per, j_hi)
         attend_span(Qg, K[b, hk], V[b, hk], qpos, lo, hi, Bc, Lk, causal, window, scale,
-                    m, l, acc, np.empty(g * Bc, np.float32), np.empty((g, D), np.float32),
+                    m, l, acc, np.empty(2 * g * Bc, np.float32), np.empty((g, D), np.float32),
                     np.empty(g, np.float32))
     for bh in prange(B * Hkv):
         b, hk = divmod(np.int64(bh), Hkv)

@@ -33,6 +33,14 @@ PARTIAL = 2  # some entries masked: the causal diagonal or a window edge
 NO_WINDOW = 0
 NEG_INF = -np.inf
 
+# exp(x) = 2^(x log2 e) = 2^n * 2^f with n = round(x log2 e), f in [-1/2, 1/2]. 2^f is a
+# degree-6 polynomial (relative-error fit, max rel. error 1.0e-7 in float32); 2^n is added to
+# the float's exponent bits. Unlike libm's exp (Numba has no SVML here) the loop vectorizes.
+LOG2E = np.float32(1.4426950408889634)
+EXP2_POLY = (np.float32(1.0), np.float32(0.6931471824645996), np.float32(0.24022646248340607),
+             np.float32(0.05550328642129898), np.float32(0.009618489071726799),
+             np.float32(0.0013399930903688073), np.float32(0.00015345794963650405))
+
 
 @njit(cache=True, inline="always")
 def cdiv(a, b):
@@ -76,44 +84,77 @@ def tile_class(qpos, k0, k1, Lk, causal, window):
     return PARTIAL
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def scale_mask_max(row, scale, c_lo, c_hi, m_old):
+    """row[c] *= scale for visible columns [c_lo, c_hi), -inf elsewhere; returns
+    max(m_old, max(row)). Three branch-free loops, so each one vectorizes."""
+    for c in range(c_lo):
+        row[c] = NEG_INF
+    m_new = m_old
+    for c in range(c_lo, c_hi):
+        s = row[c] * scale
+        row[c] = s
+        m_new = max(m_new, s)
+    for c in range(c_hi, row.shape[0]):
+        row[c] = NEG_INF
+    return m_new
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def exp_shifted(x, shift, out, e):
+    """out[c] = exp(x[c] - shift) for a row x [n] with x - shift <= 0; returns sum(out).
+
+    ``e`` [n] int32 workspace. exp(-inf) = 0 exactly; results below ~2^-126 flush to 0.
+    Everything stays 32-bit so that both loops compile to AVX2 vector code.
+    """
+    c0, c1, c2, c3, c4, c5, c6 = EXP2_POLY
+    n = x.shape[0]
+    for c in range(n):
+        t = (x[c] - shift) * LOG2E  # exp(x) = 2^t
+        t = max(t, np.float32(-127.0))  # also maps -inf
+        b = np.int32(t + np.float32(127.5))  # round(t) + 127 >= 0: the biased exponent of 2^k
+        k = np.float32(np.int32(b - np.int32(127)))  # in integers: reassoc must not fold
+        f = t - k  # [-1/2, 1/2]                       # it into (t + 127) - b, losing t's bits
+        out[c] = c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
+        e[c] = b << 23  # the bits of the float 2^k (0.0 when b == 0: underflow)
+    two_k = e.view(np.float32)
+    total = np.float32(0.0)
+    for c in range(n):
+        out[c] *= two_k[c]  # 2^f * 2^k, exact
+        total += out[c]
+    return total
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def tile_update(Qi, Kj, Vj, qpos, k0, Lk, causal, window, masked, scale,
-                m, l, acc, S, P, PV, alpha):
+                m, l, acc, S, P, PV, alpha, E):
     """One online-softmax step of the rows ``Qi`` against the KV tile starting at key ``k0``.
 
     Inputs:  Qi [Br, D], Kj [Bc, D], Vj [Bc, D] float32; qpos [Br] absolute row positions.
     State (updated in place): m [Br], l [Br], acc [Br, D].
     Outputs: S [Br, Bc] the scaled, masked scores; P [Br, Bc] P~ = exp(S - m');
              alpha [Br] the rescale factor applied to the old (l, acc).
-    Workspace: PV [Br, D]. ``P`` may be the same array as ``S`` (the fast kernels do that;
-    the traced driver keeps both to show them). ``masked=False`` promises a FULL tile.
+    Workspace: PV [Br, D], E [Bc] int32. ``masked=False`` promises a FULL tile.
+    S and P must not overlap: aliasing them would push LLVM onto the scalar fallback of the
+    exp loop, a different (slower) summation order than the traced driver's.
     """
     Br = Qi.shape[0]
     Bc = Kj.shape[0]
     np.dot(Qi, Kj.T, S)  # S = Qi Kj^T, [Br, Bc], BLAS
     for r in range(Br):
         # -- scale, mask, and the new running max
-        lo, hi = k0, k0 + Bc
+        c_lo, c_hi = 0, Bc  # visible columns of this row in the tile
         if masked:
             lo, hi = row_span(qpos[r], Lk, causal, window)
+            c_lo = min(max(lo - k0, 0), Bc)
+            c_hi = max(min(hi - k0, Bc), c_lo)
         m_old = m[r]
-        m_new = m_old
-        for c in range(Bc):
-            key = k0 + c
-            s = S[r, c] * scale
-            if key < lo or key >= hi:
-                s = NEG_INF
-            S[r, c] = s
-            m_new = max(m_new, s)
+        m_new = scale_mask_max(S[r], scale, c_lo, c_hi, m_old)
         # -- rescale factor; a row that has seen no key yet keeps m = -inf and P~ = 0
         a = np.float32(1.0) if m_new == m_old else math.exp(m_old - m_new)
         m_ref = m_new if m_new != NEG_INF else np.float32(0.0)
         # -- P~ and its row sum
-        rowsum = np.float32(0.0)
-        for c in range(Bc):
-            p = math.exp(S[r, c] - m_ref)
-            P[r, c] = p
-            rowsum += p
+        rowsum = exp_shifted(S[r], m_ref, P[r], E[:Bc])
         m[r] = m_new
         l[r] = a * l[r] + rowsum
         alpha[r] = a
@@ -172,9 +213,12 @@ def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, causal, window, scale,
     [j*Bc, min((j+1)*Bc, Lk)), the same grid everywhere, so every driver does the same sums).
 
     Tiles with no visible key are skipped; only PARTIAL tiles pay for the mask. ``S`` is a
-    flat workspace of at least Br*Bc floats (ragged tiles take a contiguous prefix of it).
+    flat workspace of at least 2*Br*Bc floats: S and P~ (ragged tiles take contiguous
+    prefixes of each half).
     """
     Br = Qi.shape[0]
+    E = np.empty(Bc, np.int32)
+    half = S.shape[0] // 2
     for j in range(j_lo, j_hi):
         k0 = j * Bc
         k1 = min(k0 + Bc, Lk)
@@ -182,5 +226,6 @@ def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, causal, window, scale,
         if cls == SKIPPED:
             continue
         St = S[: Br * (k1 - k0)].reshape((Br, k1 - k0))
+        Pt = S[half: half + Br * (k1 - k0)].reshape((Br, k1 - k0))
         tile_update(Qi, K[k0:k1], V[k0:k1], qpos, k0, Lk, causal, window, cls == PARTIAL,
-                    scale, m, l, acc, St, St, PV, alpha)
+                    scale, m, l, acc, St, Pt, PV, alpha, E)

@@ -75,7 +75,9 @@ def mask_spec(Lq: int, Lk: int, causal, q_offset, window) -> MaskSpec:
     elif isinstance(window, bool) or not isinstance(window, (int, np.integer)):
         raise TypeError(f"window must be a positive integer or None, got {window!r}")
     elif not causal:
-        raise ValueError("window requires causal=True (a sliding window looks back from each query)")
+        raise ValueError(
+            "window requires causal=True (a sliding window looks back from each query)"
+        )
     elif window < 1:
         raise ValueError(f"window must be >= 1 (the query sees itself), got {window}")
     return MaskSpec(bool(causal), int(q_offset), int(window))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import numba
-import numpy as np
 
 from kernels import standard_attention, streaming_attention
 from tests.helpers import assert_matches_oracle, qkv

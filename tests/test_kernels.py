@@ -131,3 +131,29 @@ def test_streaming_and_standard_agree_at_length_1000():
     a = streaming_attention(q, k, v)
     b = standard_attention(q, k, v)
     assert np.abs(a - b).max() < 1e-5
+
+
+@pytest.mark.nojit
+def test_exp_polynomial_accuracy():
+    """The vectorizable exp (degree-6 exp2 polynomial + exponent bits) against float64.
+
+    Bound: relative error <= 1e-7 * (2 + |x|); the |x| part is float32's rounding of
+    x * log2(e), which libm's expf shares. exp(-inf) and deep underflow give exactly 0.
+    """
+    from kernels.tile import exp_shifted
+
+    x = np.concatenate([-np.geomspace(1e-6, 87, 20_000), np.linspace(-30, 0, 10_001),
+                        [0.0, -np.inf, -200.0, -1e30]]).astype(np.float32)
+    out = np.empty_like(x)
+    e = np.empty(x.shape, np.int32)
+    total = exp_shifted(x, np.float32(0.0), out, e)
+    exact = np.exp(x.astype(np.float64))
+    normal = exact > 2.0**-125
+    rel = np.abs(out[normal] - exact[normal]) / exact[normal]
+    assert np.all(rel <= 1e-7 * (2 + np.abs(x[normal]))), rel.max()
+    assert np.all(out[~normal] <= 2.0**-125) and np.all(out[-3:] == 0.0)
+    assert total == pytest.approx(exact.sum(), rel=1e-5)
+    # the shift is subtracted in float32 first, as the kernels do
+    shifted = np.empty_like(x[:100])
+    exp_shifted(x[:100] + np.float32(3.0), np.float32(3.0), shifted, e[:100])
+    np.testing.assert_allclose(shifted, out[:100], rtol=1e-6)

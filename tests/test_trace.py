@@ -70,7 +70,7 @@ def _check_invariants(tr):
     assert [s.n for s in tr.steps] == list(range(len(tr.steps)))
     for i in range(c.Tr):
         steps = [s for s in tr.steps if s.i == i]
-        for prev, s in zip(steps, steps[1:]):
+        for prev, s in zip(steps, steps[1:], strict=False):
             np.testing.assert_array_equal(s.m_before, prev.m)
             np.testing.assert_array_equal(s.l_before, prev.l)
         for s in steps:
