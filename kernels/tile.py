@@ -84,6 +84,40 @@ def tile_class(qpos, k0, k1, Lk, causal, window):
     return PARTIAL
 
 
+# Below this many rows (decode: the g query heads of one KV head) a BLAS call costs more than
+# it computes, and OpenBLAS serializes concurrent callers on its buffer lock: plain loops,
+# which stream each K/V row through the cache once, are faster and steady.
+SMALL_ROWS = 8
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def matmul_nt(A, B, C):
+    """C = A B^T for A [M, D], B [N, D], C [M, N]."""
+    if A.shape[0] > SMALL_ROWS:
+        np.dot(A, B.T, C)
+        return
+    for n in range(B.shape[0]):
+        for i in range(A.shape[0]):
+            s = np.float32(0.0)
+            for d in range(A.shape[1]):
+                s += A[i, d] * B[n, d]
+            C[i, n] = s
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def matmul_nn(A, B, C):
+    """C = A B for A [M, N], B [N, D], C [M, D]."""
+    if A.shape[0] > SMALL_ROWS:
+        np.dot(A, B, C)
+        return
+    C[:] = 0.0
+    for n in range(B.shape[0]):
+        for i in range(A.shape[0]):
+            a = A[i, n]
+            for d in range(B.shape[1]):
+                C[i, d] += a * B[n, d]
+
+
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def scale_mask_max(row, scale, c_lo, c_hi, m_old):
     """row[c] *= scale for visible columns [c_lo, c_hi), -inf elsewhere; returns
@@ -140,7 +174,7 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, causal, window, masked, scale,
     """
     Br = Qi.shape[0]
     Bc = Kj.shape[0]
-    np.dot(Qi, Kj.T, S)  # S = Qi Kj^T, [Br, Bc], BLAS
+    matmul_nt(Qi, Kj, S)  # S = Qi Kj^T, [Br, Bc]
     for r in range(Br):
         # -- scale, mask, and the new running max
         c_lo, c_hi = 0, Bc  # visible columns of this row in the tile
@@ -159,7 +193,7 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, causal, window, masked, scale,
         l[r] = a * l[r] + rowsum
         alpha[r] = a
     # -- acc' = alpha * acc + P~ V_j
-    np.dot(P, Vj, PV)  # [Br, D], BLAS
+    matmul_nn(P, Vj, PV)  # [Br, D]
     for r in range(Br):
         a = alpha[r]
         for d in range(acc.shape[1]):

@@ -41,9 +41,11 @@ def test_trace_equals_kernel_and_oracle(Lq, Lk, D, Br, Bc, mask):
     assert_matches_oracle(tr.out, tr.lse, q[0, 0], k[0, 0], v[0, 0], **mask)
     out, lse = streaming_attention(q, k, v, q_block=Br, kv_block=Bc, return_lse=True, **mask)
     if Lq > 1:
-        # prefill: the same tile_update calls in the same order -> the same bits
-        np.testing.assert_array_equal(tr.out, out[0, 0])
-        np.testing.assert_array_equal(tr.lse, lse[0, 0])
+        # prefill: the same tile_update calls in the same order. LLVM may vectorize a row sum
+        # or fuse a multiply-add differently where the routine is inlined (fastmath), so the
+        # two agree to float32 rounding (a few ulp), not necessarily to the bit.
+        np.testing.assert_allclose(tr.out, out[0, 0], rtol=2e-6, atol=2e-7)
+        np.testing.assert_allclose(tr.lse, lse[0, 0], rtol=2e-6, atol=2e-7)
 
 
 @pytest.mark.parametrize("Lq,Lk,D,Br,Bc,mask", CASES)
