@@ -1,0 +1,67 @@
+"""attnviz: block-wise streaming attention, tile by tile (``make run``, or
+``streamlit run app.py``).
+
+The page: sidebar controls; the step view (tile map, the current tile, one row's live math,
+finished outputs, share/export) as a fragment that reruns alone when stepping or playing;
+then memory and timing. Panels live in ``attnviz/ui``; this file only wires them.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from attnviz.ui import cache, detail, memory, share, sidebar, state, stepper, tilemap, timing
+
+st.set_page_config(page_title="attnviz: streaming attention, tile by tile", page_icon="🧮",
+                   layout="wide")
+machine = cache.warm()
+cfg = state.sync_config()
+sidebar.render(cfg)
+
+st.title("Streaming attention, tile by tile")
+st.markdown(
+    "Attention computes, for every query row, softmax(q·Kᵀ/√D)·V. The standard way builds the "
+    "whole score matrix S first. **Block-wise streaming** (FlashAttention's tiling with an "
+    "*online softmax*) instead walks S one tile at a time and keeps, per query row, only a "
+    "running max **m**, a running denominator **l** and an unnormalized output: whenever a "
+    "new tile raises the max, the old sums are rescaled by **alpha = exp(m_old − m_new)**. "
+    "The result is exact, and S never exists in memory. Step through it below.")
+try:
+    head = cache.traced_head(cfg)
+except (ValueError, TypeError, MemoryError) as e:
+    st.error(f"This configuration cannot be traced: {e}")
+    st.stop()
+stepper.clamp_cursor(head.trace, cfg)
+for note in state.notices(cfg):
+    st.warning(note, icon="⚠️")
+defined_interval = stepper.interval()
+
+
+@st.fragment(run_every=defined_interval)
+def step_view() -> None:
+    trace = head.trace
+    stepper.tick(trace, defined_interval)
+    n = stepper.render(trace)
+    r = detail.current_row(trace, n)
+    left, right = st.columns([5, 6], gap="large")
+    with left:
+        tilemap.render(trace, n)
+    with right:
+        detail.render_tiles(trace, cfg, n)
+    left, right = st.columns([5, 6], gap="large")
+    with left:
+        detail.render_row(trace, n, r)
+    with right:
+        detail.render_math(trace, n, r)
+    detail.render_output(head, n)
+    share.render(head, cfg, n, r)
+    state.write_url(cfg, n, st.session_state[state.ROW])
+
+
+step_view()
+
+st.divider()
+memory_tab, timing_tab = st.tabs(["Memory", "Timing"])
+with timing_tab:  # drawn first, so the memory panel shows the peaks measured in this run
+    timing.render(cfg, machine)
+with memory_tab:
+    memory.render(cfg, machine["threads"], timing.measured_peaks())

@@ -1,0 +1,83 @@
+"""A Trace as files -- JSON (everything, nested), CSV (one line per step and query row) --
+and figures as PNG.
+
+The text files are built from the recorded numbers; -inf (a row that has seen no key) is
+written as the string "-inf" in JSON (JSON has no infinity) and as ``-inf`` in CSV. PNGs come
+from kaleido, which drives the system's Chromium.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import threading
+import warnings
+
+from .trace import Trace
+
+STEP_FIELDS = ("m_before", "s_max", "m", "alpha", "l_before", "p_sum", "l", "acc_norm")
+
+
+def _num(x) -> float | str:
+    x = float(x)
+    return x if math.isfinite(x) else ("-inf" if x < 0 else "inf" if x > 0 else "nan")
+
+
+def trace_dict(trace: Trace, meta: dict | None = None) -> dict:
+    """The trace as JSON-ready data: config, tile grid, steps with per-row numbers, O, LSE."""
+    c = trace.config
+    return {
+        "meta": meta or {},
+        "config": {"Lq": c.Lq, "Lk": c.Lk, "D": c.D, "Br": c.Br, "Bc": c.Bc, "Tr": c.Tr,
+                   "Tc": c.Tc, "causal": c.mask.causal, "q_offset": c.mask.q_offset,
+                   "window": c.mask.window, "scale": c.scale},
+        "tile_status": trace.tile_status.tolist(),
+        "counts": trace.counts,
+        "steps": [
+            {"n": s.n, "i": s.i, "j": s.j, "kind": s.kind, "rows": list(c.rows(s.i)),
+             **{f: [_num(x) for x in getattr(s, f)] for f in STEP_FIELDS}}
+            for s in trace.steps
+        ],
+        "block_done_after": {str(i): n for i, n in trace.block_done_after.items()},
+        "O": [[_num(x) for x in row] for row in trace.out],
+        "LSE": [_num(x) for x in trace.lse],
+    }
+
+
+def trace_json(trace: Trace, meta: dict | None = None) -> str:
+    return json.dumps(trace_dict(trace, meta))
+
+
+def trace_csv(trace: Trace) -> str:
+    """Columns: n, i, j, kind, row, then STEP_FIELDS; one line per (step, row of its block)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("n", "i", "j", "kind", "row") + STEP_FIELDS)
+    for s in trace.steps:
+        i0, _ = trace.config.rows(s.i)
+        cols = [getattr(s, f) for f in STEP_FIELDS]
+        for t in range(len(s.m)):
+            w.writerow([s.n, s.i, s.j, s.kind, i0 + t] + [repr(float(a[t])) for a in cols])
+    return buf.getvalue()
+
+
+_png_server_lock = threading.Lock()
+_png_server_started = False
+
+
+def figure_png(fig, *, width: int = 1100, height: int | None = None, scale: float = 2) -> bytes:
+    """``fig`` as PNG bytes through kaleido (which drives the system's Chromium). A kaleido
+    server is started once per process: the first image takes a few seconds, later ones
+    a fraction of a second."""
+    global _png_server_started
+    import kaleido
+
+    with _png_server_lock:
+        if not _png_server_started:
+            kaleido.start_sync_server(silence_warnings=True)
+            _png_server_started = True
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+        return fig.to_image(format="png", width=width, height=height or fig.layout.height,
+                            scale=scale)

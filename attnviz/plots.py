@@ -1,0 +1,312 @@
+"""Figure builders: pure functions from a Trace (or a config, or measured rows) to go.Figure.
+
+Nothing here imports Streamlit or keeps state, so every figure can be tested by reading its
+traces and shapes, and exported as PNG. Names follow the paper: Q block i (rows), KV block
+j (keys), S the scaled masked scores, P~ = exp(S - m'), m the running max, l the running
+denominator, alpha the rescale factor.
+
+Conventions the app and tests rely on:
+* ``tile_map``: trace ``"tiles"`` is the status heatmap (0 skipped, 1 full, 2 partial);
+  trace ``"visited"`` shades computed tiles up to step n; trace ``"click"`` has one invisible
+  square marker per tile with ``customdata = [n, i, j]`` (n = -1 for skipped tiles), the
+  click target; the layout shape named ``"current"`` outlines step n's tile.
+* rows go down (reversed y axes): row 0 / Q block 0 on top, as in a matrix.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .trace import Trace
+
+STATUS_CODE = {"skipped": 0, "full": 1, "partial": 2}
+STATUS_COLOR = {"skipped": "#e5e7eb", "full": "#3b82f6", "partial": "#f59e0b"}
+CURRENT_COLOR = "#dc2626"
+VISITED_SHADE = "rgba(15, 23, 42, 0.45)"
+RESCALE_COLOR = "#dc2626"
+_MARGIN = dict(l=60, r=20, t=50, b=50)
+
+
+def _discrete_scale(colors: list[str]) -> list:
+    """A colorscale with one flat band per integer code 0..len-1 (zmin=0, zmax=len-1)."""
+    n = len(colors)
+    scale = []
+    for k, c in enumerate(colors):
+        scale += [[k / n, c], [(k + 1) / n, c]]
+    return scale
+
+
+def _nan_to_none(a: np.ndarray) -> list:
+    """Plotly JSON has no inf/NaN: masked (-inf) and missing (NaN) cells become gaps."""
+    a = np.asarray(a, dtype=np.float64)
+    return np.where(np.isfinite(a), a, None).tolist()
+
+
+def tile_map(trace: Trace, n: int, *, height: int | None = None) -> go.Figure:
+    """The [Tr, Tc] grid coloured by tile class, tiles visited up to step n shaded, step n's
+    tile outlined. Click targets: the ``"click"`` trace (see the module docstring)."""
+    c = trace.config
+    status = trace.tile_status
+    codes = np.vectorize(STATUS_CODE.get)(status)
+    visited = np.full(status.shape, np.nan)
+    step_of = {(s.i, s.j): s.n for s in trace.steps}
+    for s in trace.steps[: n + 1]:
+        visited[s.i, s.j] = 1.0
+    cur = trace.steps[n]
+    ii, jj = np.meshgrid(np.arange(c.Tr), np.arange(c.Tc), indexing="ij")
+    ii, jj = ii.ravel(), jj.ravel()
+    nn = [step_of.get((i, j), -1) for i, j in zip(ii, jj)]
+    hover = [
+        f"Q block {i} (rows {c.rows(i)[0]}-{c.rows(i)[1] - 1}) x KV block {j} "
+        f"(keys {c.keys(j)[0]}-{c.keys(j)[1] - 1})<br>{status[i, j]}"
+        + (f", step {s} of {len(trace.steps)}" if s >= 0 else ": not computed")
+        for i, j, s in zip(ii, jj, nn)
+    ]
+    fig = go.Figure()
+    fig.add_trace(go.Heatmap(
+        name="tiles", z=codes.tolist(), zmin=0, zmax=2, showscale=False, hoverinfo="skip",
+        colorscale=_discrete_scale([STATUS_COLOR[k] for k in STATUS_CODE]), xgap=1, ygap=1))
+    fig.add_trace(go.Heatmap(
+        name="visited", z=_nan_to_none(visited), zmin=0, zmax=1, showscale=False,
+        hoverinfo="skip", colorscale=[[0, VISITED_SHADE], [1, VISITED_SHADE]], xgap=1, ygap=1))
+    cell = max(4, min(40, 420 / max(c.Tr, c.Tc)))
+    fig.add_trace(go.Scatter(
+        name="click", x=jj.tolist(), y=ii.tolist(), mode="markers",
+        customdata=[[s, int(i), int(j)] for s, i, j in zip(nn, ii, jj)],
+        marker=dict(symbol="square", size=cell, color="rgba(0,0,0,0)"),
+        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),
+        hovertext=hover, hoverinfo="text", showlegend=False))
+    for name, color in STATUS_COLOR.items():  # legend entries for the heatmap colours
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
+                                 marker=dict(symbol="square", size=12, color=color)))
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="visited (shaded)",
+                             marker=dict(symbol="square", size=12, color=VISITED_SHADE)))
+    fig.add_shape(type="rect", name="current", x0=cur.j - 0.5, x1=cur.j + 0.5,
+                  y0=cur.i - 0.5, y1=cur.i + 0.5, line=dict(color=CURRENT_COLOR, width=3))
+    if height is None:
+        height = int(140 + 380 * min(1.0, c.Tr / c.Tc)) if c.Tc >= c.Tr else 520
+    fig.update_layout(
+        height=height, margin=_MARGIN, clickmode="event+select", dragmode=False,
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+        xaxis=dict(title="KV block j (keys)", range=[-0.5, c.Tc - 0.5], side="bottom",
+                   showgrid=False, zeroline=False, constrain="domain"),
+        yaxis=dict(title="Q block i (query rows)", range=[c.Tr - 0.5, -0.5], showgrid=False,
+                   zeroline=False, scaleanchor="x", constrain="domain"),
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def step_tiles(trace: Trace, n: int) -> go.Figure:
+    """Step n's S tile (masked entries blank) and its P~ tile, side by side."""
+    step = trace.steps[n]
+    c = trace.config
+    S, P = trace.tiles(n)
+    i0, i1 = c.rows(step.i)
+    k0, k1 = c.keys(step.j)
+    x = list(range(k0, k1))
+    y = list(range(i0, i1))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.2, subplot_titles=(
+        "S (blank: masked)", "P~ = exp(S − m<sub>new</sub>)"))
+    finite = S[np.isfinite(S)]
+    span = float(np.abs(finite).max()) if finite.size else 1.0
+    fig.add_trace(go.Heatmap(
+        name="S", x=x, y=y, z=_nan_to_none(S), colorscale="RdBu", reversescale=True,
+        zmid=0, zmin=-span, zmax=span, colorbar=dict(x=0.41, len=0.9, thickness=12),
+        hovertemplate="row %{y}, key %{x}<br>S = %{z:.4g}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Heatmap(
+        name="P~", x=x, y=y, z=_nan_to_none(P), colorscale="Viridis", zmin=0, zmax=1,
+        colorbar=dict(x=1.01, len=0.9, thickness=12),
+        hovertemplate="row %{y}, key %{x}<br>P~ = %{z:.4g}<extra></extra>"), row=1, col=2)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="key", row=1, col=col, showgrid=False)
+        fig.update_yaxes(title_text="query row", autorange="reversed", row=1, col=col,
+                         showgrid=False)
+    fig.update_layout(height=360, margin=_MARGIN, plot_bgcolor="#d1d5db")
+    return fig
+
+
+def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> go.Figure:
+    """m and l of query row r after each step of its Q block, up to step n; rescale events
+    (alpha < 1 with state to rescale) marked. ``all_rows``: m of every row of the block too."""
+    c = trace.config
+    i = r // c.Br
+    i0, _ = c.rows(i)
+    t = r - i0
+    steps = trace.row_history(r)
+    upto = [s for s in steps if s.n <= n]
+    js = [s.j for s in upto]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    if all_rows and upto:
+        M = np.stack([s.m for s in upto], axis=1)  # [rows of block i, steps so far]
+        for tt, row in enumerate(M):
+            fig.add_trace(go.Scatter(
+                x=js, y=_nan_to_none(row), mode="lines", name=f"m row {i0 + tt}",
+                line=dict(width=1, color="rgba(100,116,139,0.35)"), showlegend=tt == 0,
+                legendgroup="all", hoverinfo="skip"), secondary_y=False)
+    m = [float(s.m[t]) for s in upto]
+    l = [float(s.l[t]) for s in upto]
+    fig.add_trace(go.Scatter(x=js, y=_nan_to_none(m), mode="lines+markers", name=f"m (row {r})",
+                             line=dict(color="#2563eb", width=3)), secondary_y=False)
+    fig.add_trace(go.Scatter(x=js, y=l, mode="lines+markers", name=f"l (row {r})",
+                             line=dict(color="#16a34a", width=3, dash="dot")), secondary_y=True)
+    resc = [s for s in upto if s.alpha[t] != 1.0 and np.isfinite(s.m_before[t])]
+    fig.add_trace(go.Scatter(
+        name="rescale (alpha < 1)", x=[s.j for s in resc], y=[float(s.m[t]) for s in resc],
+        mode="markers", marker=dict(symbol="triangle-up", size=14, color=RESCALE_COLOR),
+        customdata=[[float(s.alpha[t]), s.n] for s in resc],
+        hovertemplate="KV block %{x}, step %{customdata[1]}<br>alpha = %{customdata[0]:.4g}"
+                      "<extra></extra>"), secondary_y=False)
+    cur = trace.steps[n]
+    fig.add_vline(x=cur.j, line=dict(color=CURRENT_COLOR, width=2, dash="dash"), name="current")
+    all_js = [s.j for s in steps]
+    fig.update_xaxes(title_text="KV block j", range=[min(all_js) - 0.5, max(all_js) + 0.5],
+                     dtick=max(1, math.ceil(len(all_js) / 16)))
+    fig.update_yaxes(title_text="running max m", secondary_y=False)
+    fig.update_yaxes(title_text="running denominator l", type="log", secondary_y=True)
+    fig.update_layout(height=340, margin=_MARGIN,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+                      title=dict(text=f"Row {r} of Q block {i}, up to step {n}", y=0.98))
+    return fig
+
+
+def output_rows(trace: Trace, n: int, done: np.ndarray, err_o: np.ndarray,
+                max_rows: int = 512) -> go.Figure:
+    """Left: O for the rows finished by step n (others blank); right: each finished row's
+    max |O - O_oracle|. More than ``max_rows`` rows: the heatmap shows every k-th row."""
+    c = trace.config
+    stride = max(1, math.ceil(c.Lq / max_rows))
+    rows = np.arange(0, c.Lq, stride)
+    O = np.where(done[:, None], trace.out, np.nan)[rows]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.2,
+                        subplot_titles=(
+                            "O rows finished so far" + (f" (every {stride}th row)"
+                                                        if stride > 1 else ""),
+                            "max |O − O<sub>float64 oracle</sub>| per finished row"))
+    fig.add_trace(go.Heatmap(name="O", x=list(range(c.D)), y=rows.tolist(), z=_nan_to_none(O),
+                             colorscale="RdBu", reversescale=True, zmid=0,
+                             colorbar=dict(x=0.42, len=0.9, thickness=12),
+                             hovertemplate="row %{y}, d %{x}<br>O = %{z:.4g}<extra></extra>"),
+                  row=1, col=1)
+    r_done = np.flatnonzero(done)
+    # an error of exactly 0 cannot sit on a log axis: draw it at 1e-12
+    fig.add_trace(go.Scatter(name="error", x=r_done.tolist(),
+                             y=np.maximum(err_o[r_done], 1e-12).tolist(),
+                             mode="markers", marker=dict(size=4, color="#7c3aed")),
+                  row=1, col=2)
+    fig.update_yaxes(autorange="reversed", title_text="query row", row=1, col=1)
+    fig.update_xaxes(title_text="d (head dim)", row=1, col=1)
+    fig.update_xaxes(title_text="query row", range=[-0.5, c.Lq - 0.5], row=1, col=2)
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
+    fig.update_layout(height=320, margin=_MARGIN, showlegend=False)
+    return fig
+
+
+def bytes_label(b: float) -> str:
+    for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if b >= k:
+            return f"{b / k:.3g} {unit}"
+    return f"{b:.0f} B"
+
+
+def _length_label(L: int) -> str:
+    return f"{L // 1024}K" if L >= 1024 and L % 1024 == 0 else str(L)
+
+
+def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, current_L: int,
+                 measured: dict[str, tuple[int, int]] | None = None,
+                 x_title: str = "sequence length L") -> go.Figure:
+    """Bytes of each method over L (log-log), this machine's RAM as a horizontal line, the
+    current L as a vertical line; ``measured``: name -> (L, peak extra bytes) points."""
+    fig = go.Figure()
+    for name, ys in series.items():
+        if not any(ys):
+            continue  # e.g. no GQA copy when Hq == Hkv
+        fig.add_trace(go.Scatter(
+            x=Ls, y=[y if y > 0 else None for y in ys], mode="lines+markers", name=name,
+            customdata=[bytes_label(y) for y in ys],
+            hovertemplate="L = %{x}<br>%{customdata}<extra>" + name + "</extra>"))
+    for name, (L, b) in (measured or {}).items():
+        fig.add_trace(go.Scatter(
+            x=[L], y=[max(b, 1)], mode="markers", name=f"measured: {name}",
+            marker=dict(symbol="x", size=13, line=dict(width=2)),
+            hovertemplate=f"measured {name}<br>L = %{{x}}<br>{bytes_label(b)}<extra></extra>"))
+    fig.add_hline(y=ram, line=dict(color=CURRENT_COLOR, dash="dash"), name="RAM",
+                  annotation_text=f"this machine's RAM: {bytes_label(ram)}",
+                  annotation_position="bottom right")
+    fig.add_vline(x=current_L, line=dict(color="#64748b", dash="dot"), name="current L",
+                  annotation_text=f"current L = {current_L}", annotation_position="top left")
+    ticks = [L for L in Ls if L == Ls[0] or L == Ls[-1] or (L.bit_length() - 1) % 2 == 1]
+    fig.update_xaxes(type="log", title_text=x_title, tickvals=ticks,
+                     ticktext=[_length_label(L) for L in ticks])
+    lo = min(min(y for y in ys if y > 0) for ys in series.values() if any(ys))
+    hi = max(max(max(ys) for ys in series.values()), ram)
+    exps = range(int(math.log2(lo)) // 10 * 10, int(math.log2(hi)) + 10, 10)
+    fig.update_yaxes(type="log", title_text="bytes", tickvals=[2**k for k in exps],
+                     ticktext=[bytes_label(2**k) for k in exps])
+    fig.update_layout(height=420, margin=_MARGIN,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    return fig
+
+
+def crossover(rows: list[dict]) -> int | None:
+    """The smallest L from which streaming is faster than standard at every measured L
+    where both ran; None if that never happens."""
+    both = [r for r in rows if r.get("standard_s") and r.get("streaming_s")]
+    for k, r in enumerate(both):
+        if all(b["streaming_s"] < b["standard_s"] for b in both[k:]):
+            return r["L"]
+    return None
+
+
+def crossover_chart(rows: list[dict]) -> go.Figure:
+    """Median time of standard vs streaming over L (log-log); L where standard was refused
+    marked on the axis; the crossover (``crossover``) as a vertical line."""
+    fig = go.Figure()
+    for key, name, color in (("standard_s", "standard (materializes S)", "#ea580c"),
+                             ("streaming_s", "streaming (tiles)", "#2563eb")):
+        pts = [r for r in rows if r.get(key)]
+        fig.add_trace(go.Scatter(
+            name=name, x=[r["L"] for r in pts], y=[r[key] for r in pts], mode="lines+markers",
+            line=dict(color=color), customdata=[r.get(key.replace("_s", "_gflops")) for r in pts],
+            hovertemplate="L = %{x}<br>%{y:.4g} s<br>%{customdata:.3g} GFLOP/s<extra></extra>"))
+    refused = [r for r in rows if r.get("standard_skipped")]
+    if refused:
+        ys = [r.get("streaming_s") for r in refused]
+        fig.add_trace(go.Scatter(
+            name="standard refused (memory guard)", x=[r["L"] for r in refused], y=ys,
+            mode="markers", marker=dict(symbol="x", size=12, color="#ea580c"),
+            customdata=[r["standard_skipped"] for r in refused],
+            hovertemplate="L = %{x}<br>%{customdata}<extra></extra>"))
+    x = crossover(rows)
+    if x is not None:
+        fig.add_vline(x=x, line=dict(color="#16a34a", dash="dash"), name="crossover",
+                      annotation_text=f"streaming faster from L = {x}",
+                      annotation_position="top left")
+    fig.update_xaxes(type="log", title_text="sequence length L", tickformat="~s")
+    fig.update_yaxes(type="log", title_text="median time (s)")
+    fig.update_layout(height=400, margin=_MARGIN,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    return fig
+
+
+def block_sweep_chart(Brs: list[int], Bcs: list[int], gflops: np.ndarray) -> go.Figure:
+    """GFLOP/s of the streaming kernel over (Q block, KV block); NaN = not measured; the
+    best cell outlined."""
+    fig = go.Figure(go.Heatmap(
+        name="GFLOP/s", x=[str(b) for b in Bcs], y=[str(b) for b in Brs],
+        z=_nan_to_none(gflops), colorscale="Viridis", colorbar=dict(title="GFLOP/s"),
+        text=[[("" if not np.isfinite(g) else f"{g:.1f}") for g in row] for row in gflops],
+        texttemplate="%{text}", hovertemplate="Br = %{y}, Bc = %{x}<br>%{z:.3g} GFLOP/s"
+                                              "<extra></extra>"))
+    if np.isfinite(gflops).any():
+        bi, bj = np.unravel_index(np.nanargmax(gflops), gflops.shape)
+        fig.add_shape(type="rect", name="best", x0=bj - 0.5, x1=bj + 0.5, y0=bi - 0.5,
+                      y1=bi + 0.5, line=dict(color=CURRENT_COLOR, width=3))
+    fig.update_xaxes(title_text="KV block Bc", type="category")
+    fig.update_yaxes(title_text="Q block Br", type="category", autorange="reversed")
+    fig.update_layout(height=360, margin=_MARGIN)
+    return fig

@@ -1,0 +1,110 @@
+"""The current step: its S and P~ tiles, every row's state around it, one row's history and
+live math, and the output rows finished so far against the float64 oracle."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from .. import plots
+from ..livemath import row_math
+from ..stats import output_error
+from ..trace import Trace
+from ..viewconfig import ViewConfig
+from . import state
+from .cache import TracedHead
+
+
+def _header(trace: Trace, n: int) -> None:
+    s = trace.steps[n]
+    c = trace.config
+    (i0, i1), (k0, k1) = c.rows(s.i), c.keys(s.j)
+    st.markdown(f"#### Step {n} of {len(trace.steps) - 1}: Q block {s.i} (rows {i0}–{i1 - 1}) "
+                f"× KV block {s.j} (keys {k0}–{k1 - 1}), {s.kind}")
+
+
+def step_rows_table(trace: Trace, n: int) -> pd.DataFrame:
+    """One line per row of step n's Q block: its state before and after the step."""
+    s = trace.steps[n]
+    i0, i1 = trace.config.rows(s.i)
+    return pd.DataFrame({
+        "row": np.arange(i0, i1), "m old": s.m_before, "rowmax S": s.s_max, "m new": s.m,
+        "alpha": s.alpha, "l old": s.l_before, "rowsum P~": s.p_sum, "l new": s.l,
+        "rescaled": s.rescaled & np.isfinite(s.m_before),
+    })
+
+
+def render_tiles(trace: Trace, cfg: ViewConfig, n: int) -> None:
+    _header(trace, n)
+    st.caption(
+        "Left: the scores S of this tile (query rows x keys), scaled by 1/sqrt(D); masked "
+        "entries are blank. Right: P~ = exp(S − m′), with m′ each row's running max *after* "
+        "this tile, so every entry is ≤ 1 and exp never overflows. The table lists each row's "
+        "state: m (running max) and l (running sum of P~) before and after, and alpha = "
+        "exp(m old − m new), the factor by which the old l and output accumulator were "
+        "rescaled because the max moved.")
+    if cfg.mode == "decode":
+        st.caption("Decode: the trace walks the KV tiles of the single query in order; the "
+                   "fast kernel splits them into chunks computed in parallel and merges the "
+                   "chunks' (m, l, acc) with the same rescaling.")
+    st.plotly_chart(plots.step_tiles(trace, n), key="step_tiles",
+                    config={"displayModeBar": False})
+    st.dataframe(step_rows_table(trace, n), hide_index=True, height=240,
+                 column_config={k: st.column_config.NumberColumn(format="%.5g") for k in
+                                ("m old", "rowmax S", "m new", "alpha", "l old", "rowsum P~",
+                                 "l new")})
+
+
+def current_row(trace: Trace, n: int) -> int:
+    """The chosen row (absolute) within step n's Q block; the control stores its offset."""
+    i0, i1 = trace.config.rows(trace.steps[n].i)
+    offset = min(max(int(st.session_state.get(state.ROW, 0)), 0), i1 - i0 - 1)
+    st.session_state[state.ROW] = offset
+    return i0 + offset
+
+
+def render_row(trace: Trace, n: int, r: int) -> None:
+    i0, i1 = trace.config.rows(trace.steps[n].i)
+    st.markdown("#### One row, step by step")
+    st.caption("The running max m only grows; each time it grows (red triangles) the old "
+               "sum l and the accumulated output are multiplied by alpha < 1, so that every "
+               "term keeps the form exp(score − current max).")
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    c1.number_input(f"Row within the Q block (0 – {i1 - i0 - 1})", 0, max(0, i1 - i0 - 1),
+                    key=state.ROW)
+    c2.checkbox("m of all rows", key=state.ALL_ROWS)
+    st.plotly_chart(plots.row_history(trace, n, r,
+                                      all_rows=st.session_state.get(state.ALL_ROWS, False)),
+                    key="row_history", config={"displayModeBar": False})
+
+
+def render_math(trace: Trace, n: int, r: int) -> None:
+    rm = row_math(trace, n, r)
+    st.markdown(f"#### Live math: query row {r}, step {n}")
+    st.caption("The update of this step, with the numbers the kernel recorded for this row "
+               "(\"old\": before the step, \"new\": after it).")
+    with st.container(border=True, key="live_math"):
+        for line in rm.latex():
+            st.latex(line)
+        if rm.rescaled:
+            st.caption(f"The max moved: everything row {r} accumulated so far was multiplied "
+                       f"by alpha = {rm.alpha:.4g}.")
+        if not rm.finished:
+            last = trace.block_done_after[rm.i]
+            st.caption(f"O and LSE of this row are final after step {last}, the last tile of "
+                       f"Q block {rm.i}.")
+
+
+def render_output(head: TracedHead, n: int) -> None:
+    trace = head.trace
+    done, err_o, err_l = output_error(trace, head.O_ref, head.lse_ref, n)
+    st.markdown("#### Output rows finished so far")
+    st.caption("A Q block's rows are divided by l (O = acc / l) once its last tile is done. "
+               "Each finished row is compared with a float64 oracle that materializes the "
+               "whole masked softmax: the streaming result is exact up to float32 rounding.")
+    c = st.columns(3)
+    c[0].metric("rows finished", f"{int(done.sum())} / {trace.config.Lq}")
+    c[1].metric("max |O − oracle|", f"{np.nanmax(err_o):.2e}" if done.any() else "–")
+    c[2].metric("max |LSE − oracle|", f"{np.nanmax(err_l):.2e}" if done.any() else "–")
+    st.plotly_chart(plots.output_rows(trace, n, done, err_o), key="output_rows",
+                    config={"displayModeBar": False})

@@ -1,0 +1,50 @@
+"""The memory panel: the full score matrix vs the streaming working set, now and as L grows."""
+from __future__ import annotations
+
+import pandas as pd
+import psutil
+import streamlit as st
+
+from .. import memory, plots
+from ..stats import memory_series
+from ..viewconfig import ViewConfig
+
+CHART_LS = [2**k for k in range(7, 18)]  # 128 .. 128K
+
+
+def shape_at(cfg: ViewConfig, L: int) -> memory.Shape:
+    """The configuration's shape with the sequence length set to L (as its mode grows)."""
+    Lq = {"prefill": L, "chunked": min(cfg.chunk, L), "decode": 1}[cfg.mode]
+    return memory.Shape(cfg.B, cfg.Hq, cfg.Hkv, Lq, L, cfg.D)
+
+
+def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) -> None:
+    st.markdown("#### Memory: the full score matrix vs a tile")
+    st.caption(
+        "Standard attention materializes S (and P) for every head: B·Hq·Lq·Lk floats, "
+        "quadratic in the sequence length. Streaming keeps one Br×Bc tile and a Br×D "
+        "accumulator per thread, whatever Lk is, plus the output. GQA by copying (the seed "
+        "engine's repeat_kv) duplicates K and V out to Hq heads; indexing KV head h // g "
+        "costs nothing.")
+    s = memory.Shape(cfg.B, cfg.Hq, cfg.Hkv, cfg.Lq, cfg.Lk, cfg.D)
+    rows = memory.footprint(s, cfg.Br, cfg.Bc, threads)
+    ram = psutil.virtual_memory().total
+    c1, c2 = st.columns([2, 3])
+    with c1:
+        st.markdown(f"Current: B={cfg.B}, Hq={cfg.Hq}, Hkv={cfg.Hkv}, Lq={cfg.Lq}, "
+                    f"Lk={cfg.Lk}, D={cfg.D}, Br×Bc={cfg.Br}×{cfg.Bc}, {threads} threads")
+        st.dataframe(pd.DataFrame({"what": list(rows), "bytes": [plots.bytes_label(b) for b in rows.values()]}),
+                     hide_index=True)
+        st.caption(f"This machine: {plots.bytes_label(ram)} RAM, {plots.bytes_label(psutil.virtual_memory().available)} "
+                   "available now.")
+        for name, (L, b) in measured.items():
+            st.caption(f"Measured peak for {name} at L={L}: {plots.bytes_label(b)} above the level "
+                       "before the call (timing panel).")
+    with c2:
+        x_title = {"prefill": "sequence length L (= Lq = Lk)",
+                   "chunked": f"keys Lk (chunk of {cfg.chunk} queries)",
+                   "decode": "keys Lk (one query)"}[cfg.mode]
+        series = memory_series(lambda L: shape_at(cfg, L), CHART_LS, cfg.Br, cfg.Bc, threads)
+        st.plotly_chart(plots.memory_chart(CHART_LS, series, ram=ram, current_L=cfg.Lk,
+                                           measured=measured, x_title=x_title),
+                        key="memory_chart", config={"displayModeBar": False})

@@ -1,0 +1,54 @@
+"""Share and export: the view's URL, the trace as JSON/CSV, a figure as PNG.
+
+The address bar always holds the configuration and the step (``state.write_url``), so a
+copied link reopens this view. Downloads are generated only when clicked (``data`` is a
+callable), so stepping never pays for them.
+"""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from .. import plots
+from ..export import figure_png, trace_csv, trace_json
+from ..stats import output_error
+from ..viewconfig import ViewConfig, to_query
+from .cache import TracedHead
+
+FIGURES = ("tile map", "S and P~ tiles", "row history", "output rows")
+
+
+def figure(name: str, head: TracedHead, n: int, r: int):
+    """The named figure of step n (row r for the row history)."""
+    trace = head.trace
+    if name == "tile map":
+        return plots.tile_map(trace, n)
+    if name == "S and P~ tiles":
+        return plots.step_tiles(trace, n)
+    if name == "row history":
+        return plots.row_history(trace, n, r)
+    done, err_o, _ = output_error(trace, head.O_ref, head.lse_ref, n)
+    return plots.output_rows(trace, n, done, err_o)
+
+
+def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
+    with st.expander("Share and export", expanded=False):
+        st.caption("The address bar holds this configuration and step: copy it to share "
+                   "this exact view. These are its parameters:")
+        offset = r - head.trace.config.rows(head.trace.steps[n].i)[0]
+        st.code("?" + urlencode(to_query(cfg, step=n, row=offset)),
+                language=None)
+        stem = f"attnviz_{cfg.mode}_Lq{cfg.Lq}_Lk{cfg.Lk}_D{cfg.D}_{cfg.Br}x{cfg.Bc}"
+        meta = {"view": to_query(cfg), "describe": cfg.describe()}
+        c1, c2, c3, c4 = st.columns([1, 1, 2, 1.3], vertical_alignment="bottom")
+        c1.download_button("Trace (JSON)", lambda: trace_json(head.trace, meta),
+                           file_name=f"{stem}.json", mime="application/json",
+                           key="dl_json", on_click="ignore")
+        c2.download_button("Trace (CSV)", lambda: trace_csv(head.trace),
+                           file_name=f"{stem}.csv", mime="text/csv", key="dl_csv",
+                           on_click="ignore")
+        name = c3.selectbox("Figure", FIGURES, key="png_figure")
+        c4.download_button("Figure (PNG)", lambda: figure_png(figure(name, head, n, r)),
+                           file_name=f"{stem}_step{n}_{name.replace(' ', '_')}.png",
+                           mime="image/png", key="dl_png", on_click="ignore")

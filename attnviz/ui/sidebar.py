@@ -1,0 +1,83 @@
+"""The sidebar: every control of the configuration, bounded, with a line on what it does.
+
+Widgets take their values from session state (``state.sync_config`` has clamped them), so
+none passes ``value=``; their own min/max only guide typing, the clamping is the real bound.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from ..presets import PRESETS
+from ..scenarios import SCENARIOS
+from ..viewconfig import (ALIGNS, BLOCK_OPTIONS, D_OPTIONS, MASKS, MAX_B, MAX_H, MAX_SEED,
+                          MAX_TRACE_LEN, MODES, ViewConfig)
+from . import state
+
+
+def _load_preset() -> None:
+    name = st.session_state.get("preset")
+    if name:
+        state.apply_preset(name)
+    st.session_state["preset"] = None  # back to the placeholder: presets are loaders
+
+
+def render(cfg: ViewConfig) -> None:
+    sb = st.sidebar
+    sb.title("attnviz")
+    sb.caption("Block-wise streaming attention (FlashAttention-style tiling with online "
+               "softmax), tile by tile, on the real Numba kernels.")
+    sb.selectbox("Preset", list(PRESETS), index=None, key="preset",
+                 placeholder="Load a preset...", on_change=_load_preset,
+                 help="Named starting points; loading one sets every control below.")
+    loaded = st.session_state.get("loaded_preset")
+    if loaded:
+        sb.caption(f"Loaded **{loaded}**: {PRESETS[loaded].about}")
+
+    sb.subheader("Sequence")
+    sb.radio("Mode", list(MODES), format_func=MODES.get, key="mode",
+             help="Prefill: a prompt attends to itself. Chunked prefill: new tokens attend to "
+                  "a KV cache plus themselves. Decode: one new token attends to the cache.")
+    if cfg.mode == "prefill":
+        sb.number_input("L (= Lq = Lk)", 1, MAX_TRACE_LEN, step=32, key="L")
+    else:
+        if cfg.mode == "chunked":
+            sb.number_input("New tokens (chunk, = Lq)", 1, MAX_TRACE_LEN - 1, step=32,
+                            key="chunk")
+        sb.number_input("Tokens already in the KV cache", 1, MAX_TRACE_LEN - 1, step=32,
+                        key="cache")
+    if cfg.mode == "chunked" and cfg.causal:
+        sb.radio("Causal diagonal", list(ALIGNS), format_func=ALIGNS.get, key="align",
+                 help="Where query row 0 sits. Bottom-right: after the cache (what a KV cache "
+                      "needs). Top-left: at position 0, PyTorch's is_causal=True, which "
+                      "hides most of the cache from the new tokens.")
+    off = cfg.q_offset if cfg.q_offset is not None else cfg.Lk - cfg.Lq
+    sb.caption(f"Lq = {cfg.Lq} query rows, Lk = {cfg.Lk} keys; query row r sits at "
+               f"position {off} + r.")
+    sb.select_slider("Head dim D", D_OPTIONS, key="D")
+
+    sb.subheader("Tiles")
+    sb.select_slider("Q block Br (rows per tile)", BLOCK_OPTIONS, key="Br")
+    sb.select_slider("KV block Bc (keys per tile)", BLOCK_OPTIONS, key="Bc")
+    sb.caption(f"Grid: Tr = {cfg.Tr} Q blocks x Tc = {cfg.Tc} KV blocks.")
+
+    sb.subheader("Mask")
+    sb.radio("Mask", list(MASKS), format_func=MASKS.get, key="mask",
+             label_visibility="collapsed")
+    if cfg.mask == "window":
+        sb.number_input("Window W (keys each query sees)", 1, MAX_TRACE_LEN, step=16, key="W")
+
+    sb.subheader("Inputs")
+    sb.selectbox("Scenario", list(SCENARIOS), format_func=lambda s: SCENARIOS[s].label,
+                 key="scenario")
+    sb.caption("Watch: " + SCENARIOS[cfg.scenario].what_to_watch)
+    sb.number_input("Seed", 0, MAX_SEED, key="seed")
+
+    sb.subheader("Batch and heads")
+    sb.caption("For the memory and timing panels; the stepper traces head 0.")
+    c1, c2, c3 = sb.columns(3)
+    c1.number_input("B", 1, MAX_B, key="B")
+    c2.number_input("Hq", 1, MAX_H, key="Hq")
+    c3.number_input("Hkv", 1, MAX_H, key="Hkv")
+    if cfg.Hq != cfg.Hkv:
+        sb.caption(f"GQA: each KV head serves {cfg.Hq // cfg.Hkv} query heads "
+                   f"(query head h reads KV head h // {cfg.Hq // cfg.Hkv}).")

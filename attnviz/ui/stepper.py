@@ -1,0 +1,102 @@
+"""Stepping: first / previous / next / last, a step slider, play/pause with a speed.
+
+Keyboard: Home / Left / Right / End step, P plays or pauses (Streamlit shows the keys on the
+buttons).
+
+The cursor is ``st.session_state["step"]`` (0-based visit order). Buttons move it in
+callbacks (before anything is drawn); auto-play is the step view fragment rerunning every
+``interval()`` seconds and calling ``tick`` first. Any manual move pauses auto-play. Play and
+pause rerun the whole app once, because a fragment's ``run_every`` is fixed when it is
+defined. Nothing here recomputes the trace: it only moves an index into it.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from ..trace import Trace
+from ..viewconfig import ViewConfig
+from . import state
+
+
+def interval() -> float | None:
+    """Seconds between auto-play ticks, or None when paused."""
+    if not st.session_state.get(state.PLAYING):
+        return None
+    return 1.0 / st.session_state.get(state.SPEED, 1.0)
+
+
+def _go(to: int | None = None, by: int = 0, last: int = 0) -> None:
+    cur = st.session_state.get(state.STEP, 0)
+    st.session_state[state.STEP] = min(max((cur + by) if to is None else to, 0), last)
+    state.navigated()
+
+
+def _toggle_play(last: int) -> None:
+    playing = not st.session_state.get(state.PLAYING, False)
+    if playing and st.session_state.get(state.STEP, 0) >= last:
+        st.session_state[state.STEP] = 0  # play again from the start
+    st.session_state[state.PLAYING] = playing
+
+
+def tick(trace: Trace, defined_interval: float | None) -> None:
+    """Advance the cursor one step if this is an auto-play run; stop at the last step.
+    Reruns the app when play/pause or the speed changed since the fragment was defined
+    with ``defined_interval``."""
+    last = len(trace.steps) - 1
+    navigated = state.take_navigated()
+    if interval() != defined_interval:
+        st.rerun()  # redefine the fragment with the new run_every
+    if defined_interval is not None and not navigated:
+        n = st.session_state.get(state.STEP, 0)
+        if n >= last:
+            st.session_state[state.PLAYING] = False
+            st.rerun()
+        st.session_state[state.STEP] = n + 1
+
+
+def clamp_cursor(trace: Trace, cfg: ViewConfig) -> None:
+    """Step within [0, steps - 1] and row within its Q block. A URL (or a configuration with
+    fewer steps than the last) may exceed them: that gets a notice."""
+    ss = st.session_state
+    last = len(trace.steps) - 1
+    n = int(ss.get(state.STEP, 0))
+    ss[state.STEP] = min(max(n, 0), last)
+    if ss[state.STEP] != n:
+        state.add_notice(cfg, f"step={n} is outside [0, {last}] for this configuration; "
+                              f"using {ss[state.STEP]}.")
+    if state.take_url_cursor():
+        i0, i1 = trace.config.rows(trace.steps[ss[state.STEP]].i)
+        row = int(ss.get(state.ROW, 0))
+        if not 0 <= row < i1 - i0:
+            ss[state.ROW] = min(max(row, 0), i1 - i0 - 1)
+            state.add_notice(cfg, f"row={row} is outside the rows of the step's Q block "
+                                  f"[0, {i1 - i0 - 1}]; using {ss[state.ROW]}.")
+
+
+def render(trace: Trace) -> int:
+    """The controls; returns the current step n."""
+    last = len(trace.steps) - 1
+    n = st.session_state[state.STEP]
+    playing = bool(st.session_state.get(state.PLAYING))
+    cols = st.columns([1, 1, 1, 1, 1.1, 1.6], vertical_alignment="bottom")
+    moves = (  # key, label, icon, move, shortcut, disabled
+        ("first", "First", "first_page", {"to": 0}, "Home", n == 0),
+        ("prev", "Prev", "chevron_left", {"by": -1}, "Left", n == 0),
+        ("next", "Next", "chevron_right", {"by": 1}, "Right", n == last),
+        ("last", "Last", "last_page", {"to": last}, "End", n == last),
+    )
+    for col, (key, label, icon, move, shortcut, disabled) in zip(cols, moves):
+        col.button(label, key=key, icon=f":material/{icon}:", on_click=_go,
+                   kwargs={**move, "last": last}, shortcut=shortcut, disabled=disabled,
+                   width="stretch")
+    cols[4].button("Pause" if playing else "Play", key="play", type="primary",
+                   icon=":material/pause:" if playing else ":material/play_arrow:",
+                   on_click=_toggle_play, args=(last,), shortcut="P", width="stretch",
+                   disabled=last == 0)
+    st.session_state.setdefault(state.SPEED, 1.0)
+    cols[5].select_slider("Speed (steps/s)", state.SPEEDS, key=state.SPEED)
+    if last > 0:
+        st.slider("Step (visit order)", 0, last, key=state.STEP, on_change=state.navigated)
+    else:
+        st.caption("This configuration computes a single tile.")
+    return st.session_state[state.STEP]
