@@ -34,7 +34,7 @@ system-deps-test:
 	@scripts/system-deps.sh libgomp1 chromium
 
 warm: setup
-	$(PY) -c "import kernels; kernels.warmup()"
+	$(PY) -c "import attnviz; attnviz.warmup()"
 
 run: warm
 	$(PY) -m streamlit run app.py --server.headless true --browser.gatherUsageStats false \

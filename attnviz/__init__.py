@@ -6,4 +6,19 @@ The package is pure Python + NumPy on top of the Numba kernels in ``kernels/``; 
 from .reference import attention_reference
 from .trace import Step, Trace, TraceConfig, run_trace, trace_config
 
-__all__ = ["Step", "Trace", "TraceConfig", "attention_reference", "run_trace", "trace_config"]
+__all__ = [
+    "Step", "Trace", "TraceConfig", "attention_reference", "run_trace", "trace_config", "warmup",
+]
+
+
+def warmup() -> None:
+    """Compile (or load from Numba's cache) the kernels and the traced driver's entry points,
+    so that no visitor waits for a JIT compile."""
+    import numpy as np
+
+    import kernels
+
+    kernels.warmup()
+    x = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    trace = run_trace(x, x, x, q_block=2, kv_block=3)
+    trace.tiles(0)
