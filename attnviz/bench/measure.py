@@ -1,0 +1,485 @@
+"""Measurements: the machine's roofs, the correctness gate, round-robin timing, peak memory.
+
+Nothing here prints. Long-running functions take a ``progress`` callback (a function of one
+string) that the CLI renders on stderr.
+
+Method, in the order ``run_case`` applies it:
+
+1. **Gate.** Every contender's first call (which also pays JIT compile / cache load) is
+   checked against the float64 oracle -- on every row when the case is small, else on a few
+   heads x a few blocks of rows (a block of rows [r0, r1) is itself an attention call with
+   ``q_offset + r0``, so the oracle stays exact and cheap at L = 32768). Contenders that
+   pass the sample are then compared on their *full* output with a passing Numba streaming
+   result (or the first passing contender). A contender that fails either check is
+   ``wrong`` and gets no time.
+2. **Timing.** One more untimed call per contender sets how many calls make a sample of at
+   least ``min_sample_s`` (decode calls take well under a millisecond). Then ``repeats``
+   rounds; each round times every contender once, in an order rotated by one per round, so
+   drift (thermal, a neighbour's job) hits all alike. The median per-call time is reported.
+3. **Memory.** Peak extra memory of one call, in a fresh subprocess per (case, contender):
+   kernels are warmed on a tiny input first, the inputs are allocated, then the peak RSS is
+   reset (``/proc/self/clear_refs``), the call runs, and peak minus the RSS right before
+   the call is the extra memory (``memprobe.py``).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..reference import attention_reference
+from .cases import Case, attention_flops, kv_read_bytes, make_inputs
+from .contenders import Contender
+
+Progress = Callable[[str], None]
+
+# Gate: max |O - O_ref| / max |O_ref| over the checked rows. float32 kernels land around 1e-6;
+# a wrong mask, scale or alignment lands above 1e-2.
+DEFAULT_TOL = 1e-4
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+# --- roofs ---------------------------------------------------------------------------------------
+
+def gemm_roof(n: int = 2048, repeats: int = 5) -> dict:
+    """Float32 GEMM throughput of NumPy's BLAS (all its threads): best of ``repeats`` n^3
+    matmuls, in GFLOP/s (2 n^3 FLOPs each). The ceiling attention's two GEMMs can reach."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=c)  # warm-up: BLAS threads started, pages touched
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        samples.append(time.perf_counter() - t0)
+    return {"n": n, "gflops": 2 * n**3 / min(samples) / 1e9, "samples_s": samples}
+
+
+def read_bandwidth(nbytes: int = 2**30, threads: int | None = None, repeats: int = 5) -> dict:
+    """Memory read bandwidth in GB/s (1e9 B/s): best of ``repeats`` passes of ``np.max`` over
+    a float32 array of ``nbytes`` (far above the caches), split across ``threads`` Python
+    threads (NumPy releases the GIL in reductions). What split-KV decode is bound by."""
+    threads = threads or os.cpu_count() or 1
+    x = np.ones(nbytes // 4, np.float32)  # written once: every page is resident
+    parts = np.array_split(x, threads)
+    samples = []
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(np.max, parts))  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(np.max, parts))
+            samples.append(time.perf_counter() - t0)
+    return {"bytes": x.nbytes, "threads": threads, "gbps": x.nbytes / min(samples) / 1e9,
+            "samples_s": samples}
+
+
+def cold_start_seconds() -> dict:
+    """A new Python process: import the kernels (warm Numba cache) and get one streaming
+    result. ``in_process_s`` counts from before ``import kernels``; ``wall_s`` also counts the
+    interpreter's start."""
+    code = ("import time; t0 = time.perf_counter()\n"
+            "import numpy as np; from kernels import streaming_attention\n"
+            "q = np.ones((1, 2, 64, 64), np.float32); streaming_attention(q, q, q)\n"
+            "print(time.perf_counter() - t0)")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=_child_env(), check=True)
+    return {"in_process_s": float(out.stdout.strip().splitlines()[-1]),
+            "wall_s": time.perf_counter() - t0}
+
+
+def set_threads(n: int) -> None:
+    """Run every contender on ``n`` threads: Numba's workers, torch's pool, NumPy's BLAS.
+    SciPy's BLAS (np.dot inside @njit) stays at 1 thread per Numba worker."""
+    import numba
+    from threadpoolctl import ThreadpoolController
+
+    numba.set_num_threads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api == "blas" and "scipy.libs" not in lib.filepath:
+            lib.set_num_threads(n)
+
+
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(wall s, CPU s busy on the whole machine, CPU s used by this process and its waited-for
+    children), to tell how much of the machine other jobs took meanwhile (``other_cores``)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4]
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own
+
+
+def other_cores(start, end) -> float | None:
+    """Cores' worth of CPU other processes (or the hypervisor: steal) used between two
+    ``cpu_snapshot``s. On a shared 2-core machine, 1.0 means our 2 threads had ~1 core."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))
+
+
+def _child_env() -> dict:
+    """The environment for subprocesses, with this package importable."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])  # folder holding attnviz/ and kernels/
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+# --- the correctness gate --------------------------------------------------------------------
+
+@dataclass
+class OracleSample:
+    """Exact float64 outputs for some rows: O[b, h, r0:r1] == ref."""
+
+    b: int
+    h: int
+    r0: int
+    r1: int
+    ref: np.ndarray  # [r1 - r0, D] float64
+
+
+def oracle_samples(case: Case, q, k, v, *, max_full: int = 2**22, rows: int = 16
+                   ) -> list[OracleSample]:
+    """The oracle on every (b, h) row when B*Hq*Lq*Lk <= max_full; else on the first and
+    last batch, the first, a middle and the last query head, and ``rows`` rows at the start,
+    middle and end of the sequence."""
+    B, Hq, Lq = case.B, case.Hq, case.Lq
+    g = case.Hq // case.Hkv
+    if B * Hq * Lq * case.Lk <= max_full:
+        blocks = [(b, h, 0, Lq) for b in range(B) for h in range(Hq)]
+    else:
+        starts = sorted({0, max(0, Lq // 2 - rows // 2), max(0, Lq - rows)})
+        blocks = [(b, h, r0, min(r0 + rows, Lq)) for b in sorted({0, B - 1})
+                  for h in sorted({0, Hq // 2, Hq - 1}) for r0 in starts]
+    samples = []
+    for b, h, r0, r1 in blocks:
+        mask = case.mask_kwargs()
+        if case.causal:
+            mask["q_offset"] = case.offset + r0  # rows r0.. sit at positions offset + r0..
+        ref, _ = attention_reference(q[b, h, r0:r1], k[b, h // g], v[b, h // g], **mask)
+        samples.append(OracleSample(b, h, r0, r1, ref))
+    return samples
+
+
+def oracle_error(out: np.ndarray, samples: list[OracleSample]) -> float:
+    """max |O - O_ref| / max |O_ref| over the sampled rows; inf for NaN/Inf or a bad shape."""
+    err = scale = 0.0
+    for s in samples:
+        got = np.asarray(out[s.b, s.h, s.r0:s.r1], np.float64)
+        if got.shape != s.ref.shape or not np.isfinite(got).all():
+            return math.inf
+        err = max(err, float(np.abs(got - s.ref).max(initial=0.0)))
+        scale = max(scale, float(np.abs(s.ref).max(initial=0.0)))
+    return err / scale if scale > 0 else err
+
+
+def cross_error(out: np.ndarray, pivot: np.ndarray) -> float:
+    """max |O - O_pivot| / max |O_pivot| on every row (both float32, same shape)."""
+    if out.shape != pivot.shape or not np.isfinite(out).all():
+        return math.inf
+    scale = float(np.abs(pivot).max(initial=0.0))
+    err = float(np.abs(out - pivot).max(initial=0.0))
+    return err / scale if scale > 0 else err
+
+
+# --- results -------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """One contender on one case. ``status``: ok, wrong, refused, skipped, error."""
+
+    case: Case
+    contender: str
+    label: str
+    status: str
+    reason: str = ""
+    oracle_err: float | None = None  # vs the float64 oracle, on the sampled rows
+    oracle_rows: str = ""  # "all" or "sampled"
+    cross_err: float | None = None  # vs the pivot contender, on every row
+    cross_with: str = ""
+    first_call_s: float | None = None  # the gate's call: includes JIT compile / cache load
+    times_s: list[float] = field(default_factory=list)  # per-call time, one per round
+    calls_per_sample: int = 1
+    flops: int = 0
+    kv_bytes: int = 0
+    predicted_bytes: int | None = None
+    measured_bytes: int | None = None
+    memory_note: str = ""
+    other_cores: float | None = None  # CPU other jobs took while this case was timed
+
+    @property
+    def median_s(self) -> float | None:
+        return float(np.median(self.times_s)) if self.times_s else None
+
+    @property
+    def gflops(self) -> float | None:
+        t = self.median_s
+        return self.flops / t / 1e9 if t else None
+
+    @property
+    def gbps(self) -> float | None:
+        """K/V bytes read per second (GB/s): meaningful for decode."""
+        t = self.median_s
+        return self.kv_bytes / t / 1e9 if t else None
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+def time_round_robin(calls: dict[str, Callable[[], object]], *, repeats: int = 7,
+                     min_repeats: int = 3, budget_s: float | None = None,
+                     min_sample_s: float = 0.05, settle_s: float = 0.2,
+                     progress: Progress = _quiet) -> dict[str, tuple[list[float], int]]:
+    """Per contender: (per-call seconds of each round, calls per sample).
+
+    Every call here is already warm (JIT excluded). Rounds are cut to fit ``budget_s`` (at
+    least ``min_repeats``); each round visits the contenders in an order rotated by one.
+    Before each sample we sleep ``settle_s``: thread pools keep spinning after a call
+    (OpenBLAS's workers for ~0.1 s), and on 2 cores a spinning pool left by the previous
+    contender slowed a small Numba call here from 0.1 ms to 7 ms.
+    """
+    names = list(calls)
+    if not names:
+        return {}
+    warm = {}
+    for name in names:  # calibration call, untimed in the results
+        progress(f"warm-up {name}")
+        time.sleep(settle_s)
+        t0 = time.perf_counter()
+        calls[name]()
+        warm[name] = max(time.perf_counter() - t0, 1e-7)
+    number = {n: max(1, math.ceil(min_sample_s / warm[n])) for n in names}
+    round_s = sum(number[n] * warm[n] + settle_s for n in names)
+    rounds = repeats
+    if budget_s is not None:
+        rounds = max(min_repeats, min(repeats, int(budget_s / round_s)))
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            progress(f"round {r + 1}/{rounds}: {name}"
+                     + (f" (~{warm[name] * number[name]:.0f} s)" if warm[name] > 5 else ""))
+            call, n = calls[name], number[name]
+            gc.collect()
+            time.sleep(settle_s)
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    call()
+                times[name].append((time.perf_counter() - t0) / n)
+            finally:
+                gc.enable()
+    return {n: (times[n], number[n]) for n in names}
+
+
+# --- one case, all contenders ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Settings:
+    repeats: int = 7
+    min_repeats: int = 3
+    budget_s: float | None = 30.0  # timing time per case (all contenders), roughly
+    min_sample_s: float = 0.05
+    settle_s: float = 0.2  # quiet time before each sample (see time_round_robin)
+    tol: float = DEFAULT_TOL
+    seed: int = 0
+    memory: bool = True  # peak memory in subprocesses (built-in contenders only)
+    q_block: int | None = None  # streaming tile sizes for the memory probe (None: default)
+    kv_block: int | None = None
+    threads: int | None = None  # for the memory probe (None: all cores)
+    pivot: str = "numba_streaming"
+
+
+def run_case(case: Case, contenders: list[Contender], settings: Settings = Settings(),
+             progress: Progress = _quiet) -> list[Result]:
+    """Gate, time and (optionally) memory-probe every contender on one case."""
+    q, k, v = make_inputs(case, settings.seed)
+    flops, kvb = attention_flops(case), kv_read_bytes(case)
+    progress("oracle")
+    samples = oracle_samples(case, q, k, v)
+    rows = "all" if len(samples) == case.B * case.Hq and samples[0].r1 == case.Lq else "sampled"
+    results: dict[str, Result] = {}
+    calls: dict[str, Callable[[], np.ndarray]] = {}
+    # the pivot goes first: every later passing output is compared with it on every row,
+    # then dropped (only one full output is kept at a time)
+    order = sorted(contenders, key=lambda c: c.name != settings.pivot)
+    pivot_name, pivot_out = None, None
+    for c in order:
+        res = Result(case, c.name, c.label, "ok", flops=flops, kv_bytes=kvb,
+                     predicted_bytes=c.predict_bytes(case), oracle_rows=rows)
+        results[c.name] = res
+        skip = c.skip_reason(case)
+        if skip:
+            res.status, res.reason = "skipped", skip
+            continue
+        progress(f"gate {c.name}")
+        try:
+            call = c.prepare(case, q, k, v)
+            t0 = time.perf_counter()
+            out = call()
+            res.first_call_s = time.perf_counter() - t0
+        except MemoryError as e:
+            res.status, res.reason = "refused", f"refused by its guard: {e}"
+            continue
+        except Exception as e:  # a contender that crashes is reported, not fatal
+            res.status, res.reason = "error", f"{type(e).__name__}: {e}"
+            continue
+        res.oracle_err = oracle_error(out, samples)
+        if not res.oracle_err <= settings.tol:
+            res.status = "wrong"
+            res.reason = f"error vs float64 oracle {res.oracle_err:.1e} > {settings.tol:.0e}"
+            continue
+        if rows == "sampled":  # rows the oracle did not see: compare with the pivot
+            if pivot_out is None:
+                pivot_name, pivot_out = c.name, out
+            else:
+                res.cross_err, res.cross_with = cross_error(out, pivot_out), pivot_name
+                if not res.cross_err <= settings.tol:
+                    res.status = "wrong"
+                    res.reason = (f"differs from {pivot_name} by {res.cross_err:.1e} "
+                                  f"> {settings.tol:.0e}")
+                    continue
+        calls[c.name] = call
+        del out
+    del pivot_out
+    calls = {c.name: calls[c.name] for c in contenders if c.name in calls}  # caller's order
+    cpu0 = cpu_snapshot()
+    timed = time_round_robin(calls, repeats=settings.repeats, min_repeats=settings.min_repeats,
+                             budget_s=settings.budget_s, min_sample_s=settings.min_sample_s,
+                             settle_s=settings.settle_s, progress=progress)
+    load = other_cores(cpu0, cpu_snapshot())
+    for name, (times, number) in timed.items():
+        results[name].times_s, results[name].calls_per_sample = times, number
+        results[name].other_cores = load
+    del calls, q, k, v
+    gc.collect()
+    if settings.memory:
+        for res in results.values():
+            if res.status in ("ok", "refused"):
+                progress(f"peak memory {res.contender} (subprocess)")
+                _probe_into(res, settings)
+    return [results[c.name] for c in contenders]  # in the caller's order
+
+
+def _probe_into(res: Result, settings: Settings) -> None:
+    from .contenders import ALL_NAMES
+
+    if res.contender not in ALL_NAMES:
+        res.memory_note = "not probed (not a built-in contender)"
+        return
+    probe = peak_memory(res.case, res.contender, seed=settings.seed, q_block=settings.q_block,
+                        kv_block=settings.kv_block, threads=settings.threads)
+    if "extra_bytes" in probe:
+        res.measured_bytes = probe["extra_bytes"]
+        res.memory_note = probe["method"]
+    else:
+        res.memory_note = probe.get("refused") or probe.get("error", "probe failed")
+
+
+def peak_memory(case: Case, contender: str, *, seed: int = 0, q_block=None, kv_block=None,
+                threads: int | None = None, timeout_s: float | None = None) -> dict:
+    """Peak extra memory of one call, in a fresh subprocess (see ``memprobe.py``)."""
+    spec = {"case": case.to_dict(), "contender": contender, "seed": seed,
+            "q_block": q_block, "kv_block": kv_block, "threads": threads}
+    # glibc: a fixed mmap threshold, so every array of 64 KiB or more is a fresh mapping,
+    # counted when touched and unmapped when freed (by default the threshold grows up to
+    # 32 MiB as memory is freed, and later arrays may reuse resident heap unseen)
+    env = _child_env() | {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "attnviz.bench.memprobe", json.dumps(spec)],
+                              capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"memory probe timed out after {timeout_s} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"memory probe failed ({proc.returncode}): {tail}"}
+    return json.loads(lines[-1])
+
+
+def run_suite(cases: list[Case], contenders: list[Contender], settings: Settings = Settings(),
+              progress: Progress = _quiet) -> list[Result]:
+    """``run_case`` over every case, one after the other."""
+    results = []
+    for i, case in enumerate(cases):
+        def case_progress(msg, i=i, case=case):
+            progress(f"[{i + 1}/{len(cases)}] {case.label}: {msg}")
+
+        results += run_case(case, contenders, settings, case_progress)
+    return results
+
+
+# --- block-size sweep ----------------------------------------------------------------------
+
+@dataclass
+class Sweep:
+    """Streaming time over a grid of (Br, Bc) for one D and L: ``ms[i, j]`` for
+    ``q_blocks[i]`` x ``kv_blocks[j]`` (NaN where the gate refused the result)."""
+
+    case: Case
+    q_blocks: list[int]
+    kv_blocks: list[int]
+    ms: np.ndarray  # [len(q_blocks), len(kv_blocks)]
+    default: tuple[int, int]
+    results: list[Result]
+
+    @property
+    def best(self) -> tuple[int, int] | None:
+        if np.isnan(self.ms).all():
+            return None
+        i, j = np.unravel_index(np.nanargmin(self.ms), self.ms.shape)
+        return self.q_blocks[i], self.kv_blocks[j]
+
+    def ms_at(self, Br: int, Bc: int) -> float | None:
+        if Br in self.q_blocks and Bc in self.kv_blocks:
+            x = self.ms[self.q_blocks.index(Br), self.kv_blocks.index(Bc)]
+            return None if np.isnan(x) else float(x)
+        return None
+
+    def to_dict(self) -> dict:
+        return {"case": self.case.to_dict(), "q_blocks": self.q_blocks,
+                "kv_blocks": self.kv_blocks,
+                "ms": [[None if np.isnan(x) else float(x) for x in row] for row in self.ms],
+                "best": self.best, "default": self.default,
+                "best_ms": self.ms_at(*self.best) if self.best else None,
+                "default_ms": self.ms_at(*self.default)}
+
+
+def sweep_blocks(case: Case, q_blocks: list[int], kv_blocks: list[int],
+                 settings: Settings = Settings(), progress: Progress = _quiet) -> Sweep:
+    """Time ``streaming_attention`` on ``case`` at every (q_block, kv_block), each gated
+    against the oracle like any contender, all timed round-robin."""
+    from kernels import default_blocks
+
+    from .contenders import make_streaming
+
+    grid = [make_streaming(Br, Bc, name=f"Br={Br} Bc={Bc}", label=f"streaming {Br}x{Bc}")
+            for Br in q_blocks for Bc in kv_blocks]
+    no_memory = Settings(**{**settings.__dict__, "memory": False})
+    results = run_case(case, grid, no_memory, progress)
+    ms = np.array([r.median_s * 1e3 if r.median_s else np.nan for r in results])
+    return Sweep(case, list(q_blocks), list(kv_blocks), ms.reshape(len(q_blocks), -1),
+                 tuple(default_blocks(case.D)), results)

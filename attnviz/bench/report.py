@@ -1,0 +1,334 @@
+"""Turning results into words: the machine description, derived metrics, text, Markdown, JSON.
+
+Pure functions of measured data; the CLI decides what to print where.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from .cases import Case
+from .measure import Result, Sweep
+
+SCHEMA = "attnviz.bench/1"
+MiB = 2**20
+
+
+# --- the machine -------------------------------------------------------------------------------
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "kernels", "attnviz"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def machine_info() -> dict:
+    """CPU, cores, RAM, library versions and the thread settings every contender runs with.
+    Call after a parallel kernel has run (Numba reports its threading layer only then)."""
+    import numba
+    import psutil
+    from threadpoolctl import threadpool_info
+
+    blas = []
+    for lib in threadpool_info():
+        if lib.get("user_api") != "blas":
+            continue
+        owner = "scipy (np.dot inside @njit)" if "scipy.libs" in lib["filepath"] else (
+            "numpy" if "numpy" in lib["filepath"] else Path(lib["filepath"]).parent.name)
+        blas.append({"owner": owner, "api": lib.get("internal_api"),
+                     "version": lib.get("version"), "arch": lib.get("architecture"),
+                     "threads": lib.get("num_threads")})
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        layer = numba.config.THREADING_LAYER
+    info = {
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_bytes": psutil.virtual_memory().total,
+        "ram_available_bytes": psutil.virtual_memory().available,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {d: _version(d) for d in ("numpy", "numba", "llvmlite", "scipy", "torch")},
+        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": layer,
+        "blas": blas,
+        "torch_threads": None,
+        "git": _git_commit(),
+        "loadavg": list(os.getloadavg()),
+        "dtype": "float32",
+        "check_finite": False,
+    }
+    if "torch" in sys.modules:
+        info["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return info
+
+
+def describe_machine(m: dict) -> list[str]:
+    """The machine as a few lines of text."""
+    v = m["versions"]
+    blas = "; ".join(f"{b['owner']}: {b['api']} {b['version']} {b['arch']}, {b['threads']} "
+                     f"thread{'s' * (b['threads'] != 1)}" for b in m["blas"])
+    lines = [
+        f"CPU: {m['cpu']}, {m['logical_cores']} logical cores ({m['physical_cores']} physical), "
+        f"RAM {m['ram_bytes'] / 2**30:.1f} GiB ({m['ram_available_bytes'] / 2**30:.1f} free)",
+        f"Python {m['python']}, numpy {v['numpy']}, numba {v['numba']} (llvmlite "
+        f"{v['llvmlite']}), scipy {v['scipy']}, torch {v['torch'] or 'not installed'}",
+        f"Threads: Numba {m['numba_threads']} ({m['numba_threading_layer']} layer)"
+        + (f", torch {m['torch_threads']}" if m["torch_threads"] else "") + f"; BLAS: {blas}",
+        f"dtype {m['dtype']}; Numba kernels called with check_finite=False (their NaN/Inf scan "
+        "of the inputs is not timed)",
+        f"git {m['git']}; load average at start {' '.join(f'{x:.2f}' for x in m['loadavg'])}",
+    ]
+    if m.get("other_cores") is not None:
+        lines.append(f"Other jobs on this machine used {m['other_cores']:.2f} of its "
+                     f"{m['logical_cores']} cores on average during the run (/proc/stat minus "
+                     "this benchmark): timings are only comparable within the run")
+    return lines
+
+
+# --- derived metrics -----------------------------------------------------------------------------
+
+def metrics(results: list[Result], roof_gflops: float | None, bandwidth_gbps: float | None
+            ) -> list[dict]:
+    """One flat dict per result: the raw record plus GFLOP/s, fraction of the GEMM roof,
+    time relative to torch on the same case, K/V GB/s and fraction of read bandwidth."""
+    torch_s = {r.case: r.median_s for r in results if r.contender == "torch" and r.median_s}
+    rows = []
+    for r in results:
+        t, ts = r.median_s, torch_s.get(r.case)
+        rows.append({
+            "case": r.case.to_dict(),
+            "contender": r.contender,
+            "label": r.label,
+            "status": r.status,
+            "reason": r.reason,
+            "median_s": t,
+            "times_s": r.times_s,
+            # (slowest - fastest round) / median: how noisy the machine was for this result
+            "spread": (max(r.times_s) - min(r.times_s)) / t if len(r.times_s) > 1 else None,
+            "calls_per_sample": r.calls_per_sample,
+            "first_call_s": r.first_call_s,
+            "flops": r.flops,
+            "gflops": r.gflops,
+            "roof_fraction": r.gflops / roof_gflops if t and roof_gflops else None,
+            "vs_torch": t / ts if t and ts else None,
+            "kv_bytes": r.kv_bytes,
+            "gbps": r.gbps,
+            "bandwidth_fraction": r.gbps / bandwidth_gbps if t and bandwidth_gbps else None,
+            "oracle_err": _finite(r.oracle_err),
+            "oracle_rows": r.oracle_rows,
+            "cross_err": _finite(r.cross_err),
+            "cross_with": r.cross_with,
+            "predicted_bytes": r.predicted_bytes,
+            "measured_bytes": r.measured_bytes,
+            "memory_note": r.memory_note,
+            "other_cores": r.other_cores,
+        })
+    return rows
+
+
+def _finite(x):
+    """JSON has no inf/NaN: None stands for 'not finite' (a NaN output)."""
+    return x if x is None or math.isfinite(x) else None
+
+
+def to_json(machine: dict, config: dict, roof: dict | None, bandwidth: dict | None,
+            cold_start: dict | None, rows: list[dict], sweeps: list[Sweep]) -> dict:
+    return {"schema": SCHEMA, "machine": machine, "config": config, "roof": roof,
+            "bandwidth": bandwidth, "cold_start": cold_start, "results": rows,
+            "sweeps": [s.to_dict() for s in sweeps]}
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+def _f(x, fmt: str, none: str = "-") -> str:
+    return none if x is None else format(x, fmt)
+
+
+def _ms(t: float | None) -> str:
+    if t is None:
+        return "-"
+    ms = t * 1e3
+    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _mib(x: int | None) -> str:
+    return "-" if x is None else f"{x / MiB:.1f}" if x < 100 * MiB else f"{x / MiB:.0f}"
+
+
+def _size(c: dict) -> str:
+    """The shape columns of a case, without what the section header already says."""
+    Lq, Lk = c["Lq"], c["Lk"]
+    L = f"{Lk}" if Lq in (1, Lk) else f"{Lq}x{Lk}"
+    return f"L={L} D={c['D']}"
+
+
+def _time_cell(row: dict) -> str:
+    return _ms(row["median_s"]) if row["status"] == "ok" else row["status"].upper()
+
+
+def _row_cells(row: dict, decode: bool) -> list[str]:
+    cells = [_time_cell(row)]
+    if decode:
+        cells += [_f(row["gbps"], ".1f"), _f(row["bandwidth_fraction"] and
+                                             100 * row["bandwidth_fraction"], ".0f")]
+    else:
+        cells += [_f(row["gflops"], ".1f"), _f(row["roof_fraction"] and
+                                               100 * row["roof_fraction"], ".0f")]
+    cells += [_f(row["vs_torch"], ".2f"), _mib(row["measured_bytes"]),
+              _mib(row["predicted_bytes"]), _f(row["oracle_err"], ".0e"),
+              _f(row["spread"] and 100 * row["spread"], ".0f")]
+    return cells
+
+
+def _header(decode: bool) -> list[str]:
+    rate = ["K/V GB/s", "% bw"] if decode else ["GFLOP/s", "% roof"]
+    return ["shape", "contender", "time ms"] + rate + ["x torch", "peak MiB", "model MiB",
+                                                       "err", "spread %"]
+
+
+def _sections(rows: list[dict]):
+    """Rows grouped by case group (in first-seen order), each with its own header."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["case"]["group"], []).append(row)
+    for group, grows in groups.items():
+        c = grows[0]["case"]
+        same_heads = all(r["case"]["Hq"] == c["Hq"] and r["case"]["Hkv"] == c["Hkv"]
+                         and r["case"]["B"] == c["B"] for r in grows)
+        heads = (f"H={c['Hq']}" if c["Hq"] == c["Hkv"] else f"Hq={c['Hq']} Hkv={c['Hkv']}")
+        title = group + (f" (B={c['B']}, {heads})" if same_heads else "")
+        decode = all(r["case"]["Lq"] == 1 for r in grows)
+        yield title, decode, grows
+
+
+def _notes(rows: list[dict]) -> list[str]:
+    notes = []
+    for row in rows:
+        if row["status"] != "ok" and row["reason"]:
+            notes.append(f"{Case(**{k: v for k, v in row['case'].items() if k != 'label'}).label}"
+                         f", {row['label']}: {row['status']} -- {row['reason']}")
+    return notes
+
+
+def format_text(rows: list[dict]) -> str:
+    """Fixed-width tables, one per case group, and a note per non-timed result."""
+    out = []
+    for title, decode, grows in _sections(rows):
+        table = [_header(decode)] + [[_size(r["case"]), r["label"]] + _row_cells(r, decode)
+                                     for r in grows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+        out.append(f"\n{title}")
+        for n, line in enumerate(table):
+            out.append("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                                 for i, (cell, w) in enumerate(zip(line, widths))))
+            if n == 0:
+                out.append("  ".join("-" * w for w in widths))
+    notes = _notes(rows)
+    if notes:
+        out.append("\nNot timed:")
+        out += [f"  {n}" for n in notes]
+    return "\n".join(out)
+
+
+def format_markdown(machine: dict, roof: dict | None, bandwidth: dict | None,
+                    cold_start: dict | None, rows: list[dict], sweeps: list[Sweep],
+                    command: str) -> str:
+    """The tables as BENCHMARKS.md shows them: machine, command, roofs, one table per group,
+    notes, and the block sweeps."""
+    out = ["## Machine", ""] + [f"- {line}" for line in describe_machine(machine)]
+    out += ["", "## Command", "", "```", command, "```", "", "## Roofs (same run)", ""]
+    out += roof_lines(roof, bandwidth, cold_start, bullet="- ")
+    out += ["", "Columns: *time* is the median per-call time over round-robin rounds (JIT "
+            "excluded); *GFLOP/s* counts 4·D FLOPs per (query, key) pair the mask lets through; "
+            "*x torch* is time / torch SDPA's time on the same case (< 1 is faster); *peak* is "
+            "the measured peak extra RSS of one call in a fresh process, *model* the prediction "
+            "of `attnviz/memory.py`; *err* is max |O - O_ref| / max |O_ref| against the float64 "
+            "oracle; *spread* is (slowest - fastest round) / median. Decode's *K/V GB/s* counts "
+            "K and V read once per KV head (above the read bandwidth when they fit in cache)."]
+    for title, decode, grows in _sections(rows):
+        out += ["", f"### {title}", ""]
+        header = _header(decode)
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|")
+        for r in grows:
+            out.append("| " + " | ".join([_size(r["case"]), r["label"]] + _row_cells(r, decode))
+                       + " |")
+    notes = _notes(rows)
+    if notes:
+        out += ["", "Not timed:", ""] + [f"- {n}" for n in notes]
+    for s in sweeps:
+        out += ["", *format_sweep(s, markdown=True)]
+    return "\n".join(out) + "\n"
+
+
+def roof_lines(roof: dict | None, bandwidth: dict | None, cold_start: dict | None,
+               bullet: str = "") -> list[str]:
+    lines = []
+    if roof:
+        spread = ", ".join(f"{x:.1f}" for x in roof.get("runs_gflops", []))
+        lines.append(f"{bullet}GEMM roof (numpy float32 {roof['n']}^3 matmul, best of "
+                     f"{len(roof['samples_s'])}): {roof['gflops']:.1f} GFLOP/s"
+                     + (f" (runs at start/end: {spread})" if spread else ""))
+    if bandwidth:
+        lines.append(f"{bullet}Read bandwidth (np.max over {bandwidth['bytes'] / 2**30:.2f} GiB "
+                     f"float32, {bandwidth['threads']} threads, best of "
+                     f"{len(bandwidth['samples_s'])}): {bandwidth['gbps']:.1f} GB/s")
+    if cold_start:
+        lines.append(f"{bullet}First result in a new process (warm Numba cache): "
+                     f"{cold_start['in_process_s']:.2f} s from `import kernels`, "
+                     f"{cold_start['wall_s']:.2f} s wall with interpreter start")
+    return lines
+
+
+def format_sweep(s: Sweep, markdown: bool = False) -> list[str]:
+    """The (Br, Bc) grid in ms, with the best and the current default."""
+    c = s.case
+    title = f"Block sweep: streaming, {c.label} (ms per call; rows Br, columns Bc)"
+    header = ["Br \\ Bc"] + [str(b) for b in s.kv_blocks]
+    body = [[str(Br)] + [_f(None if math.isnan(x) else x, ".2f", "X") for x in row]
+            for Br, row in zip(s.q_blocks, s.ms)]
+    best, dflt = s.best, s.default
+    tail = [f"best {best} {s.ms_at(*best):.2f} ms" if best else "no block size passed the gate",
+            f"default {dflt}: " + (f"{s.ms_at(*dflt):.2f} ms" if s.ms_at(*dflt) else
+                                   "not in the grid")]
+    if markdown:
+        lines = [f"### {title}", "", "| " + " | ".join(header) + " |",
+                 "|" + "|".join(["---:"] * len(header)) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return lines + ["", "; ".join(tail)]
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = [title, "  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in body]
+    return lines + ["; ".join(tail)]
