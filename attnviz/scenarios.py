@@ -34,7 +34,7 @@ import numpy as np
 SINK_SCORE = 10.0  # score of the sink key for every query
 SPIKE_SCORE = 12.0  # score of the late key for every query that sees it
 RISE_SCORE = 8.0  # score gained from the first key to the last in ``rising``
-RISE_NOISE = 0.05  # small noise on the rising keys, so the ramp decides the max
+RISE_NOISE = 0.01  # small noise on the rising keys, so the ramp decides the max
 LARGE_SIGMA = 6.0  # std of Q and K entries in ``large_logits``: scores have std 36
 F32_EXP_OVERFLOW = 88.72  # exp(x) is inf in float32 above this
 

@@ -92,8 +92,10 @@ def output_error(trace: Trace, O_ref: np.ndarray, lse_ref: np.ndarray, n: int):
     err_o = np.full(trace.config.Lq, np.nan)
     err_l = np.full(trace.config.Lq, np.nan)
     err_o[done] = np.abs(trace.out[done] - O_ref[done]).max(axis=1)
-    same = trace.lse[done] == lse_ref[done]  # covers -inf == -inf
-    err_l[done] = np.where(same, 0.0, np.abs(trace.lse[done] - lse_ref[done]))
+    lse, ref = trace.lse[done], lse_ref[done]
+    same = lse == ref  # covers -inf == -inf
+    with np.errstate(invalid="ignore"):  # -inf - -inf, discarded by `same`
+        err_l[done] = np.where(same, 0.0, np.abs(lse - ref))
     return done, err_o, err_l
 
 
