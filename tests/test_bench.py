@@ -26,7 +26,7 @@ from tests.helpers import qkv, rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = Settings(repeats=3, min_repeats=2, budget_s=0.2, min_sample_s=0.0, settle_s=0.0,
-                memory=False)
+                memory=False, roof_probes=False)
 
 
 # --- counting ------------------------------------------------------------------------------------
@@ -280,3 +280,14 @@ def test_markdown_without_sweeps_or_torch_renders():
     md = format_markdown(machine_info(), {"n": 8, "gflops": 1.0, "samples_s": [1.0]},
                          None, None, rows, [], "python -m attnviz.bench --x")
     assert "### prefill (B=1, H=1)" in md and "python -m attnviz.bench --x" in md
+
+
+def test_the_roof_is_timed_in_the_same_rounds_as_the_case():
+    settings = replace(FAST, roof_probes=True, roof_n=64, bandwidth_bytes=2**20)
+    (pre,) = run_case(C.prefill(32, 8, 1), [NUMPY], settings)
+    (dec,) = run_case(C.Case("decode", 1, 4, 2, 1, 256, 8), [NUMPY], settings)
+    assert pre.roof_gflops > 0 and pre.bandwidth_gbps is None
+    assert dec.bandwidth_gbps > 0 and dec.roof_gflops is None
+    row = metrics([pre], roof_gflops=1e9, bandwidth_gbps=None)[0]
+    assert row["roof_fraction"] == pytest.approx(pre.gflops / pre.roof_gflops)  # not 1e9
+    assert "GEMM roof timed in the same rounds: L=32 D=8:" in format_text([row])

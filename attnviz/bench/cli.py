@@ -135,8 +135,8 @@ def main(argv=None) -> int:
         repeats=args.repeats or (5 if args.quick else 7),
         budget_s=args.budget if args.budget is not None else (3.0 if args.quick else 60.0),
         settle_s=args.settle, tol=args.tol, seed=args.seed, memory=not args.no_memory,
-        threads=args.threads,
-        q_block=args.q_block, kv_block=args.kv_block)
+        threads=args.threads, q_block=args.q_block, kv_block=args.kv_block,
+        roof_n=args.roof_n, bandwidth_bytes=args.bandwidth_mib * 2**20)
 
     cpu0 = cpu_snapshot()
     _warm(contenders, progress)

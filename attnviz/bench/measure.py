@@ -16,6 +16,9 @@ Method, in the order ``run_case`` applies it:
    least ``min_sample_s`` (decode calls take well under a millisecond). Then ``repeats``
    rounds; each round times every contender once, in an order rotated by one per round, so
    drift (thermal, a neighbour's job) hits all alike. The median per-call time is reported.
+   The roof the case is compared with -- a 2048^3 GEMM for prefill, a read of 1 GiB for
+   decode -- is timed as one more member of the same rounds: on a shared machine the roof
+   itself moves by 2x within minutes, and only same-round ratios hold.
 3. **Memory.** Peak extra memory of one call, in a fresh subprocess per (case, contender):
    kernels are warmed on a tiny input first, the inputs are allocated, then the peak RSS is
    reset (``/proc/self/clear_refs``), the call runs, and peak minus the RSS right before
@@ -54,38 +57,68 @@ def _quiet(msg: str) -> None:
 
 # --- roofs ---------------------------------------------------------------------------------------
 
-def gemm_roof(n: int = 2048, repeats: int = 5) -> dict:
-    """Float32 GEMM throughput of NumPy's BLAS (all its threads): best of ``repeats`` n^3
-    matmuls, in GFLOP/s (2 n^3 FLOPs each). The ceiling attention's two GEMMs can reach."""
-    rng = np.random.default_rng(1)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    c = np.empty((n, n), np.float32)
-    np.matmul(a, b, out=c)  # warm-up: BLAS threads started, pages touched
+class GemmProbe:
+    """One float32 n^3 matmul with NumPy's BLAS (all its threads): 2 n^3 FLOPs, the ceiling
+    attention's two GEMMs can reach."""
+
+    def __init__(self, n: int = 2048):
+        rng = np.random.default_rng(1)
+        self.n = n
+        self.flops = 2 * n**3
+        self.a = rng.standard_normal((n, n), dtype=np.float32)
+        self.b = rng.standard_normal((n, n), dtype=np.float32)
+        self.c = np.empty((n, n), np.float32)
+
+    def __call__(self) -> None:
+        np.matmul(self.a, self.b, out=self.c)
+
+
+class ReadProbe:
+    """One pass of ``np.max`` over a float32 array of ``nbytes`` (far above the caches), split
+    across ``threads`` Python threads (NumPy releases the GIL in reductions): reads every
+    byte once, which is what split-KV decode is bound by."""
+
+    def __init__(self, nbytes: int = 2**30, threads: int | None = None):
+        self.threads = threads or os.cpu_count() or 1
+        self.x = np.ones(nbytes // 4, np.float32)  # written once: every page is resident
+        self.nbytes = self.x.nbytes
+        self.parts = np.array_split(self.x, self.threads)
+        self.pool = ThreadPoolExecutor(self.threads)
+
+    def __call__(self) -> None:
+        list(self.pool.map(np.max, self.parts))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        del self.x, self.parts
+
+
+def _best_of(call, repeats: int) -> list[float]:
+    call()  # warm-up: threads started, pages touched
     samples = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        np.matmul(a, b, out=c)
+        call()
         samples.append(time.perf_counter() - t0)
-    return {"n": n, "gflops": 2 * n**3 / min(samples) / 1e9, "samples_s": samples}
+    return samples
+
+
+def gemm_roof(n: int = 2048, repeats: int = 5) -> dict:
+    """GEMM roof in GFLOP/s: best of ``repeats`` ``GemmProbe`` calls."""
+    probe = GemmProbe(n)
+    samples = _best_of(probe, repeats)
+    return {"n": n, "gflops": probe.flops / min(samples) / 1e9, "samples_s": samples}
 
 
 def read_bandwidth(nbytes: int = 2**30, threads: int | None = None, repeats: int = 5) -> dict:
-    """Memory read bandwidth in GB/s (1e9 B/s): best of ``repeats`` passes of ``np.max`` over
-    a float32 array of ``nbytes`` (far above the caches), split across ``threads`` Python
-    threads (NumPy releases the GIL in reductions). What split-KV decode is bound by."""
-    threads = threads or os.cpu_count() or 1
-    x = np.ones(nbytes // 4, np.float32)  # written once: every page is resident
-    parts = np.array_split(x, threads)
-    samples = []
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(np.max, parts))  # warm-up
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            list(pool.map(np.max, parts))
-            samples.append(time.perf_counter() - t0)
-    return {"bytes": x.nbytes, "threads": threads, "gbps": x.nbytes / min(samples) / 1e9,
-            "samples_s": samples}
+    """Memory read bandwidth in GB/s (1e9 B/s): best of ``repeats`` ``ReadProbe`` passes."""
+    probe = ReadProbe(nbytes, threads)
+    try:
+        samples = _best_of(probe, repeats)
+    finally:
+        probe.close()
+    return {"bytes": probe.nbytes, "threads": probe.threads,
+            "gbps": probe.nbytes / min(samples) / 1e9, "samples_s": samples}
 
 
 def cold_start_seconds() -> dict:
@@ -229,6 +262,9 @@ class Result:
     measured_bytes: int | None = None
     memory_note: str = ""
     other_cores: float | None = None  # CPU other jobs took while this case was timed
+    # the roofs timed in the same rounds as this case's contenders (median), if any
+    roof_gflops: float | None = None
+    bandwidth_gbps: float | None = None
 
     @property
     def median_s(self) -> float | None:
@@ -310,7 +346,15 @@ class Settings:
     q_block: int | None = None  # streaming tile sizes for the memory probe (None: default)
     kv_block: int | None = None
     threads: int | None = None  # for the memory probe (None: all cores)
+    # time the GEMM roof (prefill) or the read bandwidth (decode) in the same round-robin
+    # rounds as the contenders, so that a fraction of the roof compares like with like
+    roof_probes: bool = True
+    roof_n: int = 2048
+    bandwidth_bytes: int = 2**30
     pivot: str = "numba_streaming"
+
+
+ROOF_PROBE = "(roof probe)"  # its key among the timed calls; no contender is named so
 
 
 def run_case(case: Case, contenders: list[Contender], settings: Settings = Settings(),
@@ -366,14 +410,31 @@ def run_case(case: Case, contenders: list[Contender], settings: Settings = Setti
         del out
     del pivot_out
     calls = {c.name: calls[c.name] for c in contenders if c.name in calls}  # caller's order
+    probe = None
+    if settings.roof_probes and calls:
+        probe = ReadProbe(settings.bandwidth_bytes) if case.Lq == 1 else GemmProbe(settings.roof_n)
+        calls[ROOF_PROBE] = probe
     cpu0 = cpu_snapshot()
-    timed = time_round_robin(calls, repeats=settings.repeats, min_repeats=settings.min_repeats,
-                             budget_s=settings.budget_s, min_sample_s=settings.min_sample_s,
-                             settle_s=settings.settle_s, progress=progress)
+    try:
+        timed = time_round_robin(calls, repeats=settings.repeats,
+                                 min_repeats=settings.min_repeats, budget_s=settings.budget_s,
+                                 min_sample_s=settings.min_sample_s, settle_s=settings.settle_s,
+                                 progress=progress)
+    finally:
+        if isinstance(probe, ReadProbe):
+            probe.close()
     load = other_cores(cpu0, cpu_snapshot())
+    roof = bandwidth = None
+    if probe is not None:
+        t = float(np.median(timed.pop(ROOF_PROBE)[0]))
+        if isinstance(probe, ReadProbe):
+            bandwidth = probe.nbytes / t / 1e9
+        else:
+            roof = probe.flops / t / 1e9
     for name, (times, number) in timed.items():
-        results[name].times_s, results[name].calls_per_sample = times, number
-        results[name].other_cores = load
+        res = results[name]
+        res.times_s, res.calls_per_sample, res.other_cores = times, number, load
+        res.roof_gflops, res.bandwidth_gbps = roof, bandwidth
     del calls, q, k, v
     gc.collect()
     if settings.memory:
@@ -478,7 +539,7 @@ def sweep_blocks(case: Case, q_blocks: list[int], kv_blocks: list[int],
 
     grid = [make_streaming(Br, Bc, name=f"Br={Br} Bc={Bc}", label=f"streaming {Br}x{Bc}")
             for Br in q_blocks for Bc in kv_blocks]
-    no_memory = Settings(**{**settings.__dict__, "memory": False})
+    no_memory = Settings(**{**settings.__dict__, "memory": False, "roof_probes": False})
     results = run_case(case, grid, no_memory, progress)
     ms = np.array([r.median_s * 1e3 if r.median_s else np.nan for r in results])
     return Sweep(case, list(q_blocks), list(kv_blocks), ms.reshape(len(q_blocks), -1),

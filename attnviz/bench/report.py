@@ -122,7 +122,10 @@ def describe_machine(m: dict) -> list[str]:
 def metrics(results: list[Result], roof_gflops: float | None, bandwidth_gbps: float | None
             ) -> list[dict]:
     """One flat dict per result: the raw record plus GFLOP/s, fraction of the GEMM roof,
-    time relative to torch on the same case, K/V GB/s and fraction of read bandwidth."""
+    time relative to torch on the same case, K/V GB/s and fraction of read bandwidth.
+
+    The roof and bandwidth are those timed in the case's own rounds when there are any, else
+    the run's (``roof_gflops``, ``bandwidth_gbps``)."""
     torch_s = {r.case: r.median_s for r in results if r.contender == "torch" and r.median_s}
     rows = []
     for r in results:
@@ -141,11 +144,15 @@ def metrics(results: list[Result], roof_gflops: float | None, bandwidth_gbps: fl
             "first_call_s": r.first_call_s,
             "flops": r.flops,
             "gflops": r.gflops,
-            "roof_fraction": r.gflops / roof_gflops if t and roof_gflops else None,
+            "roof_gflops": r.roof_gflops or roof_gflops,
+            "roof_fraction": r.gflops / (r.roof_gflops or roof_gflops)
+            if t and (r.roof_gflops or roof_gflops) else None,
             "vs_torch": t / ts if t and ts else None,
             "kv_bytes": r.kv_bytes,
             "gbps": r.gbps,
-            "bandwidth_fraction": r.gbps / bandwidth_gbps if t and bandwidth_gbps else None,
+            "bandwidth_gbps": r.bandwidth_gbps or bandwidth_gbps,
+            "bandwidth_fraction": r.gbps / (r.bandwidth_gbps or bandwidth_gbps)
+            if t and (r.bandwidth_gbps or bandwidth_gbps) else None,
             "oracle_err": _finite(r.oracle_err),
             "oracle_rows": r.oracle_rows,
             "cross_err": _finite(r.cross_err),
@@ -242,6 +249,20 @@ def _notes(rows: list[dict]) -> list[str]:
     return notes
 
 
+def _roof_note(grows: list[dict], decode: bool) -> str | None:
+    """The roof each case of a section was compared with (timed in its own rounds)."""
+    key, unit, what = (("bandwidth_gbps", "GB/s", "read bandwidth") if decode else
+                       ("roof_gflops", "GFLOP/s", "GEMM roof"))
+    seen = {}
+    for r in grows:
+        if r[key] and r["status"] == "ok":
+            seen.setdefault(_size(r["case"]), r[key])
+    if not seen:
+        return None
+    return (f"{what} timed in the same rounds: "
+            + ", ".join(f"{size}: {x:.1f}" for size, x in seen.items()) + f" {unit}")
+
+
 def format_text(rows: list[dict]) -> str:
     """Fixed-width tables, one per case group, and a note per non-timed result."""
     out = []
@@ -255,6 +276,9 @@ def format_text(rows: list[dict]) -> str:
                                  for i, (cell, w) in enumerate(zip(line, widths))))
             if n == 0:
                 out.append("  ".join("-" * w for w in widths))
+        note = _roof_note(grows, decode)
+        if note:
+            out.append(note)
     notes = _notes(rows)
     if notes:
         out.append("\nNot timed:")
@@ -272,7 +296,8 @@ def format_markdown(machine: dict, roof: dict | None, bandwidth: dict | None,
     out += roof_lines(roof, bandwidth, cold_start, bullet="- ")
     out += ["", "Columns: *time* is the median per-call time over round-robin rounds (JIT "
             "excluded); *GFLOP/s* counts 4·D FLOPs per (query, key) pair the mask lets through; "
-            "*x torch* is time / torch SDPA's time on the same case (< 1 is faster); *peak* is "
+            "*% roof* and *% bw* divide by the GEMM roof / read bandwidth timed in the same "
+            "rounds as the case (listed under each table); *x torch* is time / torch SDPA's time on the same case (< 1 is faster); *peak* is "
             "the measured peak extra RSS of one call in a fresh process, *model* the prediction "
             "of `attnviz/memory.py`; *err* is max |O - O_ref| / max |O_ref| against the float64 "
             "oracle; *spread* is (slowest - fastest round) / median. Decode's *K/V GB/s* counts "
@@ -285,6 +310,9 @@ def format_markdown(machine: dict, roof: dict | None, bandwidth: dict | None,
         for r in grows:
             out.append("| " + " | ".join([_size(r["case"]), r["label"]] + _row_cells(r, decode))
                        + " |")
+        note = _roof_note(grows, decode)
+        if note:
+            out += ["", note[0].upper() + note[1:] + "."]
     notes = _notes(rows)
     if notes:
         out += ["", "Not timed:", ""] + [f"- {n}" for n in notes]
