@@ -1,0 +1,366 @@
+"""The Streamlit app through AppTest: every control, stepping, play/pause, tile clicks, presets,
+the URL round trip and bad URL values, the timing panel. Assertions read the figures' specs
+(outlined tile, skipped count, grid shape) and the numbers on the page, checked against a
+trace computed here independently of the app."""
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from attnviz import plots, run_trace
+from attnviz.livemath import fmt, row_math
+from attnviz.masks import tile_status
+from attnviz.presets import PRESETS
+from attnviz.scenarios import one_head
+from attnviz.viewconfig import DEFAULT, FIELDS, ViewConfig, clamp
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def open_app(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({k: str(v) for k, v in params.items()})
+    return ok(at.run())
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def config(at: AppTest) -> ViewConfig:
+    return ViewConfig(**{k: at.session_state[k] for k in FIELDS})
+
+
+@lru_cache(maxsize=None)
+def _trace(cfg: ViewConfig):
+    q, k, v = one_head(cfg.scenario, cfg.Lq, cfg.Lk, cfg.D, seed=cfg.seed)
+    return run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, **cfg.mask_kwargs())
+
+
+def trace_of(at: AppTest):
+    """The trace the app should be showing, recomputed here."""
+    return _trace(config(at))
+
+
+def chart(at: AppTest, key: str) -> dict:
+    el = next(e for e in at.get("plotly_chart") if e.key == key)
+    return json.loads(el.proto.spec)
+
+
+def table(at: AppTest, first_column: str):
+    """The st.dataframe whose first column is ``first_column``, as a pandas DataFrame."""
+    return next(d.value for d in at.dataframe if d.value.columns[0] == first_column)
+
+
+def named(spec: dict, name: str) -> dict:
+    return next(t for t in spec["data"] if t.get("name") == name)
+
+
+def outlined_tile(at: AppTest) -> tuple[int, int]:
+    cur = next(s for s in chart(at, "tilemap")["layout"]["shapes"] if s["name"] == "current")
+    return int((cur["y0"] + cur["y1"]) / 2), int((cur["x0"] + cur["x1"]) / 2)
+
+
+def grid(at: AppTest) -> np.ndarray:
+    return np.array(named(chart(at, "tilemap"), "tiles")["z"])
+
+
+def step(at: AppTest) -> int:
+    return at.session_state["step"]
+
+
+def assert_shows_step(at: AppTest, n: int) -> None:
+    trace = trace_of(at)
+    s = trace.steps[n]
+    assert step(at) == n
+    assert outlined_tile(at) == (s.i, s.j)
+    assert any(m.value.startswith(f"#### Step {n} of {len(trace.steps) - 1}: Q block {s.i} ")
+               for m in at.markdown)
+    assert at.query_params["step"] == str(n)
+
+
+def click_tile(at: AppTest, i: int, j: int) -> AppTest:
+    """A browser click on tile (i, j): the selection event the chart sends (its click trace's
+    customdata), delivered the way the frontend does, as the chart's widget value."""
+    el = next(e for e in at.get("plotly_chart") if e.key == "tilemap")
+    click = named(json.loads(el.proto.spec), "click")
+    k = next(k for k, (x, y) in enumerate(zip(click["x"], click["y"])) if (y, x) == (i, j))
+    event = {"selection": {"points": [{"curve_number": 2, "point_index": k, "x": j, "y": i,
+                                       "customdata": click["customdata"][k]}],
+                           "point_indices": [k], "box": [], "lasso": []}}
+    states = at._tree.get_widget_states()
+    w = states.widgets.add()
+    w.id, w.string_value = el.proto.id, json.dumps(event)
+    return ok(at._run(states))
+
+
+# --- the default view --------------------------------------------------------------------------
+
+def test_default_view_shows_the_first_step_of_the_first_look_preset():
+    at = open_app()
+    assert config(at) == DEFAULT
+    trace = trace_of(at)
+    z = grid(at)
+    assert z.shape == (8, 8)
+    assert (z == plots.STATUS_CODE["skipped"]).sum() == trace.counts["skipped"] == 28
+    assert_shows_step(at, 0)
+    # the live math shows row 0's recorded numbers at step 0
+    rm = row_math(trace, 0, 0)
+    text = "\n".join(x.value for x in at.latex)
+    assert fmt(rm.s_max) in text and fmt(rm.l) in text
+    assert any("28** skipped" in m.value for m in at.markdown)
+    # the rows table is the state of step 0's rows
+    np.testing.assert_array_equal(table(at, "row")["l new"], trace.steps[0].l)
+
+
+# --- stepping ----------------------------------------------------------------------------------
+
+def test_step_buttons_and_slider_move_the_cursor_and_the_outline():
+    at = open_app()
+    for _ in range(3):
+        at.button(key="next").click().run()
+    assert_shows_step(ok(at), 3)
+    at.button(key="prev").click().run()
+    assert_shows_step(ok(at), 2)
+    last = len(trace_of(at).steps) - 1
+    at.button(key="last").click().run()
+    assert_shows_step(ok(at), last)
+    assert at.button(key="next").disabled and at.button(key="last").disabled
+    at.button(key="first").click().run()
+    assert_shows_step(ok(at), 0)
+    assert at.button(key="prev").disabled
+    at.slider(key="step").set_value(17).run()
+    assert_shows_step(ok(at), 17)
+
+
+def test_play_advances_one_step_per_tick_pause_stops_and_the_end_stops_playing():
+    at = open_app()
+    at.select_slider(key="speed").set_value(4.0).run()
+    at.button(key="play").click().run()
+    assert at.session_state["playing"] and step(ok(at)) == 1
+    at.run()  # a tick of the auto-play fragment
+    at.run()
+    assert_shows_step(ok(at), 3)
+    at.button(key="play").click().run()  # pause
+    assert not at.session_state["playing"]
+    at.run()
+    assert step(ok(at)) == 3
+    last = len(trace_of(at).steps) - 1
+    at.slider(key="step").set_value(last - 1).run()
+    at.button(key="play").click().run()
+    assert step(ok(at)) == last
+    at.run()  # the tick at the last step stops playing
+    assert not at.session_state["playing"] and step(ok(at)) == last
+
+
+def test_a_manual_step_pauses_auto_play():
+    at = open_app()
+    at.button(key="play").click().run()
+    at.button(key="next").click().run()
+    assert not at.session_state["playing"] and step(ok(at)) == 2
+
+
+def test_clicking_a_tile_jumps_to_its_step_and_a_skipped_tile_explains_itself():
+    at = open_app()
+    trace = trace_of(at)
+    target = trace.steps[22]
+    click_tile(at, target.i, target.j)
+    assert_shows_step(at, 22)
+    click_tile(at, 0, 5)  # above the diagonal: skipped
+    assert step(at) == 22
+    assert any("Tile (Q block 0, KV block 5) is skipped" in x.value for x in at.info)
+
+
+# --- every control -----------------------------------------------------------------------------
+
+def test_chunked_prefill_puts_the_diagonal_bottom_right_or_top_left():
+    at = open_app()
+    at.radio(key="mode").set_value("chunked").run()
+    at.number_input(key="chunk").set_value(64).run()
+    at.number_input(key="cache").set_value(96).run()
+    cfg = config(ok(at))
+    assert (cfg.Lq, cfg.Lk, cfg.q_offset) == (64, 160, None)
+    expected = tile_status(64, 160, 16, 16, causal=True, q_offset=96)
+    assert (grid(at) == 0).sum() == (expected == "skipped").sum()
+    at.radio(key="align").set_value("top-left").run()
+    top_left = tile_status(64, 160, 16, 16, causal=True, q_offset=0)
+    assert config(ok(at)).q_offset == 0
+    assert (grid(at) == 0).sum() == (top_left == "skipped").sum() > (expected == "skipped").sum()
+
+
+def test_decode_is_one_row_walking_every_kv_tile():
+    at = open_app()
+    at.radio(key="mode").set_value("decode").run()
+    at.number_input(key="cache").set_value(99).run()
+    assert grid(ok(at)).shape == (1, math.ceil(100 / 16))
+    assert (grid(at) == 0).sum() == 0
+    assert any("Decode: the trace walks" in c.value for c in at.caption)
+
+
+def test_head_dim_and_block_sizes_shape_the_figures():
+    at = open_app()
+    at.select_slider(key="D").set_value(32).run()
+    at.select_slider(key="Br").set_value(32).run()
+    at.select_slider(key="Bc").set_value(8).run()
+    assert grid(ok(at)).shape == (4, 16)
+    assert len(named(chart(at, "output_rows"), "O")["x"]) == 32
+    s_tile = named(chart(at, "step_tiles"), "S")
+    assert (len(s_tile["y"]), len(s_tile["x"])) == (32, 8)
+
+
+def test_masks_window_and_none():
+    at = open_app()
+    at.radio(key="mask").set_value("window").run()
+    at.number_input(key="W").set_value(24).run()
+    expected = tile_status(128, 128, 16, 16, causal=True, q_offset=0, window=24)
+    assert (grid(ok(at)) == 0).sum() == (expected == "skipped").sum() > 28
+    at.radio(key="mask").set_value("none").run()
+    assert (grid(ok(at)) == 0).sum() == 0 and (grid(at) == plots.STATUS_CODE["full"]).all()
+
+
+def test_scenario_and_seed_change_the_inputs():
+    at = open_app()
+    before = named(chart(at, "step_tiles"), "S")["z"]
+    at.number_input(key="seed").set_value(5).run()
+    assert named(chart(ok(at), "step_tiles"), "S")["z"] != before
+    at.selectbox(key="scenario").set_value("sink").run()
+    at.button(key="last").click().run()
+    rows = table(ok(at), "row")  # sink: the max never moves after the first tile
+    assert (rows["alpha"] == 1).all() and not rows["rescaled"].any()
+    assert named(chart(at, "row_history"), "rescale (alpha < 1)")["x"] == []
+
+
+def test_row_and_all_rows_controls_choose_what_the_row_panel_shows():
+    at = open_app()
+    at.slider(key="step").set_value(10).run()
+    at.number_input(key="row").set_value(5).run()
+    trace = trace_of(ok(at))
+    r = trace.config.rows(trace.steps[10].i)[0] + 5
+    assert any(m.value == f"#### Live math: query row {r}, step 10" for m in at.markdown)
+    assert fmt(row_math(trace, 10, r).l) in "\n".join(x.value for x in at.latex)
+    n_traces = len(chart(at, "row_history")["data"])
+    at.checkbox(key="all_rows").check().run()
+    assert len(chart(ok(at), "row_history")["data"]) > n_traces
+
+
+def test_batch_and_heads_drive_the_memory_panel_and_gqa_needs_whole_groups():
+    at = open_app()
+    at.number_input(key="B").set_value(2).run()
+    at.number_input(key="Hq").set_value(16).run()
+    at.number_input(key="Hkv").set_value(4).run()
+    mem = table(ok(at), "what").set_index("what")["bytes"]
+    assert mem["standard: S/P [B,Hq,Lq,Lk]"] == plots.bytes_label(4 * 2 * 16 * 128 * 128)
+    assert mem["GQA copy of K/V (repeat_kv)"] == plots.bytes_label(2 * 4 * 2 * 16 * 128 * 16)
+    at.number_input(key="Hkv").set_value(3).run()
+    assert at.session_state["Hkv"] == 2
+    assert any("Hkv=3 must divide Hq=16; using 2" in w.value for w in ok(at).warning)
+
+
+def test_an_impossible_grid_raises_the_block_with_a_notice():
+    at = open_app()
+    at.number_input(key="L").set_value(4096).run()
+    cfg = config(ok(at))
+    assert cfg.Tr * cfg.Tc <= 8192 and cfg.Br > 16
+    assert any("tile grid" in w.value for w in at.warning)
+
+
+# --- presets, URL ------------------------------------------------------------------------------
+
+def test_every_preset_loads_its_configuration():
+    at = open_app()
+    for name, preset in PRESETS.items():
+        at.selectbox(key="preset").set_value(name).run()
+        assert config(ok(at)) == preset.config, name
+        c = preset.config
+        assert grid(at).shape == (c.Tr, c.Tc)
+        assert step(at) == 0 and at.session_state["preset"] is None
+        assert any(f"Loaded **{name}**" in x.value for x in at.sidebar.caption)
+
+
+def test_the_url_reopens_the_same_view():
+    at = open_app()
+    at.selectbox(key="preset").set_value("chunked prefill").run()
+    at.slider(key="step").set_value(9).run()
+    at.number_input(key="row").set_value(3).run()
+    params = dict(ok(at).query_params)
+    again = open_app(**params)
+    assert config(again) == PRESETS["chunked prefill"].config
+    assert_shows_step(again, 9)
+    assert again.session_state["row"] == 3
+    assert outlined_tile(again) == outlined_tile(at)
+    assert not again.warning
+
+
+def test_bad_url_values_are_clamped_with_a_visible_notice():
+    at = open_app(L="99999", Br="3", mode="sideways", seed="abc", step="100000", row="-4",
+                  Hq="8", Hkv="3")
+    cfg = config(at)
+    expected, _ = clamp({"L": "99999", "Br": "3", "Hkv": "3"})
+    assert cfg == expected
+    last = len(trace_of(at).steps) - 1
+    assert_shows_step(at, last)
+    assert at.session_state["row"] == 0
+    notes = "\n".join(w.value for w in at.warning)
+    for fragment in ("L='99999' is outside", "Br=3 is not an offered size",
+                     "mode='sideways' is not one of", "seed='abc' is not an integer",
+                     f"step=100000 is outside [0, {last}]", "row=-4 is outside",
+                     "Hkv=3 must divide Hq=8"):
+        assert fragment in notes
+
+
+def test_share_panel_shows_the_view_parameters_and_offers_downloads():
+    at = open_app()
+    at.button(key="next").click().run()
+    assert any(c.value.startswith("?mode=prefill&L=128") and c.value.endswith("&step=1&row=0")
+               for c in ok(at).code)
+    keys = {d.key for d in at.get("download_button")}
+    assert keys == {"dl_json", "dl_csv", "dl_png"}
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+def test_timing_panel_runs_on_request_with_sweeps():
+    at = open_app()
+    assert "timing_result" not in at.session_state  # nothing runs until asked
+    at.button(key="run_timing").click().run()
+    runs = table(ok(at), "method")
+    assert list(runs["method"]) == ["standard", "streaming"]
+    assert all(runs["median"].str.endswith("ms"))
+    diff = next(c.value for c in at.caption if c.value.startswith("max |O_standard"))
+    assert float(diff.split("= ")[1].split(" ")[0]) < 1e-4
+    assert any(c.value.startswith("Threads: ") and "float32" in c.value for c in at.caption)
+    measured = named(chart(at, "memory_chart"), "measured: streaming")
+    assert measured["x"] == [128]
+
+    at.select_slider(key="sweep_Lmax").set_value(1024).run()
+    at.button(key="run_sweep").click().run()
+    spec = chart(ok(at), "crossover_chart")
+    for name in ("standard (materializes S)", "streaming (tiles)"):
+        assert named(spec, name)["x"] == [256, 512, 1024]
+
+    at.button(key="run_blocks").click().run()
+    z = np.array(named(chart(ok(at), "block_sweep_chart"), "GFLOP/s")["z"], dtype=float)
+    assert z.shape == (4, 4) and (z > 0).all()
+
+
+def test_timing_refuses_what_exceeds_its_budget():
+    at = open_app()
+    at.selectbox(key="preset").set_value("long prefill").run()
+    for key, value in (("B", 16), ("Hq", 64), ("Hkv", 64)):
+        at.number_input(key=key).set_value(value).run()
+    at.button(key="run_blocks").click().run()
+    assert any("Not timed" in e.value for e in at.error)
+    assert not at.exception
+
+
+@pytest.mark.parametrize("key", ["tilemap", "step_tiles", "row_history", "output_rows",
+                                 "memory_chart"])
+def test_every_chart_is_drawn(key):
+    at = open_app()
+    assert chart(at, key)["data"]
