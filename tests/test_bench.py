@@ -14,12 +14,18 @@ import numpy as np
 import pytest
 
 from attnviz.bench import cases as C
-from attnviz.bench.contenders import (NUMBA_STREAMING, NUMPY, Contender, default_contenders,
-                                      numpy_standard_attention, torch_mask)
-from attnviz.bench.measure import (Settings, oracle_samples, run_case, sweep_blocks,
-                                   time_round_robin)
-from attnviz.bench.report import (SCHEMA, format_markdown, format_sweep, format_text,
-                                  machine_info, metrics)
+from attnviz.bench.contenders import (
+    NUMBA_STREAMING,
+    NUMPY,
+    Contender,
+    default_contenders,
+    numpy_standard_attention,
+    torch_mask,
+)
+from attnviz.bench.machine import machine_info
+from attnviz.bench.measure import Settings, oracle_samples, run_case, time_round_robin
+from attnviz.bench.report import SCHEMA, format_markdown, format_sweep, format_text, metrics
+from attnviz.bench.sweep import sweep_blocks
 from attnviz.masks import visible_mask
 from attnviz.reference import attention_reference
 from tests.helpers import qkv, rel_err

@@ -177,7 +177,8 @@ def parse_case(spec: str) -> Case:
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or (key not in _INT_KEYS and key != "causal"):
-            raise ValueError(f"case {spec!r}: bad item {item!r} (keys: {sorted(_INT_KEYS)}, causal)")
+            raise ValueError(f"case {spec!r}: bad item {item!r} "
+                             f"(keys: {sorted(_INT_KEYS)}, causal)")
         kw[key] = bool(int(value)) if key == "causal" else int(value)
     L = kw.pop("L", None)
     window, q_offset, causal = kw.pop("window", 0), kw.pop("q_offset", None), kw.pop("causal", True)

@@ -17,13 +17,30 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import asdict
 
 from . import cases as C
 from .contenders import ALL_NAMES, default_contenders, torch_available
-from .measure import (DEFAULT_TOL, Settings, cold_start_seconds, cpu_snapshot, gemm_roof,
-                      other_cores, read_bandwidth, run_suite, set_threads, sweep_blocks)
-from .report import (describe_machine, format_markdown, format_sweep, format_text, machine_info,
-                     metrics, roof_lines, to_json)
+from .machine import (
+    cold_start_seconds,
+    cpu_snapshot,
+    gemm_roof,
+    machine_info,
+    other_cores,
+    read_bandwidth,
+    set_threads,
+)
+from .measure import DEFAULT_TOL, Settings, run_suite
+from .report import (
+    describe_machine,
+    format_markdown,
+    format_sweep,
+    format_text,
+    metrics,
+    roof_lines,
+    to_json,
+)
+from .sweep import sweep_blocks
 
 
 def _ints(text: str) -> list[int]:
@@ -182,7 +199,7 @@ def main(argv=None) -> int:
                 f"D={s.case.D}: {s.best}" for s in sweeps))
     if args.json:
         config = {"command": command.strip(), "cases": [c.to_dict() for c in cases],
-                  "contenders": [c.name for c in contenders], "settings": settings.__dict__,
+                  "contenders": [c.name for c in contenders], "settings": asdict(settings),
                   "sweep_blocks": args.sweep_blocks}
         with open(args.json, "w") as f:
             json.dump(to_json(machine, config, roof, bandwidth, cold, rows, sweeps), f,

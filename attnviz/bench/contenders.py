@@ -115,6 +115,7 @@ def _standard_limit() -> int:
     """standard_attention's max_bytes: its default (half of RAM), or less when less is free,
     so that its own guard -- not the OOM killer -- refuses what does not fit."""
     import psutil
+
     from kernels import DEFAULT_MEMORY_FRACTION
 
     total, free = psutil.virtual_memory().total, psutil.virtual_memory().available

@@ -19,23 +19,20 @@ Method, in the order ``run_case`` applies it:
    The roof the case is compared with -- a 2048^3 GEMM for prefill, a read of 1 GiB for
    decode -- is timed as one more member of the same rounds: on a shared machine the roof
    itself moves by 2x within minutes, and only same-round ratios hold.
-3. **Memory.** Peak extra memory of one call, in a fresh subprocess per (case, contender):
-   kernels are warmed on a tiny input first, the inputs are allocated, then the peak RSS is
+3. **Memory.** Peak extra memory of one call, in a fresh subprocess per contender: kernels
+   are warmed on a tiny input first; then per case the inputs are allocated, the peak RSS is
    reset (``/proc/self/clear_refs``), the call runs, and peak minus the RSS right before
-   the call is the extra memory (``memprobe.py``).
+   the call is the extra memory (``memprobe.py``). Without the reset: one process per call.
 """
 from __future__ import annotations
 
 import gc
 import json
 import math
-import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -43,6 +40,7 @@ import numpy as np
 from ..reference import attention_reference
 from .cases import Case, attention_flops, kv_read_bytes, make_inputs
 from .contenders import Contender
+from .machine import GemmProbe, ReadProbe, child_env, cpu_snapshot, other_cores
 
 Progress = Callable[[str], None]
 
@@ -53,132 +51,6 @@ DEFAULT_TOL = 1e-4
 
 def _quiet(msg: str) -> None:
     pass
-
-
-# --- roofs ---------------------------------------------------------------------------------------
-
-class GemmProbe:
-    """One float32 n^3 matmul with NumPy's BLAS (all its threads): 2 n^3 FLOPs, the ceiling
-    attention's two GEMMs can reach."""
-
-    def __init__(self, n: int = 2048):
-        rng = np.random.default_rng(1)
-        self.n = n
-        self.flops = 2 * n**3
-        self.a = rng.standard_normal((n, n), dtype=np.float32)
-        self.b = rng.standard_normal((n, n), dtype=np.float32)
-        self.c = np.empty((n, n), np.float32)
-
-    def __call__(self) -> None:
-        np.matmul(self.a, self.b, out=self.c)
-
-
-class ReadProbe:
-    """One pass of ``np.max`` over a float32 array of ``nbytes`` (far above the caches), split
-    across ``threads`` Python threads (NumPy releases the GIL in reductions): reads every
-    byte once, which is what split-KV decode is bound by."""
-
-    def __init__(self, nbytes: int = 2**30, threads: int | None = None):
-        self.threads = threads or os.cpu_count() or 1
-        self.x = np.ones(nbytes // 4, np.float32)  # written once: every page is resident
-        self.nbytes = self.x.nbytes
-        self.parts = np.array_split(self.x, self.threads)
-        self.pool = ThreadPoolExecutor(self.threads)
-
-    def __call__(self) -> None:
-        list(self.pool.map(np.max, self.parts))
-
-    def close(self) -> None:
-        self.pool.shutdown()
-        del self.x, self.parts
-
-
-def _best_of(call, repeats: int) -> list[float]:
-    call()  # warm-up: threads started, pages touched
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - t0)
-    return samples
-
-
-def gemm_roof(n: int = 2048, repeats: int = 5) -> dict:
-    """GEMM roof in GFLOP/s: best of ``repeats`` ``GemmProbe`` calls."""
-    probe = GemmProbe(n)
-    samples = _best_of(probe, repeats)
-    return {"n": n, "gflops": probe.flops / min(samples) / 1e9, "samples_s": samples}
-
-
-def read_bandwidth(nbytes: int = 2**30, threads: int | None = None, repeats: int = 5) -> dict:
-    """Memory read bandwidth in GB/s (1e9 B/s): best of ``repeats`` ``ReadProbe`` passes."""
-    probe = ReadProbe(nbytes, threads)
-    try:
-        samples = _best_of(probe, repeats)
-    finally:
-        probe.close()
-    return {"bytes": probe.nbytes, "threads": probe.threads,
-            "gbps": probe.nbytes / min(samples) / 1e9, "samples_s": samples}
-
-
-def cold_start_seconds() -> dict:
-    """A new Python process: import the kernels (warm Numba cache) and get one streaming
-    result. ``in_process_s`` counts from before ``import kernels``; ``wall_s`` also counts the
-    interpreter's start."""
-    code = ("import time; t0 = time.perf_counter()\n"
-            "import numpy as np; from kernels import streaming_attention\n"
-            "q = np.ones((1, 2, 64, 64), np.float32); streaming_attention(q, q, q)\n"
-            "print(time.perf_counter() - t0)")
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=_child_env(), check=True)
-    return {"in_process_s": float(out.stdout.strip().splitlines()[-1]),
-            "wall_s": time.perf_counter() - t0}
-
-
-def set_threads(n: int) -> None:
-    """Run every contender on ``n`` threads: Numba's workers, torch's pool, NumPy's BLAS.
-    SciPy's BLAS (np.dot inside @njit) stays at 1 thread per Numba worker."""
-    import numba
-    from threadpoolctl import ThreadpoolController
-
-    numba.set_num_threads(n)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
-    for lib in ThreadpoolController().lib_controllers:
-        if lib.user_api == "blas" and "scipy.libs" not in lib.filepath:
-            lib.set_num_threads(n)
-
-
-def cpu_snapshot() -> tuple[float, float, float] | None:
-    """(wall s, CPU s busy on the whole machine, CPU s used by this process and its waited-for
-    children), to tell how much of the machine other jobs took meanwhile (``other_cores``)."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    # user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy
-    busy = sum(ticks[:8]) - ticks[3] - ticks[4]
-    t = os.times()
-    own = t.user + t.system + t.children_user + t.children_system
-    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own
-
-
-def other_cores(start, end) -> float | None:
-    """Cores' worth of CPU other processes (or the hypervisor: steal) used between two
-    ``cpu_snapshot``s. On a shared 2-core machine, 1.0 means our 2 threads had ~1 core."""
-    if start is None or end is None or end[0] <= start[0]:
-        return None
-    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))
-
-
-def _child_env() -> dict:
-    """The environment for subprocesses, with this package importable."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])  # folder holding attnviz/ and kernels/
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    return env
 
 
 # --- the correctness gate --------------------------------------------------------------------
@@ -357,9 +229,10 @@ class Settings:
 ROOF_PROBE = "(roof probe)"  # its key among the timed calls; no contender is named so
 
 
-def run_case(case: Case, contenders: list[Contender], settings: Settings = Settings(),
+def run_case(case: Case, contenders: list[Contender], settings: Settings | None = None,
              progress: Progress = _quiet) -> list[Result]:
     """Gate, time and (optionally) memory-probe every contender on one case."""
+    settings = settings or Settings()
     q, k, v = make_inputs(case, settings.seed)
     flops, kvb = attention_flops(case), kv_read_bytes(case)
     progress("oracle")
@@ -438,109 +311,88 @@ def run_case(case: Case, contenders: list[Contender], settings: Settings = Setti
     del calls, q, k, v
     gc.collect()
     if settings.memory:
-        for res in results.values():
-            if res.status in ("ok", "refused"):
-                progress(f"peak memory {res.contender} (subprocess)")
-                _probe_into(res, settings)
+        probe_memory(list(results.values()), settings, progress)
     return [results[c.name] for c in contenders]  # in the caller's order
 
 
-def _probe_into(res: Result, settings: Settings) -> None:
+def peak_rss_resettable() -> bool:
+    """Whether this kernel lets a process reset its peak RSS (``/proc/self/clear_refs``);
+    then one probe process can measure many calls, one after the other."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def probe_memory(results: list[Result], settings: Settings, progress: Progress = _quiet
+                 ) -> None:
+    """Fill ``measured_bytes`` of every ok or refused result of a built-in contender.
+
+    One fresh subprocess per contender runs its cases one after the other, resetting the
+    peak RSS before each call; where the reset is not allowed, one subprocess per call.
+    """
     from .contenders import ALL_NAMES
 
-    if res.contender not in ALL_NAMES:
-        res.memory_note = "not probed (not a built-in contender)"
-        return
-    probe = peak_memory(res.case, res.contender, seed=settings.seed, q_block=settings.q_block,
-                        kv_block=settings.kv_block, threads=settings.threads)
-    if "extra_bytes" in probe:
-        res.measured_bytes = probe["extra_bytes"]
-        res.memory_note = probe["method"]
-    else:
-        res.memory_note = probe.get("refused") or probe.get("error", "probe failed")
+    todo: dict[str, list[Result]] = {}
+    for res in results:
+        if res.status not in ("ok", "refused"):
+            continue
+        if res.contender not in ALL_NAMES:
+            res.memory_note = "not probed (not a built-in contender)"
+            continue
+        todo.setdefault(res.contender, []).append(res)
+    batched = peak_rss_resettable()
+    for name, group in todo.items():
+        batches = [group] if batched else [[r] for r in group]
+        for batch in batches:
+            progress(f"peak memory: {name} on {len(batch)} case{'s' * (len(batch) > 1)} "
+                     "(fresh subprocess)")
+            probes = peak_memory([r.case for r in batch], name, seed=settings.seed,
+                                 q_block=settings.q_block, kv_block=settings.kv_block,
+                                 threads=settings.threads)
+            for res, probe in zip(batch, probes, strict=False):
+                if "extra_bytes" in probe:
+                    res.measured_bytes, res.memory_note = probe["extra_bytes"], probe["method"]
+                else:
+                    res.memory_note = probe.get("refused") or probe.get("error", "probe failed")
 
 
-def peak_memory(case: Case, contender: str, *, seed: int = 0, q_block=None, kv_block=None,
-                threads: int | None = None, timeout_s: float | None = None) -> dict:
-    """Peak extra memory of one call, in a fresh subprocess (see ``memprobe.py``)."""
-    spec = {"case": case.to_dict(), "contender": contender, "seed": seed,
+def peak_memory(cases: list[Case], contender: str, *, seed: int = 0, q_block=None,
+                kv_block=None, threads: int | None = None, timeout_s: float | None = None
+                ) -> list[dict]:
+    """Peak extra memory of one call per case, in one fresh subprocess (``memprobe.py``)."""
+    spec = {"cases": [c.to_dict() for c in cases], "contender": contender, "seed": seed,
             "q_block": q_block, "kv_block": kv_block, "threads": threads}
     # glibc: a fixed mmap threshold, so every array of 64 KiB or more is a fresh mapping,
     # counted when touched and unmapped when freed (by default the threshold grows up to
     # 32 MiB as memory is freed, and later arrays may reuse resident heap unseen)
-    env = _child_env() | {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    env = child_env() | {"MALLOC_MMAP_THRESHOLD_": "65536"}
     try:
         proc = subprocess.run([sys.executable, "-m", "attnviz.bench.memprobe", json.dumps(spec)],
                               capture_output=True, text=True, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return {"error": f"memory probe timed out after {timeout_s} s"}
+        return [{"error": f"memory probe timed out after {timeout_s} s"}] * len(cases)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"memory probe failed ({proc.returncode}): {tail}"}
+        return [{"error": f"memory probe failed ({proc.returncode}): {tail}"}] * len(cases)
     return json.loads(lines[-1])
 
 
-def run_suite(cases: list[Case], contenders: list[Contender], settings: Settings = Settings(),
+def run_suite(cases: list[Case], contenders: list[Contender], settings: Settings | None = None,
               progress: Progress = _quiet) -> list[Result]:
-    """``run_case`` over every case, one after the other."""
+    """``run_case`` over every case, one after the other; then the peak-memory probes, one
+    fresh subprocess per contender."""
+    settings = settings or Settings()
     results = []
+    timing_only = replace(settings, memory=False)
     for i, case in enumerate(cases):
         def case_progress(msg, i=i, case=case):
             progress(f"[{i + 1}/{len(cases)}] {case.label}: {msg}")
 
-        results += run_case(case, contenders, settings, case_progress)
+        results += run_case(case, contenders, timing_only, case_progress)
+    if settings.memory:
+        probe_memory(results, settings, progress)
     return results
-
-
-# --- block-size sweep ----------------------------------------------------------------------
-
-@dataclass
-class Sweep:
-    """Streaming time over a grid of (Br, Bc) for one D and L: ``ms[i, j]`` for
-    ``q_blocks[i]`` x ``kv_blocks[j]`` (NaN where the gate refused the result)."""
-
-    case: Case
-    q_blocks: list[int]
-    kv_blocks: list[int]
-    ms: np.ndarray  # [len(q_blocks), len(kv_blocks)]
-    default: tuple[int, int]
-    results: list[Result]
-
-    @property
-    def best(self) -> tuple[int, int] | None:
-        if np.isnan(self.ms).all():
-            return None
-        i, j = np.unravel_index(np.nanargmin(self.ms), self.ms.shape)
-        return self.q_blocks[i], self.kv_blocks[j]
-
-    def ms_at(self, Br: int, Bc: int) -> float | None:
-        if Br in self.q_blocks and Bc in self.kv_blocks:
-            x = self.ms[self.q_blocks.index(Br), self.kv_blocks.index(Bc)]
-            return None if np.isnan(x) else float(x)
-        return None
-
-    def to_dict(self) -> dict:
-        return {"case": self.case.to_dict(), "q_blocks": self.q_blocks,
-                "kv_blocks": self.kv_blocks,
-                "ms": [[None if np.isnan(x) else float(x) for x in row] for row in self.ms],
-                "best": self.best, "default": self.default,
-                "best_ms": self.ms_at(*self.best) if self.best else None,
-                "default_ms": self.ms_at(*self.default)}
-
-
-def sweep_blocks(case: Case, q_blocks: list[int], kv_blocks: list[int],
-                 settings: Settings = Settings(), progress: Progress = _quiet) -> Sweep:
-    """Time ``streaming_attention`` on ``case`` at every (q_block, kv_block), each gated
-    against the oracle like any contender, all timed round-robin."""
-    from kernels import default_blocks
-
-    from .contenders import make_streaming
-
-    grid = [make_streaming(Br, Bc, name=f"Br={Br} Bc={Bc}", label=f"streaming {Br}x{Bc}")
-            for Br in q_blocks for Bc in kv_blocks]
-    no_memory = Settings(**{**settings.__dict__, "memory": False, "roof_probes": False})
-    results = run_case(case, grid, no_memory, progress)
-    ms = np.array([r.median_s * 1e3 if r.median_s else np.nan for r in results])
-    return Sweep(case, list(q_blocks), list(kv_blocks), ms.reshape(len(q_blocks), -1),
-                 tuple(default_blocks(case.D)), results)

@@ -5,94 +5,27 @@ Pure functions of measured data; the CLI decides what to print where.
 from __future__ import annotations
 
 import math
-import os
-import platform
-import subprocess
-import sys
-from importlib import metadata
-from pathlib import Path
 
-from .cases import Case
-from .measure import Result, Sweep
+from .cases import attention_flops
+from .measure import Result
+from .sweep import Sweep
 
 SCHEMA = "attnviz.bench/1"
 MiB = 2**20
 
+COLUMNS = (
+    "Columns: *time* is the median per-call time over round-robin rounds (JIT excluded); "
+    "*GFLOP/s* counts 4·D FLOPs per (query, key) pair the mask lets through; *% roof* and "
+    "*% bw* divide by the GEMM roof / read bandwidth timed in the same rounds as the case "
+    "(listed under each table); *x torch* is time / torch SDPA's time on the same case (< 1 is "
+    "faster); *peak* is the measured peak extra RSS of one call in a fresh process, *model* the "
+    "prediction of `attnviz/memory.py`; *err* is max |O - O_ref| / max |O_ref| against the "
+    "float64 oracle; *spread* is (slowest - fastest round) / median. Decode's *K/V GB/s* counts "
+    "K and V read once per KV head (above the read bandwidth when they fit in cache)."
+)
+
 
 # --- the machine -------------------------------------------------------------------------------
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "kernels", "attnviz"],
-                               cwd=root, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
-def machine_info() -> dict:
-    """CPU, cores, RAM, library versions and the thread settings every contender runs with.
-    Call after a parallel kernel has run (Numba reports its threading layer only then)."""
-    import numba
-    import psutil
-    from threadpoolctl import threadpool_info
-
-    blas = []
-    for lib in threadpool_info():
-        if lib.get("user_api") != "blas":
-            continue
-        owner = "scipy (np.dot inside @njit)" if "scipy.libs" in lib["filepath"] else (
-            "numpy" if "numpy" in lib["filepath"] else Path(lib["filepath"]).parent.name)
-        blas.append({"owner": owner, "api": lib.get("internal_api"),
-                     "version": lib.get("version"), "arch": lib.get("architecture"),
-                     "threads": lib.get("num_threads")})
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet
-        layer = numba.config.THREADING_LAYER
-    info = {
-        "cpu": _cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "ram_bytes": psutil.virtual_memory().total,
-        "ram_available_bytes": psutil.virtual_memory().available,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {d: _version(d) for d in ("numpy", "numba", "llvmlite", "scipy", "torch")},
-        "numba_threads": numba.get_num_threads(),
-        "numba_threading_layer": layer,
-        "blas": blas,
-        "torch_threads": None,
-        "git": _git_commit(),
-        "loadavg": list(os.getloadavg()),
-        "dtype": "float32",
-        "check_finite": False,
-    }
-    if "torch" in sys.modules:
-        info["torch_threads"] = sys.modules["torch"].get_num_threads()
-    return info
-
 
 def describe_machine(m: dict) -> list[str]:
     """The machine as a few lines of text."""
@@ -244,8 +177,10 @@ def _notes(rows: list[dict]) -> list[str]:
     notes = []
     for row in rows:
         if row["status"] != "ok" and row["reason"]:
-            notes.append(f"{Case(**{k: v for k, v in row['case'].items() if k != 'label'}).label}"
-                         f", {row['label']}: {row['status']} -- {row['reason']}")
+            reason = row["reason"]
+            if not reason.startswith(row["status"]):
+                reason = f"{row['status']} -- {reason}"
+            notes.append(f"{row['case']['label']}, {row['label']}: {reason}")
     return notes
 
 
@@ -273,7 +208,7 @@ def format_text(rows: list[dict]) -> str:
         out.append(f"\n{title}")
         for n, line in enumerate(table):
             out.append("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
-                                 for i, (cell, w) in enumerate(zip(line, widths))))
+                                 for i, (cell, w) in enumerate(zip(line, widths, strict=False))))
             if n == 0:
                 out.append("  ".join("-" * w for w in widths))
         note = _roof_note(grows, decode)
@@ -294,14 +229,8 @@ def format_markdown(machine: dict, roof: dict | None, bandwidth: dict | None,
     out = ["## Machine", ""] + [f"- {line}" for line in describe_machine(machine)]
     out += ["", "## Command", "", "```", command, "```", "", "## Roofs (same run)", ""]
     out += roof_lines(roof, bandwidth, cold_start, bullet="- ")
-    out += ["", "Columns: *time* is the median per-call time over round-robin rounds (JIT "
-            "excluded); *GFLOP/s* counts 4·D FLOPs per (query, key) pair the mask lets through; "
-            "*% roof* and *% bw* divide by the GEMM roof / read bandwidth timed in the same "
-            "rounds as the case (listed under each table); *x torch* is time / torch SDPA's time on the same case (< 1 is faster); *peak* is "
-            "the measured peak extra RSS of one call in a fresh process, *model* the prediction "
-            "of `attnviz/memory.py`; *err* is max |O - O_ref| / max |O_ref| against the float64 "
-            "oracle; *spread* is (slowest - fastest round) / median. Decode's *K/V GB/s* counts "
-            "K and V read once per KV head (above the read bandwidth when they fit in cache)."]
+    if rows:
+        out += ["", COLUMNS]
     for title, decode, grows in _sections(rows):
         out += ["", f"### {title}", ""]
         header = _header(decode)
@@ -345,10 +274,17 @@ def format_sweep(s: Sweep, markdown: bool = False) -> list[str]:
     c = s.case
     title = f"Block sweep: streaming, {c.label} (ms per call; rows Br, columns Bc)"
     header = ["Br \\ Bc"] + [str(b) for b in s.kv_blocks]
-    body = [[str(Br)] + [_f(None if math.isnan(x) else x, ".2f", "X") for x in row]
-            for Br, row in zip(s.q_blocks, s.ms)]
     best, dflt = s.best, s.default
-    tail = [f"best {best} {s.ms_at(*best):.2f} ms" if best else "no block size passed the gate",
+
+    def cell(Br, Bc, x):
+        text = _f(None if math.isnan(x) else x, ".2f", "X")
+        return f"**{text}**" if markdown and (Br, Bc) == best else text
+
+    body = [[str(Br)] + [cell(Br, Bc, x) for Bc, x in zip(s.kv_blocks, row, strict=False)]
+            for Br, row in zip(s.q_blocks, s.ms, strict=False)]
+    flops = attention_flops(c)
+    tail = [f"best {best}: {s.ms_at(*best):.2f} ms, {flops / s.ms_at(*best) / 1e6:.1f} GFLOP/s"
+            if best else "no block size passed the gate",
             f"default {dflt}: " + (f"{s.ms_at(*dflt):.2f} ms" if s.ms_at(*dflt) else
                                    "not in the grid")]
     if markdown:
@@ -357,6 +293,6 @@ def format_sweep(s: Sweep, markdown: bool = False) -> list[str]:
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return lines + ["", "; ".join(tail)]
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    lines = [title, "  ".join(h.rjust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in body]
+    lines = [title, "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=False))]
+    lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths, strict=False)) for row in body]
     return lines + ["; ".join(tail)]

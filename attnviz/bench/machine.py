@@ -1,0 +1,214 @@
+"""The machine itself: its roofs (GEMM throughput, read bandwidth), how fast a new process
+gets its first result, how much of it other jobs took, its threads, and its description.
+
+Nothing here prints; every function returns numbers.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]  # the folder holding attnviz/ and kernels/
+
+
+class GemmProbe:
+    """One float32 n^3 matmul with NumPy's BLAS (all its threads): 2 n^3 FLOPs, the ceiling
+    attention's two GEMMs can reach."""
+
+    def __init__(self, n: int = 2048):
+        rng = np.random.default_rng(1)
+        self.n = n
+        self.flops = 2 * n**3
+        self.a = rng.standard_normal((n, n), dtype=np.float32)
+        self.b = rng.standard_normal((n, n), dtype=np.float32)
+        self.c = np.empty((n, n), np.float32)
+
+    def __call__(self) -> None:
+        np.matmul(self.a, self.b, out=self.c)
+
+
+class ReadProbe:
+    """One pass of ``np.max`` over a float32 array of ``nbytes`` (far above the caches), split
+    across ``threads`` Python threads (NumPy releases the GIL in reductions): reads every
+    byte once, which is what split-KV decode is bound by."""
+
+    def __init__(self, nbytes: int = 2**30, threads: int | None = None):
+        self.threads = threads or os.cpu_count() or 1
+        self.x = np.ones(nbytes // 4, np.float32)  # written once: every page is resident
+        self.nbytes = self.x.nbytes
+        self.parts = np.array_split(self.x, self.threads)
+        self.pool = ThreadPoolExecutor(self.threads)
+
+    def __call__(self) -> None:
+        list(self.pool.map(np.max, self.parts))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        del self.x, self.parts
+
+
+def _best_of(call, repeats: int) -> list[float]:
+    call()  # warm-up: threads started, pages touched
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def gemm_roof(n: int = 2048, repeats: int = 5) -> dict:
+    """GEMM roof in GFLOP/s: best of ``repeats`` ``GemmProbe`` calls."""
+    probe = GemmProbe(n)
+    samples = _best_of(probe, repeats)
+    return {"n": n, "gflops": probe.flops / min(samples) / 1e9, "samples_s": samples}
+
+
+def read_bandwidth(nbytes: int = 2**30, threads: int | None = None, repeats: int = 5) -> dict:
+    """Memory read bandwidth in GB/s (1e9 B/s): best of ``repeats`` ``ReadProbe`` passes."""
+    probe = ReadProbe(nbytes, threads)
+    try:
+        samples = _best_of(probe, repeats)
+    finally:
+        probe.close()
+    return {"bytes": probe.nbytes, "threads": probe.threads,
+            "gbps": probe.nbytes / min(samples) / 1e9, "samples_s": samples}
+
+
+def cold_start_seconds() -> dict:
+    """A new Python process: import the kernels (warm Numba cache) and get one streaming
+    result. ``in_process_s`` counts from before ``import kernels``; ``wall_s`` also counts the
+    interpreter's start."""
+    code = ("import time; t0 = time.perf_counter()\n"
+            "import numpy as np; from kernels import streaming_attention\n"
+            "q = np.ones((1, 2, 64, 64), np.float32); streaming_attention(q, q, q)\n"
+            "print(time.perf_counter() - t0)")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=child_env(), check=True)
+    return {"in_process_s": float(out.stdout.strip().splitlines()[-1]),
+            "wall_s": time.perf_counter() - t0}
+
+
+def set_threads(n: int) -> None:
+    """Run every contender on ``n`` threads: Numba's workers, torch's pool, NumPy's BLAS.
+    SciPy's BLAS (np.dot inside @njit) stays at 1 thread per Numba worker."""
+    import numba
+    from threadpoolctl import ThreadpoolController
+
+    numba.set_num_threads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api == "blas" and "scipy.libs" not in lib.filepath:
+            lib.set_num_threads(n)
+
+
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(wall s, CPU s busy on the whole machine, CPU s used by this process and its waited-for
+    children), to tell how much of the machine other jobs took meanwhile (``other_cores``)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4]
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own
+
+
+def other_cores(start, end) -> float | None:
+    """Cores' worth of CPU other processes (or the hypervisor: steal) used between two
+    ``cpu_snapshot``s. On a shared 2-core machine, 1.0 means our 2 threads had ~1 core."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))
+
+
+def child_env() -> dict:
+    """The environment for subprocesses, with this package importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "kernels", "attnviz"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def machine_info() -> dict:
+    """CPU, cores, RAM, library versions and the thread settings every contender runs with.
+    Call after a parallel kernel has run (Numba reports its threading layer only then)."""
+    import numba
+    import psutil
+    from threadpoolctl import threadpool_info
+
+    blas = []
+    for lib in threadpool_info():
+        if lib.get("user_api") != "blas":
+            continue
+        owner = "scipy (np.dot inside @njit)" if "scipy.libs" in lib["filepath"] else (
+            "numpy" if "numpy" in lib["filepath"] else Path(lib["filepath"]).parent.name)
+        blas.append({"owner": owner, "api": lib.get("internal_api"),
+                     "version": lib.get("version"), "arch": lib.get("architecture"),
+                     "threads": lib.get("num_threads")})
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        layer = numba.config.THREADING_LAYER
+    info = {
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_bytes": psutil.virtual_memory().total,
+        "ram_available_bytes": psutil.virtual_memory().available,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {d: _version(d) for d in ("numpy", "numba", "llvmlite", "scipy", "torch")},
+        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": layer,
+        "blas": blas,
+        "torch_threads": None,
+        "git": _git_commit(),
+        "loadavg": list(os.getloadavg()),
+        "dtype": "float32",
+        "check_finite": False,
+    }
+    if "torch" in sys.modules:
+        info["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return info
