@@ -297,3 +297,10 @@ def test_the_roof_is_timed_in_the_same_rounds_as_the_case():
     row = metrics([pre], roof_gflops=1e9, bandwidth_gbps=None)[0]
     assert row["roof_fraction"] == pytest.approx(pre.gflops / pre.roof_gflops)  # not 1e9
     assert "GEMM roof timed in the same rounds: L=32 D=8:" in format_text([row])
+
+
+def test_slow_calls_are_not_called_again_to_calibrate():
+    log = []
+    calls = {n: (lambda n=n: log.append(n)) for n in "ab"}
+    time_round_robin(calls, repeats=2, min_sample_s=0.0, settle_s=0.0, known_s={"a": 60.0})
+    assert log[:1] == ["b"] and log.count("a") == 2  # only the two timed rounds

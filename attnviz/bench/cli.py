@@ -137,13 +137,15 @@ def _warm(contenders, progress) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     progress = Progress(not args.quiet)
-    if args.threads:
-        set_threads(args.threads)
     names = args.contenders
     if names and "torch" in names and not torch_available():
         print("torch is not installed: pip install -r requirements-bench.txt", file=sys.stderr)
         return 2
     contenders = default_contenders(names, args.q_block, args.kv_block)
+    if args.threads:
+        if any(c.name == "torch" for c in contenders):
+            import torch  # noqa: F401  (loaded now, so that its pool is set too)
+        set_threads(args.threads)
     if args.case:
         cases = [C.parse_case(s) for s in args.case]
     else:
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
     progress(f"GEMM roof: numpy float32 {args.roof_n}^3")
     roof = gemm_roof(args.roof_n)
     progress(f"read bandwidth: {args.bandwidth_mib} MiB float32")
-    bandwidth = read_bandwidth(args.bandwidth_mib * 2**20)
+    bandwidth = read_bandwidth(args.bandwidth_mib * 2**20, threads=args.threads)
 
     results, sweeps = [], []
     if args.sweep_blocks:

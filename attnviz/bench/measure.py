@@ -159,11 +159,15 @@ class Result:
 def time_round_robin(calls: dict[str, Callable[[], object]], *, repeats: int = 7,
                      min_repeats: int = 3, budget_s: float | None = None,
                      min_sample_s: float = 0.05, settle_s: float = 0.2,
+                     known_s: dict[str, float] | None = None,
                      progress: Progress = _quiet) -> dict[str, tuple[list[float], int]]:
     """Per contender: (per-call seconds of each round, calls per sample).
 
-    Every call here is already warm (JIT excluded). Rounds are cut to fit ``budget_s`` (at
-    least ``min_repeats``); each round visits the contenders in an order rotated by one.
+    Every call here is already warm (JIT excluded). One untimed call per contender measures
+    how many calls make a sample of ``min_sample_s``; a contender whose earlier call (in
+    ``known_s``) took over a second skips it (one call per sample; at L = 32768 a call takes
+    a minute). Rounds are cut to fit ``budget_s`` (at least ``min_repeats``); each round
+    visits the contenders in an order rotated by one.
     Before each sample we sleep ``settle_s``: thread pools keep spinning after a call
     (OpenBLAS's workers for ~0.1 s), and on 2 cores a spinning pool left by the previous
     contender slowed a small Numba call here from 0.1 ms to 7 ms.
@@ -171,8 +175,8 @@ def time_round_robin(calls: dict[str, Callable[[], object]], *, repeats: int = 7
     names = list(calls)
     if not names:
         return {}
-    warm = {}
-    for name in names:  # calibration call, untimed in the results
+    warm = {n: t for n, t in (known_s or {}).items() if n in calls and t > 1.0}
+    for name in [n for n in names if n not in warm]:  # calibration call, untimed
         progress(f"warm-up {name}")
         time.sleep(settle_s)
         t0 = time.perf_counter()
@@ -217,7 +221,7 @@ class Settings:
     memory: bool = True  # peak memory in subprocesses (built-in contenders only)
     q_block: int | None = None  # streaming tile sizes for the memory probe (None: default)
     kv_block: int | None = None
-    threads: int | None = None  # for the memory probe (None: all cores)
+    threads: int | None = None  # for the memory probe and read probe (None: all cores)
     # time the GEMM roof (prefill) or the read bandwidth (decode) in the same round-robin
     # rounds as the contenders, so that a fraction of the roof compares like with like
     roof_probes: bool = True
@@ -285,14 +289,16 @@ def run_case(case: Case, contenders: list[Contender], settings: Settings | None 
     calls = {c.name: calls[c.name] for c in contenders if c.name in calls}  # caller's order
     probe = None
     if settings.roof_probes and calls:
-        probe = ReadProbe(settings.bandwidth_bytes) if case.Lq == 1 else GemmProbe(settings.roof_n)
+        probe = (ReadProbe(settings.bandwidth_bytes, settings.threads) if case.Lq == 1
+                 else GemmProbe(settings.roof_n))
         calls[ROOF_PROBE] = probe
     cpu0 = cpu_snapshot()
     try:
         timed = time_round_robin(calls, repeats=settings.repeats,
                                  min_repeats=settings.min_repeats, budget_s=settings.budget_s,
                                  min_sample_s=settings.min_sample_s, settle_s=settings.settle_s,
-                                 progress=progress)
+                                 known_s={n: results[n].first_call_s for n in results
+                                          if results[n].first_call_s}, progress=progress)
     finally:
         if isinstance(probe, ReadProbe):
             probe.close()
