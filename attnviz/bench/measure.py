@@ -1,11 +1,12 @@
-"""Measurements: the machine's roofs, the correctness gate, round-robin timing, peak memory.
+"""Measuring the contenders: the correctness gate, round-robin timing, peak memory.
 
 Nothing here prints. Long-running functions take a ``progress`` callback (a function of one
 string) that the CLI renders on stderr.
 
 Method, in the order ``run_case`` applies it:
 
-1. **Gate.** Every contender's first call (which also pays JIT compile / cache load) is
+1. **Gate.** Every contender's first call on the case (untimed: the CLI has compiled or
+   loaded every kernel before, but a first call still pays first-touch page faults) is
    checked against the float64 oracle -- on every row when the case is small, else on a few
    heads x a few blocks of rows (a block of rows [r0, r1) is itself an attention call with
    ``q_offset + r0``, so the oracle stays exact and cheap at L = 32768). Contenders that
@@ -125,7 +126,7 @@ class Result:
     oracle_rows: str = ""  # "all" or "sampled"
     cross_err: float | None = None  # vs the pivot contender, on every row
     cross_with: str = ""
-    first_call_s: float | None = None  # the gate's call: includes JIT compile / cache load
+    first_call_s: float | None = None  # the gate's call (JIT too, unless warmed up before)
     times_s: list[float] = field(default_factory=list)  # per-call time, one per round
     calls_per_sample: int = 1
     flops: int = 0
@@ -358,7 +359,7 @@ def probe_memory(results: list[Result], settings: Settings, progress: Progress =
             probes = peak_memory([r.case for r in batch], name, seed=settings.seed,
                                  q_block=settings.q_block, kv_block=settings.kv_block,
                                  threads=settings.threads)
-            for res, probe in zip(batch, probes, strict=False):
+            for res, probe in zip(batch, probes, strict=True):
                 if "extra_bytes" in probe:
                     res.measured_bytes, res.memory_note = probe["extra_bytes"], probe["method"]
                 else:
