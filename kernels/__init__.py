@@ -15,6 +15,7 @@ limit_scipy_blas_to_one_thread()
 
 from .api import (  # noqa: E402
     DEFAULT_MEMORY_FRACTION,
+    decode_split,
     default_blocks,
     standard_attention,
     streaming_attention,
@@ -23,6 +24,7 @@ from .api import (  # noqa: E402
 
 __all__ = [
     "DEFAULT_MEMORY_FRACTION",
+    "decode_split",
     "default_blocks",
     "standard_attention",
     "streaming_attention",

@@ -7,6 +7,7 @@ import numpy as np
 
 from .standard import standard_kernel
 from .streaming import DECODE_MIN_CHUNK, decode_kernel, prefill_kernel
+from .tile import cdiv, row_span
 from .validate import check_block, check_qkv, check_scale, mask_spec
 
 # Default (Q block, KV block) per head dim, from `python -m attnviz.bench --sweep-blocks`
@@ -31,6 +32,23 @@ def _num_threads() -> int:
     import numba
 
     return numba.get_num_threads()
+
+
+def decode_split(B: int, Hkv: int, Lk: int, Bc: int, *, q_offset: int, causal: bool = True,
+                 window: int = 0) -> tuple[int, int]:
+    """How the decode path cuts the visible keys: (KV tiles per chunk, number of chunks C).
+
+    Enough chunks that B * Hkv * C tasks keep every thread busy (two per thread), none
+    shorter than DECODE_MIN_CHUNK keys. The kernel computes each chunk's partial (m, l, acc)
+    and merges them; the memory model needs C for the partials' size.
+    """
+    lo, hi = row_span(q_offset, Lk, causal, window)
+    j_lo = lo // Bc
+    tiles = max(cdiv(hi, Bc), j_lo + 1) - j_lo
+    tasks_per_head = max(1, 2 * _num_threads() // max(1, B * Hkv))
+    n_chunks = max(1, min(tasks_per_head, (hi - lo) // DECODE_MIN_CHUNK))
+    per = cdiv(tiles, n_chunks)
+    return per, cdiv(tiles, per)
 
 
 def _empty_result(q, return_lse):
@@ -71,10 +89,10 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sca
     out = np.empty((B, Hq, Lq, D), np.float32)
     lse = np.empty((B, Hq, Lq), np.float32)
     if Lq == 1:
-        tasks_per_head = max(1, 2 * _num_threads() // max(1, B * k.shape[1]))
-        n_chunks = max(1, min(tasks_per_head, Lk // DECODE_MIN_CHUNK))
+        per, _ = decode_split(B, k.shape[1], Lk, Bc, q_offset=mask.q_offset,
+                              causal=mask.causal, window=mask.window)
         decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mask.causal, mask.window,
-                      Bc, n_chunks)
+                      Bc, per)
     else:
         prefill_kernel(q, k, v, out, lse, scale, mask.q_offset, mask.causal, mask.window,
                        Br, Bc)

@@ -64,8 +64,9 @@ def prefill_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Br, Bc):
 
 
 @njit(parallel=True, cache=True)
-def decode_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Bc, n_chunks):
-    """Q [B, Hq, 1, D], K/V [B, Hkv, Lk, D] -> O [B, Hq, 1, D], LSE [B, Hq, 1] (split-KV)."""
+def decode_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Bc, per):
+    """Q [B, Hq, 1, D], K/V [B, Hkv, Lk, D] -> O [B, Hq, 1, D], LSE [B, Hq, 1] (split-KV,
+    ``per`` KV tiles per chunk: see ``api.decode_split``)."""
     B, Hq, _, D = Q.shape
     Hkv, Lk = K.shape[1], K.shape[2]
     g = Hq // Hkv
@@ -74,7 +75,6 @@ def decode_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Bc, n_chunks
     kv_lo, kv_hi = row_span(q_offset, Lk, causal, window)
     j_lo = kv_lo // Bc
     j_hi = max(cdiv(kv_hi, Bc), j_lo + 1)
-    per = cdiv(j_hi - j_lo, n_chunks)
     C = cdiv(j_hi - j_lo, per)
     m_part = np.empty((B, Hkv, C, g), np.float32)
     l_part = np.empty((B, Hkv, C, g), np.float32)

@@ -162,22 +162,11 @@ def _threads() -> int:
 
 
 def decode_chunks(case: Case, Bc: int) -> int:
-    """Number of split-KV chunks C the decode path makes. Mirrors ``kernels.api`` (2 tasks per
-    thread, chunks of >= DECODE_MIN_CHUNK keys) and ``kernels.streaming.decode_kernel`` (the
-    visible tiles cut into C runs of ``per`` tiles): keep in step with them."""
-    from kernels.streaming import DECODE_MIN_CHUNK
+    """Number of split-KV chunks C the decode path makes (asked of the kernel itself)."""
+    from kernels import decode_split
 
-    tasks_per_head = max(1, 2 * _threads() // max(1, case.B * case.Hkv))
-    n_chunks = max(1, min(tasks_per_head, case.Lk // DECODE_MIN_CHUNK))
-    lo, hi = row_spans(1, case.Lk, causal=case.causal, q_offset=case.offset, window=case.window)
-    j_lo = int(lo[0]) // Bc
-    j_hi = max(_cdiv(int(hi[0]), Bc), j_lo + 1)  # visible KV tiles [j_lo, j_hi)
-    per = _cdiv(j_hi - j_lo, n_chunks)  # tiles per chunk
-    return _cdiv(j_hi - j_lo, per)
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+    return decode_split(case.B, case.Hkv, case.Lk, Bc, q_offset=case.offset,
+                        causal=case.causal, window=case.window or 0)[1]
 
 
 def streaming_predicted_bytes(case: Case, Br: int, Bc: int) -> int:
