@@ -66,8 +66,9 @@ _png_server_lock = threading.Lock()
 _png_server_started = False
 
 
-def figure_png(fig, *, width: int = 1100, height: int | None = None, scale: float = 2) -> bytes:
-    """``fig`` as PNG bytes through kaleido (which drives the system's Chromium). A kaleido
+def figure_png(fig, *, scale: float = 2) -> bytes:
+    """``fig`` as PNG bytes (its layout's width and height; 1100 wide if unset) through kaleido,
+    which drives the system's Chromium. A kaleido
     server is started once per process: the first image takes a few seconds, later ones
     a fraction of a second."""
     global _png_server_started
@@ -79,5 +80,5 @@ def figure_png(fig, *, width: int = 1100, height: int | None = None, scale: floa
             _png_server_started = True
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-        return fig.to_image(format="png", width=width, height=height or fig.layout.height,
-                            scale=scale)
+        return fig.to_image(format="png", width=fig.layout.width or 1100,
+                            height=fig.layout.height, scale=scale)

@@ -86,7 +86,7 @@ class RowMath:
         ]
         if self.finished:
             rows += [
-                (rf"\lVert O_{{{r}}} \rVert", rf"\lVert \mathrm{{acc}} \rVert / \ell",
+                (rf"\lVert O_{{{r}}} \rVert", r"\lVert \mathrm{acc} \rVert / \ell",
                  rf"{fmt(self.acc_norm)} / {fmt(self.l)} = {fmt(self.o_norm)}"),
                 (rf"\mathrm{{LSE}}_{{{r}}}", r"m + \log \ell",
                  rf"{fmt(self.m)} + \log {fmt(self.l)} = {fmt(self.lse)}"),

@@ -28,6 +28,9 @@ CURRENT_COLOR = "#dc2626"
 VISITED_SHADE = "rgba(15, 23, 42, 0.45)"
 RESCALE_COLOR = "#dc2626"
 _MARGIN = dict(l=60, r=20, t=50, b=50)
+# The app passes figures with theme=None (Streamlit's theme costs a third of the browser's
+# work per step); this template gives them a plain look of their own.
+TEMPLATE = "plotly_white"
 
 
 def _discrete_scale(colors: list[str]) -> list:
@@ -40,9 +43,17 @@ def _discrete_scale(colors: list[str]) -> list:
 
 
 def _nan_to_none(a: np.ndarray) -> list:
-    """Plotly JSON has no inf/NaN: masked (-inf) and missing (NaN) cells become gaps."""
+    """For line traces: plotly JSON lists have no inf/NaN, so those points become gaps."""
     a = np.asarray(a, dtype=np.float64)
     return np.where(np.isfinite(a), a, None).tolist()
+
+
+def _grid(a: np.ndarray) -> np.ndarray:
+    """Heatmap values as float32 with NaN for masked (-inf) or missing cells, which Plotly
+    draws as gaps. Kept as a NumPy array, plotly serializes it as compact base64 (a 128 x 128
+    tile is ~90 KB instead of ~330 KB of decimal text): step clicks stay fast."""
+    a = np.asarray(a, dtype=np.float32)
+    return np.where(np.isfinite(a), a, np.float32(np.nan))
 
 
 def tile_map(trace: Trace, n: int, *, height: int | None = None) -> go.Figure:
@@ -58,24 +69,25 @@ def tile_map(trace: Trace, n: int, *, height: int | None = None) -> go.Figure:
     cur = trace.steps[n]
     ii, jj = np.meshgrid(np.arange(c.Tr), np.arange(c.Tc), indexing="ij")
     ii, jj = ii.ravel(), jj.ravel()
-    nn = [step_of.get((i, j), -1) for i, j in zip(ii, jj)]
+    nn = [step_of.get((i, j), -1) for i, j in zip(ii, jj, strict=False)]
     hover = [
         f"Q block {i} (rows {c.rows(i)[0]}-{c.rows(i)[1] - 1}) x KV block {j} "
         f"(keys {c.keys(j)[0]}-{c.keys(j)[1] - 1})<br>{status[i, j]}"
         + (f", step {s} of {len(trace.steps)}" if s >= 0 else ": not computed")
-        for i, j, s in zip(ii, jj, nn)
+        for i, j, s in zip(ii, jj, nn, strict=False)
     ]
+    gap = 1 if max(c.Tr, c.Tc) <= 40 else 0  # cell borders, while cells are big enough
     fig = go.Figure()
     fig.add_trace(go.Heatmap(
-        name="tiles", z=codes.tolist(), zmin=0, zmax=2, showscale=False, hoverinfo="skip",
-        colorscale=_discrete_scale([STATUS_COLOR[k] for k in STATUS_CODE]), xgap=1, ygap=1))
+        name="tiles", z=codes.astype(np.int8), zmin=0, zmax=2, showscale=False, hoverinfo="skip",
+        colorscale=_discrete_scale([STATUS_COLOR[k] for k in STATUS_CODE]), xgap=gap, ygap=gap))
     fig.add_trace(go.Heatmap(
-        name="visited", z=_nan_to_none(visited), zmin=0, zmax=1, showscale=False,
-        hoverinfo="skip", colorscale=[[0, VISITED_SHADE], [1, VISITED_SHADE]], xgap=1, ygap=1))
+        name="visited", z=_grid(visited), zmin=0, zmax=1, showscale=False,
+        hoverinfo="skip", colorscale=[[0, VISITED_SHADE], [1, VISITED_SHADE]], xgap=gap, ygap=gap))
     cell = max(4, min(40, 420 / max(c.Tr, c.Tc)))
     fig.add_trace(go.Scatter(
         name="click", x=jj.tolist(), y=ii.tolist(), mode="markers",
-        customdata=[[s, int(i), int(j)] for s, i, j in zip(nn, ii, jj)],
+        customdata=[[s, int(i), int(j)] for s, i, j in zip(nn, ii, jj, strict=False)],
         marker=dict(symbol="square", size=cell, color="rgba(0,0,0,0)"),
         selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),
         hovertext=hover, hoverinfo="text", showlegend=False))
@@ -86,15 +98,15 @@ def tile_map(trace: Trace, n: int, *, height: int | None = None) -> go.Figure:
                              marker=dict(symbol="square", size=12, color=VISITED_SHADE)))
     fig.add_shape(type="rect", name="current", x0=cur.j - 0.5, x1=cur.j + 0.5,
                   y0=cur.i - 0.5, y1=cur.i + 0.5, line=dict(color=CURRENT_COLOR, width=3))
-    if height is None:
-        height = int(140 + 380 * min(1.0, c.Tr / c.Tc)) if c.Tc >= c.Tr else 520
+    if height is None:  # cells stay square; the grid hangs from the top-left corner
+        height = int(130 + 340 * min(1.0, c.Tr / c.Tc)) if c.Tc >= c.Tr else 480
     fig.update_layout(
-        height=height, margin=_MARGIN, clickmode="event+select", dragmode=False,
+        height=height, template=TEMPLATE, margin=_MARGIN, clickmode="event+select", dragmode=False,
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
         xaxis=dict(title="KV block j (keys)", range=[-0.5, c.Tc - 0.5], side="bottom",
-                   showgrid=False, zeroline=False, constrain="domain"),
+                   showgrid=False, zeroline=False, constrain="domain", constraintoward="left"),
         yaxis=dict(title="Q block i (query rows)", range=[c.Tr - 0.5, -0.5], showgrid=False,
-                   zeroline=False, scaleanchor="x", constrain="domain"),
+                   zeroline=False, scaleanchor="x", constrain="domain", constraintoward="top"),
         plot_bgcolor="white",
     )
     return fig
@@ -114,18 +126,18 @@ def step_tiles(trace: Trace, n: int) -> go.Figure:
     finite = S[np.isfinite(S)]
     span = float(np.abs(finite).max()) if finite.size else 1.0
     fig.add_trace(go.Heatmap(
-        name="S", x=x, y=y, z=_nan_to_none(S), colorscale="RdBu", reversescale=True,
+        name="S", x=x, y=y, z=_grid(S), colorscale="RdBu", reversescale=True,
         zmid=0, zmin=-span, zmax=span, colorbar=dict(x=0.41, len=0.9, thickness=12),
         hovertemplate="row %{y}, key %{x}<br>S = %{z:.4g}<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Heatmap(
-        name="P~", x=x, y=y, z=_nan_to_none(P), colorscale="Viridis", zmin=0, zmax=1,
+        name="P~", x=x, y=y, z=_grid(P), colorscale="Viridis", zmin=0, zmax=1,
         colorbar=dict(x=1.01, len=0.9, thickness=12),
         hovertemplate="row %{y}, key %{x}<br>P~ = %{z:.4g}<extra></extra>"), row=1, col=2)
     for col in (1, 2):
         fig.update_xaxes(title_text="key", row=1, col=col, showgrid=False)
-        fig.update_yaxes(title_text="query row", autorange="reversed", row=1, col=col,
-                         showgrid=False)
-    fig.update_layout(height=360, margin=_MARGIN, plot_bgcolor="#d1d5db")
+        fig.update_yaxes(title_text="query row" if col == 1 else None, autorange="reversed",
+                         showticklabels=col == 1, row=1, col=col, showgrid=False)
+    fig.update_layout(height=360, template=TEMPLATE, margin=_MARGIN, plot_bgcolor="#d1d5db")
     return fig
 
 
@@ -166,15 +178,14 @@ def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> go.F
     fig.update_xaxes(title_text="KV block j", range=[min(all_js) - 0.5, max(all_js) + 0.5],
                      dtick=max(1, math.ceil(len(all_js) / 16)))
     fig.update_yaxes(title_text="running max m", secondary_y=False)
-    fig.update_yaxes(title_text="running denominator l", type="log", secondary_y=True)
-    fig.update_layout(height=340, margin=_MARGIN,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
-                      title=dict(text=f"Row {r} of Q block {i}, up to step {n}", y=0.98))
+    fig.update_yaxes(title_text="running denominator l", rangemode="tozero", secondary_y=True)
+    fig.update_layout(height=380, template=TEMPLATE, margin=dict(_MARGIN, t=20, b=110),
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
     return fig
 
 
 def output_rows(trace: Trace, n: int, done: np.ndarray, err_o: np.ndarray,
-                max_rows: int = 512) -> go.Figure:
+                max_rows: int = 256) -> go.Figure:
     """Left: O for the rows finished by step n (others blank); right: each finished row's
     max |O - O_oracle|. More than ``max_rows`` rows: the heatmap shows every k-th row."""
     c = trace.config
@@ -186,7 +197,7 @@ def output_rows(trace: Trace, n: int, done: np.ndarray, err_o: np.ndarray,
                             "O rows finished so far" + (f" (every {stride}th row)"
                                                         if stride > 1 else ""),
                             "max |O − O<sub>float64 oracle</sub>| per finished row"))
-    fig.add_trace(go.Heatmap(name="O", x=list(range(c.D)), y=rows.tolist(), z=_nan_to_none(O),
+    fig.add_trace(go.Heatmap(name="O", x=list(range(c.D)), y=rows.tolist(), z=_grid(O),
                              colorscale="RdBu", reversescale=True, zmid=0,
                              colorbar=dict(x=0.42, len=0.9, thickness=12),
                              hovertemplate="row %{y}, d %{x}<br>O = %{z:.4g}<extra></extra>"),
@@ -201,12 +212,12 @@ def output_rows(trace: Trace, n: int, done: np.ndarray, err_o: np.ndarray,
     fig.update_xaxes(title_text="d (head dim)", row=1, col=1)
     fig.update_xaxes(title_text="query row", range=[-0.5, c.Lq - 0.5], row=1, col=2)
     fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
-    fig.update_layout(height=320, margin=_MARGIN, showlegend=False)
+    fig.update_layout(height=320, template=TEMPLATE, margin=_MARGIN, showlegend=False)
     return fig
 
 
 def bytes_label(b: float) -> str:
-    for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, k in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if b >= k:
             return f"{b / k:.3g} {unit}"
     return f"{b:.0f} B"
@@ -214,6 +225,19 @@ def bytes_label(b: float) -> str:
 
 def _length_label(L: int) -> str:
     return f"{L // 1024}K" if L >= 1024 and L % 1024 == 0 else str(L)
+
+
+def _line(x, y, name: str, color: str, dash: str) -> go.Scatter:
+    """A straight reference line drawn as a trace (works on log axes)."""
+    return go.Scatter(x=x, y=y, mode="lines", name=name, hoverinfo="name",
+                      line=dict(color=color, dash=dash, width=2))
+
+
+def _seconds_label(s: float) -> str:
+    for unit, k in (("s", 1), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= k:
+            return f"{s / k:g} {unit}"
+    return f"{s * 1e9:g} ns"
 
 
 def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, current_L: int,
@@ -234,20 +258,20 @@ def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, curre
             x=[L], y=[max(b, 1)], mode="markers", name=f"measured: {name}",
             marker=dict(symbol="x", size=13, line=dict(width=2)),
             hovertemplate=f"measured {name}<br>L = %{{x}}<br>{bytes_label(b)}<extra></extra>"))
-    fig.add_hline(y=ram, line=dict(color=CURRENT_COLOR, dash="dash"), name="RAM",
-                  annotation_text=f"this machine's RAM: {bytes_label(ram)}",
-                  annotation_position="bottom right")
-    fig.add_vline(x=current_L, line=dict(color="#64748b", dash="dot"), name="current L",
-                  annotation_text=f"current L = {current_L}", annotation_position="top left")
+    lo = min(min(y for y in ys if y > 0) for ys in series.values() if any(ys))
+    hi = max(max(max(ys) for ys in series.values()), ram)
+    # reference lines as traces: layout shapes on log axes would need log10 coordinates
+    fig.add_trace(_line([Ls[0], Ls[-1]], [ram, ram], f"this machine's RAM ({bytes_label(ram)})",
+                        CURRENT_COLOR, "dash"))
+    fig.add_trace(_line([current_L, current_L], [lo, hi], f"current L = {current_L}",
+                        "#64748b", "dot"))
     ticks = [L for L in Ls if L == Ls[0] or L == Ls[-1] or (L.bit_length() - 1) % 2 == 1]
     fig.update_xaxes(type="log", title_text=x_title, tickvals=ticks,
                      ticktext=[_length_label(L) for L in ticks])
-    lo = min(min(y for y in ys if y > 0) for ys in series.values() if any(ys))
-    hi = max(max(max(ys) for ys in series.values()), ram)
     exps = range(int(math.log2(lo)) // 10 * 10, int(math.log2(hi)) + 10, 10)
     fig.update_yaxes(type="log", title_text="bytes", tickvals=[2**k for k in exps],
                      ticktext=[bytes_label(2**k) for k in exps])
-    fig.update_layout(height=420, margin=_MARGIN,
+    fig.update_layout(height=420, template=TEMPLATE, margin=_MARGIN,
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig
 
@@ -263,9 +287,10 @@ def crossover(rows: list[dict]) -> int | None:
 
 
 def crossover_chart(rows: list[dict]) -> go.Figure:
-    """Median time of standard vs streaming over L (log-log); L where standard was refused
-    marked on the axis; the crossover (``crossover``) as a vertical line."""
+    """Median time of standard vs streaming over L (log-log); the L where standard was refused
+    marked (at streaming's time); the crossover (``crossover``) as a vertical line."""
     fig = go.Figure()
+    times = [r[k] for r in rows for k in ("standard_s", "streaming_s") if r.get(k)]
     for key, name, color in (("standard_s", "standard (materializes S)", "#ea580c"),
                              ("streaming_s", "streaming (tiles)", "#2563eb")):
         pts = [r for r in rows if r.get(key)]
@@ -283,12 +308,17 @@ def crossover_chart(rows: list[dict]) -> go.Figure:
             hovertemplate="L = %{x}<br>%{customdata}<extra></extra>"))
     x = crossover(rows)
     if x is not None:
-        fig.add_vline(x=x, line=dict(color="#16a34a", dash="dash"), name="crossover",
-                      annotation_text=f"streaming faster from L = {x}",
-                      annotation_position="top left")
-    fig.update_xaxes(type="log", title_text="sequence length L", tickformat="~s")
-    fig.update_yaxes(type="log", title_text="median time (s)")
-    fig.update_layout(height=400, margin=_MARGIN,
+        fig.add_trace(_line([x, x], [min(times), max(times)],
+                            f"crossover: streaming faster from L = {x}", "#16a34a", "dash"))
+    Ls = sorted({r["L"] for r in rows})
+    fig.update_xaxes(type="log", title_text="sequence length L", tickvals=Ls,
+                     ticktext=[_length_label(L) for L in Ls])
+    if times:
+        decades = range(math.floor(math.log10(min(times))), math.ceil(math.log10(max(times))) + 1)
+        fig.update_yaxes(tickvals=[10.0**e for e in decades],
+                         ticktext=[_seconds_label(10.0**e) for e in decades])
+    fig.update_yaxes(type="log", title_text="median time per call")
+    fig.update_layout(height=400, template=TEMPLATE, margin=_MARGIN,
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig
 
@@ -298,7 +328,7 @@ def block_sweep_chart(Brs: list[int], Bcs: list[int], gflops: np.ndarray) -> go.
     best cell outlined."""
     fig = go.Figure(go.Heatmap(
         name="GFLOP/s", x=[str(b) for b in Bcs], y=[str(b) for b in Brs],
-        z=_nan_to_none(gflops), colorscale="Viridis", colorbar=dict(title="GFLOP/s"),
+        z=_grid(gflops), colorscale="Viridis", colorbar=dict(title="GFLOP/s"),
         text=[[("" if not np.isfinite(g) else f"{g:.1f}") for g in row] for row in gflops],
         texttemplate="%{text}", hovertemplate="Br = %{y}, Bc = %{x}<br>%{z:.3g} GFLOP/s"
                                               "<extra></extra>"))
@@ -308,5 +338,5 @@ def block_sweep_chart(Brs: list[int], Bcs: list[int], gflops: np.ndarray) -> go.
                       y1=bi + 0.5, line=dict(color=CURRENT_COLOR, width=3))
     fig.update_xaxes(title_text="KV block Bc", type="category")
     fig.update_yaxes(title_text="Q block Br", type="category", autorange="reversed")
-    fig.update_layout(height=360, margin=_MARGIN)
+    fig.update_layout(height=360, template=TEMPLATE, margin=_MARGIN)
     return fig

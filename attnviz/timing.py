@@ -3,7 +3,8 @@
 Rules every number here follows:
 * the kernels are the ones users call (``kernels.standard_attention`` /
   ``streaming_attention``); one warm-up call precedes the timed ones and is not counted;
-* a time is the median of ``repeats`` calls (``time.perf_counter``);
+* a time is the median of ``repeats`` samples (``time.perf_counter``), a sample being one
+  call or, for calls under ``MIN_SAMPLE_S``, the mean of enough back-to-back calls;
 * GFLOP/s counts 4 D FLOPs per visible (query, key) pair (``stats.attention_flops``), the same
   for both methods, so it compares time for the same useful work;
 * memory: the peak resident memory above the level before the call, read from Linux's
@@ -17,6 +18,7 @@ Sweeps are generators: the caller draws progress after each point and may stop e
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from kernels import standard_attention, streaming_attention
 from .scenarios import generate
 from .stats import attention_flops, visible_pairs
 
+MIN_SAMPLE_S = 0.02  # shorter calls are repeated within one timed sample
 MAX_FLOPS_PER_CALL = 4e10  # ~1 s streaming / ~3 s standard on this project's 2 cores
 MAX_INPUT_BYTES = 2**30  # q, k, v and O together
 STANDARD_MAX_BYTES_CAP = 2 * 2**30  # the standard S matrix, at most (and <= RAM / 4)
@@ -123,13 +126,18 @@ def peak_extra_bytes(fn):
 
 def time_call(method: str, fn, repeats: int, flops: int):
     """(last output, Run): one untimed warm-up call (its peak memory is recorded), then the
-    median of ``repeats`` timed calls."""
+    median of ``repeats`` samples. A sample is one call, or as many back-to-back calls as
+    make ``MIN_SAMPLE_S`` (then divided by their number): a sub-millisecond decode call is
+    not timed against the clock's and the scheduler's noise."""
+    t0 = time.perf_counter()
     out, peak = peak_extra_bytes(fn)
+    calls = max(1, min(1000, math.ceil(MIN_SAMPLE_S / max(time.perf_counter() - t0, 1e-9))))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
+        for _ in range(calls):
+            out = fn()
+        times.append((time.perf_counter() - t0) / calls)
     med = statistics.median(times)
     return out, Run(method, med, times, flops / med / 1e9 if med > 0 else None, peak)
 
@@ -189,8 +197,10 @@ def sweep_blocks(p: Problem, q, k, v, Brs, Bcs, *, repeats: int) -> Iterator[tup
     flops = p.flops
     for a, Br in enumerate(Brs):
         for b, Bc in enumerate(Bcs):
-            _, run = time_call("streaming", lambda: streaming_attention(
-                q, k, v, q_block=Br, kv_block=Bc, **p.mask_kwargs()), repeats, flops)
+            def call(Br=Br, Bc=Bc):
+                return streaming_attention(q, k, v, q_block=Br, kv_block=Bc, **p.mask_kwargs())
+
+            _, run = time_call("streaming", call, repeats, flops)
             yield a, b, run
 
 

@@ -106,7 +106,6 @@ class ViewConfig:
 
 DEFAULT = ViewConfig()
 FIELDS = tuple(f.name for f in fields(ViewConfig))
-INT_FIELDS = tuple(f.name for f in fields(ViewConfig) if f.type in ("int", int))
 CHOICES = {"mode": MODES, "mask": MASKS, "align": ALIGNS, "scenario": SCENARIOS}
 
 

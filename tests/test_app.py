@@ -2,6 +2,7 @@
 the URL round trip and bad URL values, the timing panel. Assertions read the figures' specs
 (outlined tile, skipped count, grid shape) and the numbers on the page, checked against a
 trace computed here independently of the app."""
+import base64
 import json
 import math
 from functools import lru_cache
@@ -17,6 +18,7 @@ from attnviz.masks import tile_status
 from attnviz.presets import PRESETS
 from attnviz.scenarios import one_head
 from attnviz.viewconfig import DEFAULT, FIELDS, ViewConfig, clamp
+from kernels import default_blocks
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -58,6 +60,14 @@ def table(at: AppTest, first_column: str):
     return next(d.value for d in at.dataframe if d.value.columns[0] == first_column)
 
 
+def values(v) -> np.ndarray:
+    """A trace's data array from the chart spec: plotly sends NumPy arrays as base64."""
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+        return a.reshape([int(x) for x in v["shape"].split(",")]) if "shape" in v else a
+    return np.array(v, dtype=float)
+
+
 def named(spec: dict, name: str) -> dict:
     return next(t for t in spec["data"] if t.get("name") == name)
 
@@ -68,7 +78,7 @@ def outlined_tile(at: AppTest) -> tuple[int, int]:
 
 
 def grid(at: AppTest) -> np.ndarray:
-    return np.array(named(chart(at, "tilemap"), "tiles")["z"])
+    return values(named(chart(at, "tilemap"), "tiles")["z"])
 
 
 def step(at: AppTest) -> int:
@@ -90,7 +100,7 @@ def click_tile(at: AppTest, i: int, j: int) -> AppTest:
     customdata), delivered the way the frontend does, as the chart's widget value."""
     el = next(e for e in at.get("plotly_chart") if e.key == "tilemap")
     click = named(json.loads(el.proto.spec), "click")
-    k = next(k for k, (x, y) in enumerate(zip(click["x"], click["y"])) if (y, x) == (i, j))
+    k = next(k for k, (x, y) in enumerate(zip(click["x"], click["y"], strict=False)) if (y, x) == (i, j))
     event = {"selection": {"points": [{"curve_number": 2, "point_index": k, "x": j, "y": i,
                                        "customdata": click["customdata"][k]}],
                            "point_indices": [k], "box": [], "lasso": []}}
@@ -226,9 +236,10 @@ def test_masks_window_and_none():
 
 def test_scenario_and_seed_change_the_inputs():
     at = open_app()
-    before = named(chart(at, "step_tiles"), "S")["z"]
+    before = values(named(chart(at, "step_tiles"), "S")["z"])
     at.number_input(key="seed").set_value(5).run()
-    assert named(chart(ok(at), "step_tiles"), "S")["z"] != before
+    after = values(named(chart(ok(at), "step_tiles"), "S")["z"])
+    assert before.shape == after.shape and not np.array_equal(before, after, equal_nan=True)
     at.selectbox(key="scenario").set_value("sink").run()
     at.button(key="last").click().run()
     rows = table(ok(at), "row")  # sink: the max never moves after the first tile
@@ -334,6 +345,12 @@ def test_timing_panel_runs_on_request_with_sweeps():
     assert all(runs["median"].str.endswith("ms"))
     diff = next(c.value for c in at.caption if c.value.startswith("max |O_standard"))
     assert float(diff.split("= ")[1].split(" ")[0]) < 1e-4
+    Br, Bc = default_blocks(16)
+    assert diff.endswith(f"streaming blocks {Br} x {Bc} (kernel default).")
+    at.radio(key="timing_blocks").set_value("stepper").run()
+    at.button(key="run_timing").click().run()
+    diff = next(c.value for c in ok(at).caption if c.value.startswith("max |O_standard"))
+    assert diff.endswith("streaming blocks 16 x 16.")
     assert any(c.value.startswith("Threads: ") and "float32" in c.value for c in at.caption)
     measured = named(chart(at, "memory_chart"), "measured: streaming")
     assert measured["x"] == [128]
@@ -345,7 +362,7 @@ def test_timing_panel_runs_on_request_with_sweeps():
         assert named(spec, name)["x"] == [256, 512, 1024]
 
     at.button(key="run_blocks").click().run()
-    z = np.array(named(chart(ok(at), "block_sweep_chart"), "GFLOP/s")["z"], dtype=float)
+    z = values(named(chart(ok(at), "block_sweep_chart"), "GFLOP/s")["z"])
     assert z.shape == (4, 4) and (z > 0).all()
 
 

@@ -9,7 +9,7 @@ from attnviz import plots, run_trace
 from attnviz.livemath import fmt, row_math
 from attnviz.masks import tile_status, visible_mask
 from attnviz.scenarios import late_position, one_head
-from attnviz.stats import memory_series, output_error, oracle
+from attnviz.stats import memory_series, oracle, output_error
 
 
 def _trace(name="random", Lq=64, Lk=64, D=8, Br=16, Bc=16, **mask):
@@ -56,7 +56,7 @@ def test_tile_map_outlines_step_n_and_shades_the_tiles_visited_so_far(causal, n)
 
 def test_tile_map_click_targets_carry_the_step_of_each_tile(causal):
     click = _by_name(plots.tile_map(causal, 0), "click")
-    for (n, i, j), x, y in zip(click.customdata, click.x, click.y):
+    for (n, i, j), x, y in zip(click.customdata, click.x, click.y, strict=False):
         assert (x, y) == (j, i)
         assert n == (causal.step_index(i, j) if causal.tile_status[i, j] != "skipped" else -1)
     assert len(click.customdata) == causal.config.Tr * causal.config.Tc
@@ -124,8 +124,8 @@ def test_memory_chart_marks_ram_and_current_length_and_plots_the_model():
     series = memory_series(lambda L: memory.Shape(1, 8, 2, L, L, 64), Ls, 64, 64, 2)
     fig = plots.memory_chart(Ls, series, ram=2**34, current_L=1024,
                              measured={"standard": (1024, 12345)})
-    assert _shape(fig, "RAM").y0 == 2**34
-    assert _shape(fig, "current L").x0 == 1024
+    assert list(_by_name(fig, "this machine's RAM (16 GiB)").y) == [2**34, 2**34]
+    assert list(_by_name(fig, "current L = 1024").x) == [1024, 1024]
     std = _by_name(fig, "standard (S/P matrix)")
     assert list(std.y) == [4 * 8 * L * L for L in Ls]
     assert list(_by_name(fig, "measured: standard").y) == [12345]
@@ -140,7 +140,7 @@ def test_crossover_is_where_streaming_stays_faster():
              "standard_skipped": "memory guard"}]
     assert plots.crossover(rows) == 512
     fig = plots.crossover_chart(rows)
-    assert _shape(fig, "crossover").x0 == 512
+    assert list(_by_name(fig, "crossover: streaming faster from L = 512").x) == [512, 512]
     assert list(_by_name(fig, "standard refused (memory guard)").x) == [2048]
     assert plots.crossover(rows[:1]) is None
 

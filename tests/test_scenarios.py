@@ -6,8 +6,15 @@ import pytest
 from attnviz import run_trace
 from attnviz.masks import visible_mask
 from attnviz.reference import attention_reference
-from attnviz.scenarios import (F32_EXP_OVERFLOW, SCENARIOS, SINK_SCORE, SPIKE_SCORE, generate,
-                               late_position, one_head)
+from attnviz.scenarios import (
+    F32_EXP_OVERFLOW,
+    SCENARIOS,
+    SINK_SCORE,
+    SPIKE_SCORE,
+    generate,
+    late_position,
+    one_head,
+)
 
 
 def _rescaled(step):
@@ -21,7 +28,7 @@ def test_shapes_dtype_and_determinism(name):
     assert q.shape == (2, 4, 5, 8) and k.shape == v.shape == (2, 2, 9, 8)
     assert q.dtype == k.dtype == v.dtype == np.float32
     again = generate(name, 5, 9, 8, seed=3, B=2, Hq=4, Hkv=2)
-    for a, b in zip((q, k, v), again):
+    for a, b in zip((q, k, v), again, strict=False):
         np.testing.assert_array_equal(a, b)
     for a in (q, k, v):
         assert np.isfinite(a).all()

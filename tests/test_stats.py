@@ -12,8 +12,14 @@ from attnviz import export, run_trace, timing
 from attnviz.masks import visible_mask
 from attnviz.reference import attention_reference
 from attnviz.scenarios import one_head
-from attnviz.stats import (attention_flops, finished_rows, oracle, output_error, tile_work,
-                           visible_pairs)
+from attnviz.stats import (
+    attention_flops,
+    finished_rows,
+    oracle,
+    output_error,
+    tile_work,
+    visible_pairs,
+)
 
 
 @pytest.mark.parametrize("Lq,Lk,causal,q_offset,window", [

@@ -4,8 +4,17 @@ import itertools
 import pytest
 
 from attnviz.presets import DEFAULT_PRESET, PRESETS
-from attnviz.viewconfig import (BLOCK_OPTIONS, DEFAULT, MAX_GRID, MAX_TILES, MAX_TRACE_LEN,
-                                ViewConfig, clamp, from_query, to_query)
+from attnviz.viewconfig import (
+    BLOCK_OPTIONS,
+    DEFAULT,
+    MAX_GRID,
+    MAX_TILES,
+    MAX_TRACE_LEN,
+    ViewConfig,
+    clamp,
+    from_query,
+    to_query,
+)
 
 
 def test_defaults_are_valid_and_the_first_look_preset():

@@ -47,7 +47,7 @@ def render_tiles(trace: Trace, cfg: ViewConfig, n: int) -> None:
         st.caption("Decode: the trace walks the KV tiles of the single query in order; the "
                    "fast kernel splits them into chunks computed in parallel and merges the "
                    "chunks' (m, l, acc) with the same rescaling.")
-    st.plotly_chart(plots.step_tiles(trace, n), key="step_tiles",
+    st.plotly_chart(plots.step_tiles(trace, n), theme=None, key="step_tiles",
                     config={"displayModeBar": False})
     st.dataframe(step_rows_table(trace, n), hide_index=True, height=240,
                  column_config={k: st.column_config.NumberColumn(format="%.5g") for k in
@@ -65,7 +65,7 @@ def current_row(trace: Trace, n: int) -> int:
 
 def render_row(trace: Trace, n: int, r: int) -> None:
     i0, i1 = trace.config.rows(trace.steps[n].i)
-    st.markdown("#### One row, step by step")
+    st.markdown(f"#### One row, step by step: query row {r}")
     st.caption("The running max m only grows; each time it grows (red triangles) the old "
                "sum l and the accumulated output are multiplied by alpha < 1, so that every "
                "term keeps the form exp(score − current max).")
@@ -75,7 +75,7 @@ def render_row(trace: Trace, n: int, r: int) -> None:
     c2.checkbox("m of all rows", key=state.ALL_ROWS)
     st.plotly_chart(plots.row_history(trace, n, r,
                                       all_rows=st.session_state.get(state.ALL_ROWS, False)),
-                    key="row_history", config={"displayModeBar": False})
+                    theme=None, key="row_history", config={"displayModeBar": False})
 
 
 def render_math(trace: Trace, n: int, r: int) -> None:
@@ -106,5 +106,5 @@ def render_output(head: TracedHead, n: int) -> None:
     c[0].metric("rows finished", f"{int(done.sum())} / {trace.config.Lq}")
     c[1].metric("max |O − oracle|", f"{np.nanmax(err_o):.2e}" if done.any() else "–")
     c[2].metric("max |LSE − oracle|", f"{np.nanmax(err_l):.2e}" if done.any() else "–")
-    st.plotly_chart(plots.output_rows(trace, n, done, err_o), key="output_rows",
+    st.plotly_chart(plots.output_rows(trace, n, done, err_o), theme=None, key="output_rows",
                     config={"displayModeBar": False})

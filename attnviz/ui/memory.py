@@ -33,10 +33,12 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
     with c1:
         st.markdown(f"Current: B={cfg.B}, Hq={cfg.Hq}, Hkv={cfg.Hkv}, Lq={cfg.Lq}, "
                     f"Lk={cfg.Lk}, D={cfg.D}, Br×Bc={cfg.Br}×{cfg.Bc}, {threads} threads")
-        st.dataframe(pd.DataFrame({"what": list(rows), "bytes": [plots.bytes_label(b) for b in rows.values()]}),
+        st.dataframe(pd.DataFrame({"what": list(rows),
+                                   "bytes": [plots.bytes_label(b) for b in rows.values()]}),
                      hide_index=True)
-        st.caption(f"This machine: {plots.bytes_label(ram)} RAM, {plots.bytes_label(psutil.virtual_memory().available)} "
-                   "available now.")
+        available = psutil.virtual_memory().available
+        st.caption(f"This machine: {plots.bytes_label(ram)} RAM, "
+                   f"{plots.bytes_label(available)} available now.")
         for name, (L, b) in measured.items():
             st.caption(f"Measured peak for {name} at L={L}: {plots.bytes_label(b)} above the level "
                        "before the call (timing panel).")
@@ -47,4 +49,4 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
         series = memory_series(lambda L: shape_at(cfg, L), CHART_LS, cfg.Br, cfg.Bc, threads)
         st.plotly_chart(plots.memory_chart(CHART_LS, series, ram=ram, current_L=cfg.Lk,
                                            measured=measured, x_title=x_title),
-                        key="memory_chart", config={"displayModeBar": False})
+                        theme=None, key="memory_chart", config={"displayModeBar": False})

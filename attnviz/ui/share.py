@@ -19,17 +19,24 @@ from .cache import TracedHead
 FIGURES = ("tile map", "S and P~ tiles", "row history", "output rows")
 
 
-def figure(name: str, head: TracedHead, n: int, r: int):
-    """The named figure of step n (row r for the row history)."""
+def figure(name: str, head: TracedHead, cfg: ViewConfig, n: int, r: int):
+    """The named figure of step n (row r for the row history), titled for a slide."""
     trace = head.trace
     if name == "tile map":
-        return plots.tile_map(trace, n)
-    if name == "S and P~ tiles":
-        return plots.step_tiles(trace, n)
-    if name == "row history":
-        return plots.row_history(trace, n, r)
-    done, err_o, _ = output_error(trace, head.O_ref, head.lse_ref, n)
-    return plots.output_rows(trace, n, done, err_o)
+        fig = plots.tile_map(trace, n)
+    elif name == "S and P~ tiles":
+        fig = plots.step_tiles(trace, n)
+    elif name == "row history":
+        fig = plots.row_history(trace, n, r)
+    else:
+        done, err_o, _ = output_error(trace, head.O_ref, head.lse_ref, n)
+        fig = plots.output_rows(trace, n, done, err_o)
+    s = trace.steps[n]
+    return fig.update_layout(
+        title=dict(text=f"{name}, step {n}: Q block {s.i} × KV block {s.j}<br>"
+                        f"<sup>{cfg.describe()}</sup>", x=0.01, xanchor="left",
+                   yref="container", y=1, yanchor="top", pad=dict(t=14)),
+        margin=dict(t=120), width=760 if name == "tile map" else 1100)
 
 
 def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
@@ -49,6 +56,6 @@ def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
                            file_name=f"{stem}.csv", mime="text/csv", key="dl_csv",
                            on_click="ignore")
         name = c3.selectbox("Figure", FIGURES, key="png_figure")
-        c4.download_button("Figure (PNG)", lambda: figure_png(figure(name, head, n, r)),
+        c4.download_button("Figure (PNG)", lambda: figure_png(figure(name, head, cfg, n, r)),
                            file_name=f"{stem}_step{n}_{name.replace(' ', '_')}.png",
                            mime="image/png", key="dl_png", on_click="ignore")

@@ -9,8 +9,18 @@ import streamlit as st
 
 from ..presets import PRESETS
 from ..scenarios import SCENARIOS
-from ..viewconfig import (ALIGNS, BLOCK_OPTIONS, D_OPTIONS, MASKS, MAX_B, MAX_H, MAX_SEED,
-                          MAX_TRACE_LEN, MODES, ViewConfig)
+from ..viewconfig import (
+    ALIGNS,
+    BLOCK_OPTIONS,
+    D_OPTIONS,
+    MASKS,
+    MAX_B,
+    MAX_H,
+    MAX_SEED,
+    MAX_TRACE_LEN,
+    MODES,
+    ViewConfig,
+)
 from . import state
 
 

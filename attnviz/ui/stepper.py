@@ -78,14 +78,14 @@ def render(trace: Trace) -> int:
     last = len(trace.steps) - 1
     n = st.session_state[state.STEP]
     playing = bool(st.session_state.get(state.PLAYING))
-    cols = st.columns([1, 1, 1, 1, 1.1, 1.6], vertical_alignment="bottom")
+    cols = st.columns(5, vertical_alignment="bottom")
     moves = (  # key, label, icon, move, shortcut, disabled
         ("first", "First", "first_page", {"to": 0}, "Home", n == 0),
         ("prev", "Prev", "chevron_left", {"by": -1}, "Left", n == 0),
         ("next", "Next", "chevron_right", {"by": 1}, "Right", n == last),
         ("last", "Last", "last_page", {"to": last}, "End", n == last),
     )
-    for col, (key, label, icon, move, shortcut, disabled) in zip(cols, moves):
+    for col, (key, label, icon, move, shortcut, disabled) in zip(cols, moves, strict=False):
         col.button(label, key=key, icon=f":material/{icon}:", on_click=_go,
                    kwargs={**move, "last": last}, shortcut=shortcut, disabled=disabled,
                    width="stretch")
@@ -93,10 +93,11 @@ def render(trace: Trace) -> int:
                    icon=":material/pause:" if playing else ":material/play_arrow:",
                    on_click=_toggle_play, args=(last,), shortcut="P", width="stretch",
                    disabled=last == 0)
-    st.session_state.setdefault(state.SPEED, 1.0)
-    cols[5].select_slider("Speed (steps/s)", state.SPEEDS, key=state.SPEED)
+    slider, speed = st.columns([5, 1], vertical_alignment="bottom")
     if last > 0:
-        st.slider("Step (visit order)", 0, last, key=state.STEP, on_change=state.navigated)
+        slider.slider("Step (visit order)", 0, last, key=state.STEP, on_change=state.navigated)
     else:
-        st.caption("This configuration computes a single tile.")
+        slider.caption("This configuration computes a single tile.")
+    st.session_state.setdefault(state.SPEED, 1.0)
+    speed.select_slider("Speed (steps/s)", state.SPEEDS, key=state.SPEED)
     return st.session_state[state.STEP]

@@ -58,7 +58,7 @@ def render(trace: Trace, n: int) -> None:
         f"partial), **{w.skipped}** skipped: the mask saved **{100 * w.saved_fraction:.1f}%** "
         f"of the score matrix; {100 * w.wasted_fraction:.1f}% of the computed scores were "
         "masked inside partial tiles.")
-    st.plotly_chart(plots.tile_map(trace, n), key=KEY, on_select=_on_click,
+    st.plotly_chart(plots.tile_map(trace, n), theme=None, key=KEY, on_select=_on_click,
                     selection_mode="points", config={"displayModeBar": False})
     skipped = st.session_state.pop(_SKIPPED_CLICK, None)
     if skipped:

@@ -15,9 +15,10 @@ import pandas as pd
 import psutil
 import streamlit as st
 
+from kernels import default_blocks
+
 from .. import plots
-from ..timing import (Problem, budget_refusal, compare, inputs_for, sweep_blocks,
-                      sweep_lengths)
+from ..timing import Problem, budget_refusal, compare, inputs_for, sweep_blocks, sweep_lengths
 from ..viewconfig import ViewConfig
 from . import state
 
@@ -25,17 +26,28 @@ REPEATS = (3, 5, 7)
 SWEEP_MAX = (1024, 2048, 4096, 8192, 16384, 32768)
 SWEEP_BRS = (16, 32, 64, 128)
 SWEEP_BCS = (32, 64, 128, 256)
-_RESULT, _SWEEP, _BLOCKS = "timing_result", "timing_sweep", "timing_blocks"
+_RESULT, _SWEEP, _BLOCKS = "timing_result", "timing_sweep", "timing_block_sweep"
 
 
-def problem(cfg: ViewConfig, L: int | None = None) -> Problem:
-    """The configuration as one kernel call; ``L`` replaces the sequence length (sweeps)."""
+BLOCK_CHOICES = {"kernel": "the kernel's defaults for this D (tuned)",
+                 "stepper": "the stepper's Br x Bc"}
+
+
+def problem(cfg: ViewConfig, L: int | None = None, blocks: str = "kernel") -> Problem:
+    """The configuration as one kernel call; ``L`` replaces the sequence length (sweeps);
+    ``blocks``: "kernel" (None: the kernel's tuned defaults) or "stepper" (cfg.Br x cfg.Bc)."""
     Lq, Lk = cfg.Lq, cfg.Lk
     if L is not None:
         Lq, Lk = {"prefill": (L, L), "chunked": (min(cfg.chunk, L - 1), L),
                   "decode": (1, L)}[cfg.mode]
+    Br, Bc = (cfg.Br, cfg.Bc) if blocks == "stepper" else (None, None)
     return Problem(cfg.B, cfg.Hq, cfg.Hkv, Lq, Lk, cfg.D, causal=cfg.causal,
-                   q_offset=cfg.q_offset, window=cfg.window, Br=cfg.Br, Bc=cfg.Bc)
+                   q_offset=cfg.q_offset, window=cfg.window, Br=Br, Bc=Bc)
+
+
+def _blocks_used(p: Problem) -> str:
+    Br, Bc = (p.Br, p.Bc) if p.Br else default_blocks(p.D)
+    return f"{Br} x {Bc}" + ("" if p.Br else " (kernel default)")
 
 
 def sweep_Ls(cfg: ViewConfig, L_max: int) -> list[int]:
@@ -62,11 +74,13 @@ def _run_table(res: dict) -> pd.DataFrame:
 
 
 def _current(cfg: ViewConfig, machine: dict) -> None:
+    blocks = st.radio("Streaming blocks", list(BLOCK_CHOICES), format_func=BLOCK_CHOICES.get,
+                      key="timing_blocks", horizontal=True)
     c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
     repeats = c1.selectbox("Timed runs (median)", REPEATS, key="timing_repeats")
-    run = c2.button("⏱ Time standard vs streaming for this configuration", key="run_timing",
-                    on_click=_pause, type="primary")
-    p = problem(cfg)
+    run = c2.button("Time standard vs streaming for this configuration", key="run_timing",
+                    icon=":material/timer:", on_click=_pause, type="primary")
+    p = problem(cfg, blocks=blocks)
     if run:
         with st.spinner(f"Timing B={p.B}, Hq={p.Hq}, Lq={p.Lq}, Lk={p.Lk}, D={p.D} ..."):
             q, k, v = inputs_for(p, cfg.scenario, cfg.seed)
@@ -84,7 +98,8 @@ def _current(cfg: ViewConfig, machine: dict) -> None:
     if res["max_abs_diff"] is not None:
         st.caption(f"max |O_standard − O_streaming| = {res['max_abs_diff']:.2e} over all "
                    f"B·Hq·Lq·D = {gp.B * gp.Hq * gp.Lq * gp.D} outputs; "
-                   f"{res['flops'] / 1e9:.3g} GFLOP per call (4·D per visible pair).")
+                   f"{res['flops'] / 1e9:.3g} GFLOP per call (4·D per visible pair); "
+                   f"streaming blocks {_blocks_used(gp)}.")
     st.caption(f"Threads: {machine['threads']} ({machine['threading layer']}); dtype: "
                f"{machine['dtype']}.")
 
@@ -96,24 +111,29 @@ def _sweep(cfg: ViewConfig) -> None:
     run = c2.button("Run the sweep", key="run_sweep", on_click=_pause)
     Ls = sweep_Ls(cfg, L_max)
     if run:
-        st.session_state[_SWEEP] = {"cfg": cfg, "rows": [], "done": False}
-        c3.button("Cancel", key="cancel_sweep")  # its click reruns: the loop stops
+        blocks = st.session_state.get("timing_blocks", "kernel")
+        st.session_state[_SWEEP] = {"cfg": cfg, "rows": [], "done": False, "blocks": blocks}
+        cancel = c3.empty()
+        cancel.button("Cancel", key="cancel_sweep")  # its click reruns: the loop stops
         bar = st.progress(0.0, text="starting...")
         rows = st.session_state[_SWEEP]["rows"]
         for k, row in enumerate(sweep_lengths(
-                lambda L: problem(cfg, L), Ls, scenario=cfg.scenario, seed=cfg.seed,
+                lambda L: problem(cfg, L, blocks), Ls, scenario=cfg.scenario, seed=cfg.seed,
                 repeats=st.session_state.get("timing_repeats", 3),
                 ram=psutil.virtual_memory().total)):
             rows.append(row)
             bar.progress((k + 1) / len(Ls), text=f"L = {row['L']} done ({k + 1}/{len(Ls)})")
         st.session_state[_SWEEP]["done"] = True
         bar.empty()
+        cancel.empty()
     got = st.session_state.get(_SWEEP)
     if not got or not got["rows"]:
         return
     if not got["done"]:
         st.warning(f"Sweep cancelled after {len(got['rows'])} of its lengths; showing those.")
-    st.plotly_chart(plots.crossover_chart(got["rows"]), key="crossover_chart")
+    first = problem(got["cfg"], got["rows"][0]["L"], got["blocks"])
+    st.caption(f"Streaming blocks: {_blocks_used(first)}.")
+    st.plotly_chart(plots.crossover_chart(got["rows"]), theme=None, key="crossover_chart")
     for m in ("standard", "streaming"):
         for note in sorted({r[f"{m}_skipped"] for r in got["rows"] if r[f"{m}_skipped"]}):
             Ls_skipped = [r["L"] for r in got["rows"] if r[f"{m}_skipped"] == note]
@@ -131,7 +151,8 @@ def _blocks(cfg: ViewConfig) -> None:
     elif run:
         g = np.full((len(SWEEP_BRS), len(SWEEP_BCS)), np.nan)
         st.session_state[_BLOCKS] = {"cfg": cfg, "gflops": g, "done": False}
-        st.button("Cancel", key="cancel_blocks")  # its click reruns: the loop stops
+        cancel = st.empty()
+        cancel.button("Cancel", key="cancel_blocks")  # its click reruns: the loop stops
         bar = st.progress(0.0, text="starting...")
         q, k, v = inputs_for(p, cfg.scenario, cfg.seed)
         total = g.size
@@ -143,13 +164,14 @@ def _blocks(cfg: ViewConfig) -> None:
                                             f"{r.gflops:.3g} GFLOP/s ({done}/{total})")
         st.session_state[_BLOCKS]["done"] = True
         bar.empty()
+        cancel.empty()
     got = st.session_state.get(_BLOCKS)
     if not got:
         return
     if not got["done"]:
         st.warning("Block sweep cancelled; showing the sizes measured so far.")
     st.plotly_chart(plots.block_sweep_chart(list(SWEEP_BRS), list(SWEEP_BCS), got["gflops"]),
-                    key="block_sweep_chart")
+                    theme=None, key="block_sweep_chart")
 
 
 def measured_peaks() -> dict[str, tuple[int, int]]:
