@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from .trace import Trace
 
@@ -27,10 +26,18 @@ STATUS_COLOR = {"skipped": "#e5e7eb", "full": "#3b82f6", "partial": "#f59e0b"}
 CURRENT_COLOR = "#dc2626"
 VISITED_SHADE = "rgba(15, 23, 42, 0.45)"
 RESCALE_COLOR = "#dc2626"
+DIVERGING = [[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]]  # negative blue, positive red
 _MARGIN = dict(l=60, r=20, t=50, b=50)
 # The app passes figures with theme=None (Streamlit's theme costs a third of the browser's
-# work per step); this template gives them a plain look of their own.
-TEMPLATE = "plotly_white"
+# work per step). This small template gives them a plain look of their own; a named plotly
+# template would cost ~15 ms per figure to build and 7 KB each to send.
+_AXIS = dict(gridcolor="#e8eaed", zerolinecolor="#d0d4da", linecolor="#d0d4da",
+             automargin=True, title=dict(standoff=8))
+_TEMPLATE = {"layout": dict(
+    font=dict(color="#31333f"), paper_bgcolor="white", plot_bgcolor="white", xaxis=_AXIS,
+    yaxis=_AXIS, hoverlabel=dict(align="left"),
+    colorway=["#2563eb", "#ea580c", "#16a34a", "#dc2626", "#7c3aed", "#0891b2", "#ca8a04"],
+)}
 
 
 def _discrete_scale(colors: list[str]) -> list:
@@ -56,6 +63,20 @@ def _grid(a: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(a), a, np.float32(np.nan))
 
 
+def _figure(data: list[dict], layout: dict) -> go.Figure:
+    """A figure from plain dicts, unvalidated: plotly's property validation (and
+    ``make_subplots``) cost ~200 ms for the four step-view figures, paid on every step click.
+    The dicts are written against plotly's schema; the tests read the results back."""
+    return go.Figure({"data": data, "layout": {"template": _TEMPLATE, **layout}},
+                     _validate=False)
+
+
+def _title(text: str, x: float) -> dict:
+    """A subplot title centred above x (paper coordinates)."""
+    return dict(text=text, x=x, y=1.0, xref="paper", yref="paper", xanchor="center",
+                yanchor="bottom", showarrow=False, font=dict(size=14))
+
+
 def tile_map(trace: Trace, n: int, *, height: int | None = None) -> go.Figure:
     """The [Tr, Tc] grid coloured by tile class, tiles visited up to step n shaded, step n's
     tile outlined. Click targets: the ``"click"`` trace (see the module docstring)."""
@@ -68,48 +89,48 @@ def tile_map(trace: Trace, n: int, *, height: int | None = None) -> go.Figure:
         visited[s.i, s.j] = 1.0
     cur = trace.steps[n]
     ii, jj = np.meshgrid(np.arange(c.Tr), np.arange(c.Tc), indexing="ij")
-    ii, jj = ii.ravel(), jj.ravel()
-    nn = [step_of.get((i, j), -1) for i, j in zip(ii, jj, strict=False)]
+    ii, jj = ii.ravel().tolist(), jj.ravel().tolist()
+    nn = [step_of.get((i, j), -1) for i, j in zip(ii, jj, strict=True)]
     hover = [
         f"Q block {i} (rows {c.rows(i)[0]}-{c.rows(i)[1] - 1}) x KV block {j} "
         f"(keys {c.keys(j)[0]}-{c.keys(j)[1] - 1})<br>{status[i, j]}"
         + (f", step {s} of {len(trace.steps)}" if s >= 0 else ": not computed")
-        for i, j, s in zip(ii, jj, nn, strict=False)
+        for i, j, s in zip(ii, jj, nn, strict=True)
     ]
     gap = 1 if max(c.Tr, c.Tc) <= 40 else 0  # cell borders, while cells are big enough
-    fig = go.Figure()
-    fig.add_trace(go.Heatmap(
-        name="tiles", z=codes.astype(np.int8), zmin=0, zmax=2, showscale=False, hoverinfo="skip",
-        colorscale=_discrete_scale([STATUS_COLOR[k] for k in STATUS_CODE]), xgap=gap, ygap=gap))
-    fig.add_trace(go.Heatmap(
-        name="visited", z=_grid(visited), zmin=0, zmax=1, showscale=False,
-        hoverinfo="skip", colorscale=[[0, VISITED_SHADE], [1, VISITED_SHADE]], xgap=gap, ygap=gap))
     cell = max(4, min(40, 420 / max(c.Tr, c.Tc)))
-    fig.add_trace(go.Scatter(
-        name="click", x=jj.tolist(), y=ii.tolist(), mode="markers",
-        customdata=[[s, int(i), int(j)] for s, i, j in zip(nn, ii, jj, strict=False)],
-        marker=dict(symbol="square", size=cell, color="rgba(0,0,0,0)"),
-        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),
-        hovertext=hover, hoverinfo="text", showlegend=False))
-    for name, color in STATUS_COLOR.items():  # legend entries for the heatmap colours
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
-                                 marker=dict(symbol="square", size=12, color=color)))
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="visited (shaded)",
-                             marker=dict(symbol="square", size=12, color=VISITED_SHADE)))
-    fig.add_shape(type="rect", name="current", x0=cur.j - 0.5, x1=cur.j + 0.5,
-                  y0=cur.i - 0.5, y1=cur.i + 0.5, line=dict(color=CURRENT_COLOR, width=3))
+    square = dict(symbol="square", size=12)
+    data = [
+        dict(type="heatmap", name="tiles", z=codes.astype(np.int8), zmin=0, zmax=2,
+             showscale=False, hoverinfo="skip", xgap=gap, ygap=gap,
+             colorscale=_discrete_scale([STATUS_COLOR[k] for k in STATUS_CODE])),
+        dict(type="heatmap", name="visited", z=_grid(visited), zmin=0, zmax=1, showscale=False,
+             hoverinfo="skip", colorscale=[[0, VISITED_SHADE], [1, VISITED_SHADE]], xgap=gap,
+             ygap=gap),
+        dict(type="scatter", name="click", x=jj, y=ii, mode="markers", showlegend=False,
+             customdata=[[s, i, j] for s, i, j in zip(nn, ii, jj, strict=True)],
+             marker=dict(symbol="square", size=cell, color="rgba(0,0,0,0)"),
+             selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),
+             hovertext=hover, hoverinfo="text"),
+        *(dict(type="scatter", x=[None], y=[None], mode="markers", name=name,  # legend only
+               marker=dict(square, color=color)) for name, color in STATUS_COLOR.items()),
+        dict(type="scatter", x=[None], y=[None], mode="markers", name="visited (shaded)",
+             marker=dict(square, color=VISITED_SHADE)),
+    ]
     if height is None:  # cells stay square; the grid hangs from the top-left corner
         height = int(130 + 340 * min(1.0, c.Tr / c.Tc)) if c.Tc >= c.Tr else 480
-    fig.update_layout(
-        height=height, template=TEMPLATE, margin=_MARGIN, clickmode="event+select", dragmode=False,
+    return _figure(data, dict(
+        height=height, margin=_MARGIN, clickmode="event+select", dragmode=False,
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
-        xaxis=dict(title="KV block j (keys)", range=[-0.5, c.Tc - 0.5], side="bottom",
+        xaxis=dict(title=dict(text="KV block j (keys)"), range=[-0.5, c.Tc - 0.5],
                    showgrid=False, zeroline=False, constrain="domain", constraintoward="left"),
-        yaxis=dict(title="Q block i (query rows)", range=[c.Tr - 0.5, -0.5], showgrid=False,
-                   zeroline=False, scaleanchor="x", constrain="domain", constraintoward="top"),
-        plot_bgcolor="white",
-    )
-    return fig
+        yaxis=dict(title=dict(text="Q block i (query rows)"), range=[c.Tr - 0.5, -0.5],
+                   showgrid=False, zeroline=False, scaleanchor="x", constrain="domain",
+                   constraintoward="top"),
+        shapes=[dict(type="rect", name="current", xref="x", yref="y", x0=cur.j - 0.5,
+                     x1=cur.j + 0.5, y0=cur.i - 0.5, y1=cur.i + 0.5,
+                     line=dict(color=CURRENT_COLOR, width=3))],
+    ))
 
 
 def step_tiles(trace: Trace, n: int) -> go.Figure:
@@ -121,67 +142,71 @@ def step_tiles(trace: Trace, n: int) -> go.Figure:
     k0, k1 = c.keys(step.j)
     x = list(range(k0, k1))
     y = list(range(i0, i1))
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.2, subplot_titles=(
-        "S (blank: masked)", "P~ = exp(S − m<sub>new</sub>)"))
     finite = S[np.isfinite(S)]
     span = float(np.abs(finite).max()) if finite.size else 1.0
-    fig.add_trace(go.Heatmap(
-        name="S", x=x, y=y, z=_grid(S), colorscale="RdBu", reversescale=True,
-        zmid=0, zmin=-span, zmax=span, colorbar=dict(x=0.41, len=0.9, thickness=12),
-        hovertemplate="row %{y}, key %{x}<br>S = %{z:.4g}<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Heatmap(
-        name="P~", x=x, y=y, z=_grid(P), colorscale="Viridis", zmin=0, zmax=1,
-        colorbar=dict(x=1.01, len=0.9, thickness=12),
-        hovertemplate="row %{y}, key %{x}<br>P~ = %{z:.4g}<extra></extra>"), row=1, col=2)
-    for col in (1, 2):
-        fig.update_xaxes(title_text="key", row=1, col=col, showgrid=False)
-        fig.update_yaxes(title_text="query row" if col == 1 else None, autorange="reversed",
-                         showticklabels=col == 1, row=1, col=col, showgrid=False)
-    fig.update_layout(height=360, template=TEMPLATE, margin=_MARGIN, plot_bgcolor="#d1d5db")
-    return fig
+    data = [
+        dict(type="heatmap", name="S", x=x, y=y, z=_grid(S), colorscale=DIVERGING, zmid=0,
+             zmin=-span, zmax=span, xaxis="x", yaxis="y",
+             colorbar=dict(x=0.41, len=0.9, thickness=12),
+             hovertemplate="row %{y}, key %{x}<br>S = %{z:.4g}<extra></extra>"),
+        dict(type="heatmap", name="P~", x=x, y=y, z=_grid(P), colorscale="Viridis", zmin=0,
+             zmax=1, xaxis="x2", yaxis="y2", colorbar=dict(x=1.01, len=0.9, thickness=12),
+             hovertemplate="row %{y}, key %{x}<br>P~ = %{z:.4g}<extra></extra>"),
+    ]
+    axis = dict(showgrid=False, zeroline=False)
+    return _figure(data, dict(
+        height=360, margin=_MARGIN, plot_bgcolor="#d1d5db",  # masked cells show this grey
+        xaxis=dict(axis, domain=[0, 0.4], anchor="y", title=dict(text="key")),
+        xaxis2=dict(axis, domain=[0.6, 1.0], anchor="y2", title=dict(text="key")),
+        yaxis=dict(axis, anchor="x", autorange="reversed", title=dict(text="query row")),
+        yaxis2=dict(axis, anchor="x2", autorange="reversed", showticklabels=False),
+        annotations=[_title("S (blank: masked)", 0.2),
+                     _title("P~ = exp(S − m<sub>new</sub>)", 0.8)],
+    ))
 
 
 def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> go.Figure:
     """m and l of query row r after each step of its Q block, up to step n; rescale events
     (alpha < 1 with state to rescale) marked. ``all_rows``: m of every row of the block too."""
     c = trace.config
-    i = r // c.Br
-    i0, _ = c.rows(i)
+    i0, _ = c.rows(r // c.Br)
     t = r - i0
     steps = trace.row_history(r)
     upto = [s for s in steps if s.n <= n]
     js = [s.j for s in upto]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    data = []
     if all_rows and upto:
         M = np.stack([s.m for s in upto], axis=1)  # [rows of block i, steps so far]
-        for tt, row in enumerate(M):
-            fig.add_trace(go.Scatter(
-                x=js, y=_nan_to_none(row), mode="lines", name=f"m row {i0 + tt}",
-                line=dict(width=1, color="rgba(100,116,139,0.35)"), showlegend=tt == 0,
-                legendgroup="all", hoverinfo="skip"), secondary_y=False)
-    m = [float(s.m[t]) for s in upto]
-    l = [float(s.l[t]) for s in upto]
-    fig.add_trace(go.Scatter(x=js, y=_nan_to_none(m), mode="lines+markers", name=f"m (row {r})",
-                             line=dict(color="#2563eb", width=3)), secondary_y=False)
-    fig.add_trace(go.Scatter(x=js, y=l, mode="lines+markers", name=f"l (row {r})",
-                             line=dict(color="#16a34a", width=3, dash="dot")), secondary_y=True)
+        data += [dict(type="scatter", x=js, y=_nan_to_none(row), mode="lines",
+                      name=f"m row {i0 + tt}", showlegend=tt == 0, legendgroup="all",
+                      hoverinfo="skip", line=dict(width=1, color="rgba(100,116,139,0.35)"))
+                 for tt, row in enumerate(M)]
     resc = [s for s in upto if s.alpha[t] != 1.0 and np.isfinite(s.m_before[t])]
-    fig.add_trace(go.Scatter(
-        name="rescale (alpha < 1)", x=[s.j for s in resc], y=[float(s.m[t]) for s in resc],
-        mode="markers", marker=dict(symbol="triangle-up", size=14, color=RESCALE_COLOR),
-        customdata=[[float(s.alpha[t]), s.n] for s in resc],
-        hovertemplate="KV block %{x}, step %{customdata[1]}<br>alpha = %{customdata[0]:.4g}"
-                      "<extra></extra>"), secondary_y=False)
+    data += [
+        dict(type="scatter", x=js, y=_nan_to_none([s.m[t] for s in upto]),
+             mode="lines+markers", name=f"m (row {r})", line=dict(color="#2563eb", width=3)),
+        dict(type="scatter", x=js, y=[float(s.l[t]) for s in upto], mode="lines+markers",
+             name=f"l (row {r})", yaxis="y2", line=dict(color="#16a34a", width=3, dash="dot")),
+        dict(type="scatter", name="rescale (alpha < 1)", x=[s.j for s in resc],
+             y=[float(s.m[t]) for s in resc], mode="markers",
+             marker=dict(symbol="triangle-up", size=14, color=RESCALE_COLOR),
+             customdata=[[float(s.alpha[t]), s.n] for s in resc],
+             hovertemplate="KV block %{x}, step %{customdata[1]}<br>alpha = "
+                           "%{customdata[0]:.4g}<extra></extra>"),
+    ]
     cur = trace.steps[n]
-    fig.add_vline(x=cur.j, line=dict(color=CURRENT_COLOR, width=2, dash="dash"), name="current")
     all_js = [s.j for s in steps]
-    fig.update_xaxes(title_text="KV block j", range=[min(all_js) - 0.5, max(all_js) + 0.5],
-                     dtick=max(1, math.ceil(len(all_js) / 16)))
-    fig.update_yaxes(title_text="running max m", secondary_y=False)
-    fig.update_yaxes(title_text="running denominator l", rangemode="tozero", secondary_y=True)
-    fig.update_layout(height=380, template=TEMPLATE, margin=dict(_MARGIN, t=20, b=110),
-                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
-    return fig
+    return _figure(data, dict(
+        height=380, margin=dict(_MARGIN, t=20, b=110),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, x=0),
+        xaxis=dict(title=dict(text="KV block j"), range=[min(all_js) - 0.5, max(all_js) + 0.5],
+                   dtick=max(1, math.ceil(len(all_js) / 16))),
+        yaxis=dict(title=dict(text="running max m")),
+        yaxis2=dict(title=dict(text="running denominator l"), overlaying="y", side="right",
+                    rangemode="tozero", showgrid=False),
+        shapes=[dict(type="line", name="current", xref="x", yref="paper", x0=cur.j, x1=cur.j,
+                     y0=0, y1=1, line=dict(color=CURRENT_COLOR, width=2, dash="dash"))],
+    ))
 
 
 def output_rows(trace: Trace, n: int, done: np.ndarray, err_o: np.ndarray,
@@ -192,28 +217,28 @@ def output_rows(trace: Trace, n: int, done: np.ndarray, err_o: np.ndarray,
     stride = max(1, math.ceil(c.Lq / max_rows))
     rows = np.arange(0, c.Lq, stride)
     O = np.where(done[:, None], trace.out, np.nan)[rows]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.2,
-                        subplot_titles=(
-                            "O rows finished so far" + (f" (every {stride}th row)"
-                                                        if stride > 1 else ""),
-                            "max |O − O<sub>float64 oracle</sub>| per finished row"))
-    fig.add_trace(go.Heatmap(name="O", x=list(range(c.D)), y=rows.tolist(), z=_grid(O),
-                             colorscale="RdBu", reversescale=True, zmid=0,
-                             colorbar=dict(x=0.42, len=0.9, thickness=12),
-                             hovertemplate="row %{y}, d %{x}<br>O = %{z:.4g}<extra></extra>"),
-                  row=1, col=1)
     r_done = np.flatnonzero(done)
-    # an error of exactly 0 cannot sit on a log axis: draw it at 1e-12
-    fig.add_trace(go.Scatter(name="error", x=r_done.tolist(),
-                             y=np.maximum(err_o[r_done], 1e-12).tolist(),
-                             mode="markers", marker=dict(size=4, color="#7c3aed")),
-                  row=1, col=2)
-    fig.update_yaxes(autorange="reversed", title_text="query row", row=1, col=1)
-    fig.update_xaxes(title_text="d (head dim)", row=1, col=1)
-    fig.update_xaxes(title_text="query row", range=[-0.5, c.Lq - 0.5], row=1, col=2)
-    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
-    fig.update_layout(height=320, template=TEMPLATE, margin=_MARGIN, showlegend=False)
-    return fig
+    data = [
+        dict(type="heatmap", name="O", x=list(range(c.D)), y=rows.tolist(), z=_grid(O),
+             colorscale=DIVERGING, zmid=0, xaxis="x", yaxis="y",
+             colorbar=dict(x=0.42, len=0.9, thickness=12),
+             hovertemplate="row %{y}, d %{x}<br>O = %{z:.4g}<extra></extra>"),
+        # an error of exactly 0 cannot sit on a log axis: draw it at 1e-12
+        dict(type="scatter", name="error", x=r_done.tolist(),
+             y=np.maximum(err_o[r_done], 1e-12).tolist(), mode="markers", xaxis="x2",
+             yaxis="y2", marker=dict(size=4, color="#7c3aed")),
+    ]
+    every = f" (every {stride}th row)" if stride > 1 else ""
+    return _figure(data, dict(
+        height=320, margin=_MARGIN, showlegend=False,
+        xaxis=dict(domain=[0, 0.4], anchor="y", title=dict(text="d (head dim)")),
+        yaxis=dict(anchor="x", autorange="reversed", title=dict(text="query row")),
+        xaxis2=dict(domain=[0.6, 1.0], anchor="y2", title=dict(text="query row"),
+                    range=[-0.5, c.Lq - 0.5]),
+        yaxis2=dict(anchor="x2", type="log", exponentformat="power"),
+        annotations=[_title("O rows finished so far" + every, 0.2),
+                     _title("max |O − O<sub>float64 oracle</sub>| per finished row", 0.8)],
+    ))
 
 
 def bytes_label(b: float) -> str:
@@ -271,7 +296,7 @@ def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, curre
     exps = range(int(math.log2(lo)) // 10 * 10, int(math.log2(hi)) + 10, 10)
     fig.update_yaxes(type="log", title_text="bytes", tickvals=[2**k for k in exps],
                      ticktext=[bytes_label(2**k) for k in exps])
-    fig.update_layout(height=420, template=TEMPLATE, margin=_MARGIN,
+    fig.update_layout(height=420, template=_TEMPLATE, margin=_MARGIN,
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig
 
@@ -318,7 +343,7 @@ def crossover_chart(rows: list[dict]) -> go.Figure:
         fig.update_yaxes(tickvals=[10.0**e for e in decades],
                          ticktext=[_seconds_label(10.0**e) for e in decades])
     fig.update_yaxes(type="log", title_text="median time per call")
-    fig.update_layout(height=400, template=TEMPLATE, margin=_MARGIN,
+    fig.update_layout(height=400, template=_TEMPLATE, margin=_MARGIN,
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig
 
@@ -338,5 +363,5 @@ def block_sweep_chart(Brs: list[int], Bcs: list[int], gflops: np.ndarray) -> go.
                       y1=bi + 0.5, line=dict(color=CURRENT_COLOR, width=3))
     fig.update_xaxes(title_text="KV block Bc", type="category")
     fig.update_yaxes(title_text="Q block Br", type="category", autorange="reversed")
-    fig.update_layout(height=360, template=TEMPLATE, margin=_MARGIN)
+    fig.update_layout(height=360, template=_TEMPLATE, margin=_MARGIN)
     return fig
