@@ -36,7 +36,7 @@ _AXIS = dict(gridcolor="#e8eaed", zerolinecolor="#d0d4da", linecolor="#d0d4da",
 _TEMPLATE = {"layout": dict(
     font=dict(color="#31333f"), paper_bgcolor="white", plot_bgcolor="white", xaxis=_AXIS,
     yaxis=_AXIS, hoverlabel=dict(align="left"),
-    colorway=["#2563eb", "#ea580c", "#16a34a", "#dc2626", "#7c3aed", "#0891b2", "#ca8a04"],
+    colorway=["#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#0891b2", "#ca8a04", "#db2777"],
 )}
 
 
@@ -69,6 +69,13 @@ def _figure(data: list[dict], layout: dict) -> go.Figure:
     The dicts are written against plotly's schema; the tests read the results back."""
     return go.Figure({"data": data, "layout": {"template": _TEMPLATE, **layout}},
                      _validate=False)
+
+
+def _integer_ticks(n: int) -> dict:
+    """Axis ticks on whole indices for an axis of n cells (no 0.5 ticks on short axes), at a
+    round step (1, 2, 5, 10, 20, ...) giving at most about 8 ticks."""
+    step = next(b * 10**e for e in range(8) for b in (1, 2, 5) if b * 10**e >= n / 8)
+    return dict(tickmode="linear", tick0=0, dtick=step)
 
 
 def _title(text: str, x: float) -> dict:
@@ -123,10 +130,11 @@ def tile_map(trace: Trace, n: int, *, height: int | None = None) -> go.Figure:
         height=height, margin=_MARGIN, clickmode="event+select", dragmode=False,
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
         xaxis=dict(title=dict(text="KV block j (keys)"), range=[-0.5, c.Tc - 0.5],
-                   showgrid=False, zeroline=False, constrain="domain", constraintoward="left"),
-        yaxis=dict(title=dict(text="Q block i (query rows)"), range=[c.Tr - 0.5, -0.5],
-                   showgrid=False, zeroline=False, scaleanchor="x", constrain="domain",
-                   constraintoward="top"),
+                   showgrid=False, zeroline=False, constrain="domain", constraintoward="left",
+                   **_integer_ticks(c.Tc)),
+        yaxis=dict(title=dict(text="Q block i" if c.Tr < 4 else "Q block i (query rows)"),
+                   range=[c.Tr - 0.5, -0.5], showgrid=False, zeroline=False, scaleanchor="x",
+                   constrain="domain", constraintoward="top", **_integer_ticks(c.Tr)),
         shapes=[dict(type="rect", name="current", xref="x", yref="y", x0=cur.j - 0.5,
                      x1=cur.j + 0.5, y0=cur.i - 0.5, y1=cur.i + 0.5,
                      line=dict(color=CURRENT_COLOR, width=3))],
@@ -155,10 +163,12 @@ def step_tiles(trace: Trace, n: int) -> go.Figure:
     ]
     axis = dict(showgrid=False, zeroline=False)
     return _figure(data, dict(
-        height=360, margin=_MARGIN, plot_bgcolor="#d1d5db",  # masked cells show this grey
+        height=360 if len(y) > 4 else 220, margin=_MARGIN,
+        plot_bgcolor="#d1d5db",  # masked cells show this grey
         xaxis=dict(axis, domain=[0, 0.4], anchor="y", title=dict(text="key")),
         xaxis2=dict(axis, domain=[0.6, 1.0], anchor="y2", title=dict(text="key")),
-        yaxis=dict(axis, anchor="x", autorange="reversed", title=dict(text="query row")),
+        yaxis=dict(axis, anchor="x", autorange="reversed", title=dict(text="query row"),
+                   **_integer_ticks(len(y))),
         yaxis2=dict(axis, anchor="x2", autorange="reversed", showticklabels=False),
         annotations=[_title("S (blank: masked)", 0.2),
                      _title("P~ = exp(S − m<sub>new</sub>)", 0.8)],
@@ -340,8 +350,8 @@ def crossover_chart(rows: list[dict]) -> go.Figure:
                      ticktext=[_length_label(L) for L in Ls])
     if times:
         decades = range(math.floor(math.log10(min(times))), math.ceil(math.log10(max(times))) + 1)
-        fig.update_yaxes(tickvals=[10.0**e for e in decades],
-                         ticktext=[_seconds_label(10.0**e) for e in decades])
+        ticks = [f * 10.0**e for e in decades for f in (1, 2, 5)]
+        fig.update_yaxes(tickvals=ticks, ticktext=[_seconds_label(t) for t in ticks])
     fig.update_yaxes(type="log", title_text="median time per call")
     fig.update_layout(height=400, template=_TEMPLATE, margin=_MARGIN,
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))

@@ -31,7 +31,7 @@ from kernels import standard_attention, streaming_attention
 from .scenarios import generate
 from .stats import attention_flops, visible_pairs
 
-MIN_SAMPLE_S = 0.02  # shorter calls are repeated within one timed sample
+MIN_SAMPLE_S = 0.05  # shorter calls are repeated within one timed sample
 MAX_FLOPS_PER_CALL = 4e10  # ~1 s streaming / ~3 s standard on this project's 2 cores
 MAX_INPUT_BYTES = 2**30  # q, k, v and O together
 STANDARD_MAX_BYTES_CAP = 2 * 2**30  # the standard S matrix, at most (and <= RAM / 4)

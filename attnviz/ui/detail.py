@@ -19,7 +19,8 @@ def _header(trace: Trace, n: int) -> None:
     s = trace.steps[n]
     c = trace.config
     (i0, i1), (k0, k1) = c.rows(s.i), c.keys(s.j)
-    st.markdown(f"#### Step {n} of {len(trace.steps) - 1}: Q block {s.i} (rows {i0}–{i1 - 1}) "
+    rows = f"row {i0}" if i1 - i0 == 1 else f"rows {i0}–{i1 - 1}"
+    st.markdown(f"#### Step {n} of {len(trace.steps) - 1}: Q block {s.i} ({rows}) "
                 f"× KV block {s.j} (keys {k0}–{k1 - 1}), {s.kind}")
 
 
@@ -49,7 +50,8 @@ def render_tiles(trace: Trace, cfg: ViewConfig, n: int) -> None:
                    "chunks' (m, l, acc) with the same rescaling.")
     st.plotly_chart(plots.step_tiles(trace, n), theme=None, key="step_tiles",
                     config={"displayModeBar": False})
-    st.dataframe(step_rows_table(trace, n), hide_index=True, height=240,
+    table = step_rows_table(trace, n)
+    st.dataframe(table, hide_index=True, height=min(240, 35 * (len(table) + 1) + 3),
                  column_config={k: st.column_config.NumberColumn(format="%.5g") for k in
                                 ("m old", "rowmax S", "m new", "alpha", "l old", "rowsum P~",
                                  "l new")})

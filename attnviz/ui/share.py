@@ -36,7 +36,7 @@ def figure(name: str, head: TracedHead, cfg: ViewConfig, n: int, r: int):
         title=dict(text=f"{name}, step {n}: Q block {s.i} × KV block {s.j}<br>"
                         f"<sup>{cfg.describe()}</sup>", x=0.01, xanchor="left",
                    yref="container", y=1, yanchor="top", pad=dict(t=14)),
-        margin=dict(t=120), width=760 if name == "tile map" else 1100)
+        margin=dict(t=120), width=600 if name == "tile map" else 1100)
 
 
 def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
