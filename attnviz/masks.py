@@ -25,6 +25,32 @@ def visible_mask(Lq: int, Lk: int, *, causal: bool, q_offset: int, window: int =
     return vis
 
 
+def row_spans(Lq: int, Lk: int, *, causal: bool, q_offset: int | None = None,
+              window: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Visible key span [lo, hi) of every query row, as two int64 arrays [Lq] (the spans the
+    kernels' ``row_span`` gives, computed for all rows at once without a dense mask).
+
+    Row r sits at position p = q_offset + r (default ``Lk - Lq``). causal: keys <= p;
+    window W: keys >= p - W + 1. An empty span (hi == lo) is a row that sees no key.
+    """
+    if not causal:
+        return np.zeros(Lq, np.int64), np.full(Lq, Lk, np.int64)
+    if q_offset is None:
+        q_offset = Lk - Lq
+    p = np.arange(Lq, dtype=np.int64) + q_offset  # [Lq]
+    hi = np.clip(p + 1, 0, Lk)
+    lo = np.clip(p - window + 1, 0, Lk) if window else np.zeros(Lq, np.int64)
+    return np.minimum(lo, hi), hi
+
+
+def visible_pairs(Lq: int, Lk: int, *, causal: bool, q_offset: int | None = None,
+                  window: int | None = 0) -> int:
+    """Number of (query, key) pairs the mask lets through, for one head: the work of exact
+    attention is 4 D FLOPs per pair (QK^T and PV, a multiply-add counted as 2)."""
+    lo, hi = row_spans(Lq, Lk, causal=causal, q_offset=q_offset, window=window)
+    return int((hi - lo).sum())
+
+
 def tile_status(Lq: int, Lk: int, Br: int, Bc: int, *, causal: bool, q_offset: int,
                 window: int = 0) -> np.ndarray:
     """[Tr, Tc] array of "skipped" / "full" / "partial" for Q blocks of Br and KV blocks of Bc."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import memory
+from .masks import visible_pairs
 from .reference import attention_reference
 from .trace import Trace
 
@@ -40,19 +41,6 @@ class TileWork:
     def wasted_fraction(self) -> float:
         """Share of the computed entries that were masked anyway (inside partial tiles)."""
         return 1.0 - self.visible / self.computed_entries if self.computed_entries else 0.0
-
-
-def visible_pairs(Lq: int, Lk: int, *, causal: bool, q_offset: int | None = None,
-                  window: int | None = None) -> int:
-    """Number of (query row, key) pairs the mask lets through: sum of each row's span."""
-    if not causal:
-        return Lq * Lk
-    if q_offset is None:
-        q_offset = Lk - Lq
-    pos = np.arange(Lq, dtype=np.int64) + q_offset  # [Lq] absolute positions
-    hi = np.minimum(Lk, pos + 1)
-    lo = np.maximum(0, pos - window + 1) if window else np.zeros_like(pos)
-    return int(np.clip(hi - lo, 0, None).sum())
 
 
 def attention_flops(pairs: int, D: int, B: int = 1, H: int = 1) -> int:

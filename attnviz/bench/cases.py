@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from ..masks import row_spans, visible_pairs
 from ..memory import Shape
 
 F32 = 4  # bytes per float32
@@ -73,26 +74,6 @@ class Case:
         d = asdict(self)
         d["label"] = self.label
         return d
-
-
-def row_spans(Lq: int, Lk: int, *, causal: bool, q_offset: int, window: int = 0):
-    """Visible key span [lo, hi) of every query row, as two int64 arrays [Lq].
-
-    Row r sits at position p = q_offset + r. causal: keys <= p; window W: keys >= p - W + 1.
-    An empty span (hi == lo) is a row that sees no key.
-    """
-    p = np.arange(Lq, dtype=np.int64) + q_offset  # [Lq]
-    if not causal:
-        return np.zeros(Lq, np.int64), np.full(Lq, Lk, np.int64)
-    hi = np.clip(p + 1, 0, Lk)
-    lo = np.clip(p - window + 1, 0, Lk) if window else np.zeros(Lq, np.int64)
-    return lo, np.maximum(hi, lo)
-
-
-def visible_pairs(Lq: int, Lk: int, *, causal: bool, q_offset: int, window: int = 0) -> int:
-    """Number of (query, key) pairs the mask lets through, for one head."""
-    lo, hi = row_spans(Lq, Lk, causal=causal, q_offset=q_offset, window=window)
-    return int((hi - lo).sum())
 
 
 def attention_flops(case: Case) -> int:

@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 
 from .. import memory
-from ..masks import visible_mask
-from .cases import Case, row_spans
+from ..masks import row_spans, visible_mask
+from .cases import Case
 
 Call = Callable[[], np.ndarray]
 
