@@ -328,8 +328,8 @@ def test_bad_url_values_are_clamped_with_a_visible_notice():
 def test_share_panel_shows_the_view_parameters_and_offers_downloads():
     at = open_app()
     at.button(key="next").click().run()
-    assert any(c.value.startswith("?mode=prefill&L=128") and c.value.endswith("&step=1&row=0")
-               for c in ok(at).code)
+    assert any(m.value.startswith("`?mode=prefill&L=128") and m.value.endswith("&step=1&row=0`")
+               for m in ok(at).markdown)
     keys = {d.key for d in at.get("download_button")}
     assert keys == {"dl_json", "dl_csv", "dl_png"}
 

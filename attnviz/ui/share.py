@@ -44,8 +44,8 @@ def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
         st.caption("The address bar holds this configuration and step: copy it to share "
                    "this exact view. These are its parameters:")
         offset = r - head.trace.config.rows(head.trace.steps[n].i)[0]
-        st.code("?" + urlencode(to_query(cfg, step=n, row=offset)),
-                language=None)
+        # inline code, not st.code: that one loads a 1.5 MB syntax highlighter on page load
+        st.markdown(f"`?{urlencode(to_query(cfg, step=n, row=offset))}`")
         stem = f"attnviz_{cfg.mode}_Lq{cfg.Lq}_Lk{cfg.Lk}_D{cfg.D}_{cfg.Br}x{cfg.Bc}"
         meta = {"view": to_query(cfg), "describe": cfg.describe()}
         c1, c2, c3, c4 = st.columns([1, 1, 2, 1.3], vertical_alignment="bottom")
