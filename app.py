@@ -11,6 +11,15 @@ import streamlit as st
 
 from attnviz.ui import cache, detail, memory, share, sidebar, state, stepper, tilemap, timing
 
+
+def guarded(panel, *args) -> None:
+    """Draw a panel; a bad value shows as a message, never as a traceback."""
+    try:
+        panel(*args)
+    except (ValueError, TypeError, MemoryError) as e:
+        st.error(f"{type(e).__name__}: {e}")
+
+
 st.set_page_config(page_title="attnviz: streaming attention, tile by tile", page_icon="🧮",
                    layout="wide")
 machine = cache.warm()
@@ -36,8 +45,7 @@ for note in state.notices(cfg):
 defined_interval = stepper.interval()
 
 
-@st.fragment(run_every=defined_interval)
-def step_view() -> None:
+def step_panels() -> None:
     trace = head.trace
     stepper.tick(trace, defined_interval)
     n = stepper.render(trace)
@@ -57,11 +65,16 @@ def step_view() -> None:
     state.write_url(cfg, n, st.session_state[state.ROW])
 
 
+@st.fragment(run_every=defined_interval)
+def step_view() -> None:
+    guarded(step_panels)
+
+
 step_view()
 
 st.divider()
 memory_tab, timing_tab = st.tabs(["Memory", "Timing"])
 with timing_tab:  # drawn first, so the memory panel shows the peaks measured in this run
-    timing.render(cfg, machine)
+    guarded(timing.render, cfg, machine)
 with memory_tab:
-    memory.render(cfg, machine["threads"], timing.measured_peaks())
+    guarded(memory.render, cfg, machine["threads"], timing.measured_peaks())

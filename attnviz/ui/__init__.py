@@ -1,0 +1,13 @@
+"""The Streamlit panels of the app, one module per panel; the only package that imports
+Streamlit (with ``app.py``, which wires these panels into a page).
+
+    state     session state and the URL: the current configuration, clamped
+    cache     warm kernels once per server; one cached trace per configuration
+    sidebar   every control of the configuration
+    stepper   first / previous / next / last, slider, play/pause
+    tilemap   the [Tr, Tc] grid of tiles; click a tile to jump to its step
+    detail    the current step: S and P~, row states, one row's history and live math, outputs
+    memory    full score matrix vs streaming working set
+    timing    standard vs streaming on the real kernels, on request
+    share     URL, trace downloads, figure PNG
+"""
