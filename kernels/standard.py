@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import FASTMATH
-from .tile import cdiv, exp_shifted, row_span
+from .tile import cdiv, exp_shifted, matmul_nn, matmul_nt, row_span
 
 ROWS = 64  # query rows per parallel task
 
@@ -34,7 +34,7 @@ def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, causal, window):
         i0 = i * ROWS
         i1 = min(i0 + ROWS, Lq)
         Si = S[b, h, i0:i1]  # [rows, Lk]
-        np.dot(Q[b, h, i0:i1], K[b, hk].T, Si)  # the full score rows
+        matmul_nt(Q[b, h, i0:i1], K[b, hk], Si)  # the full score rows (BLAS unless few)
         P_row = np.empty(Lk, np.float32)  # exp output (must not alias its input)
         E = np.empty(Lk, np.int32)
         for r in range(i1 - i0):
@@ -54,4 +54,4 @@ def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, causal, window):
             for c in range(Lk):
                 row[c] = P_row[c] * inv  # P, normalized
             LSE[b, h, i0 + r] = mx + math.log(total)
-        np.dot(Si, V[b, hk], O[b, h, i0:i1])  # O = P V
+        matmul_nn(Si, V[b, hk], O[b, h, i0:i1])  # O = P V
