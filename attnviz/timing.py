@@ -28,6 +28,7 @@ import numpy as np
 
 from kernels import standard_attention, streaming_attention
 
+from .rss import peak_extra_bytes
 from .scenarios import generate
 from .stats import attention_flops, visible_pairs
 
@@ -93,35 +94,6 @@ def budget_refusal(p: Problem) -> str | None:
 def standard_max_bytes(ram: int) -> int:
     """The memory guard handed to standard_attention from the app."""
     return min(STANDARD_MAX_BYTES_CAP, ram // 4)
-
-
-def _read_status(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field_name):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_extra_bytes(fn):
-    """(fn(), bytes of resident memory above the level before the call at its peak)."""
-    base = _read_status("VmRSS")
-    ok = base is not None and _reset_peak()
-    out = fn()
-    peak = _read_status("VmHWM") if ok else None
-    return out, (max(0, peak - base) if peak is not None else None)
 
 
 def time_call(method: str, fn, repeats: int, flops: int):

@@ -39,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from ..reference import attention_reference
+from ..rss import reset_peak
 from .cases import Case, attention_flops, kv_read_bytes, make_inputs
 from .contenders import Contender
 from .machine import GemmProbe, ReadProbe, child_env, cpu_snapshot, other_cores
@@ -322,17 +323,6 @@ def run_case(case: Case, contenders: list[Contender], settings: Settings | None 
     return [results[c.name] for c in contenders]  # in the caller's order
 
 
-def peak_rss_resettable() -> bool:
-    """Whether this kernel lets a process reset its peak RSS (``/proc/self/clear_refs``);
-    then one probe process can measure many calls, one after the other."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def probe_memory(results: list[Result], settings: Settings, progress: Progress = _quiet
                  ) -> None:
     """Fill ``measured_bytes`` of every ok or refused result of a built-in contender.
@@ -350,7 +340,7 @@ def probe_memory(results: list[Result], settings: Settings, progress: Progress =
             res.memory_note = "not probed (not a built-in contender)"
             continue
         todo.setdefault(res.contender, []).append(res)
-    batched = peak_rss_resettable()
+    batched = reset_peak()  # resettable: one probe process can measure many calls
     for name, group in todo.items():
         batches = [group] if batched else [[r] for r in group]
         for batch in batches:

@@ -19,26 +19,9 @@ import resource
 import sys
 from dataclasses import fields, replace
 
+from ..rss import reset_peak, status_bytes
 from .cases import Case, make_inputs
 from .contenders import default_contenders
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _reset_peak() -> bool:
-    """Set the peak RSS (VmHWM) to the current RSS; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def measure(cases: list[Case], contender: str, *, seed=0, q_block=None, kv_block=None
@@ -52,7 +35,7 @@ def measure(cases: list[Case], contender: str, *, seed=0, q_block=None, kv_block
         tiny = replace(case, B=1, Lq=min(case.Lq, 8), Lk=min(case.Lk, 16), q_offset=None,
                        window=0)
         c.prepare(tiny, *make_inputs(tiny, seed))()
-    reset_ok = _reset_peak()
+    reset_ok = reset_peak()
     if not reset_ok and len(cases) > 1:
         raise RuntimeError("peak RSS cannot be reset here: probe one case per process")
     out = []
@@ -60,15 +43,15 @@ def measure(cases: list[Case], contender: str, *, seed=0, q_block=None, kv_block
         q, k, v = make_inputs(case, seed)
         call = c.prepare(case, q, k, v)
         gc.collect()
-        _reset_peak()
-        rss_before = _status_kib("VmRSS") * 1024
+        reset_peak()
+        rss_before = status_bytes("VmRSS")
         try:
             result = call()
         except MemoryError as e:
             out.append({"refused": f"refused by its guard: {e}"})
             continue
         if reset_ok:
-            peak, method = _status_kib("VmHWM") * 1024, "peak RSS (VmHWM, reset before the call)"
+            peak, method = status_bytes("VmHWM"), "peak RSS (VmHWM, reset before the call)"
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             method = "peak RSS (ru_maxrss)"
