@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from attnviz.ui import cache, detail, memory, share, sidebar, state, stepper, tilemap, timing
+from attnviz.ui import (
+    cache,
+    detail,
+    figures,
+    memory,
+    share,
+    sidebar,
+    state,
+    stepper,
+    tilemap,
+    timing,
+)
 
 
 def guarded(panel, *args) -> None:
@@ -48,19 +59,22 @@ defined_interval = stepper.interval()
 def step_panels() -> None:
     trace = head.trace
     stepper.tick(trace, defined_interval)
-    n = stepper.render(trace)
+    n = st.session_state[state.STEP]
     r = detail.current_row(trace, n)
+    # every image first, so the panels below reach the browser together (one re-render)
+    figs = figures.build(head, n, r, bool(st.session_state.get(state.ALL_ROWS)))
+    stepper.render(trace)
     left, right = st.columns([5, 6], gap="large")
     with left:
-        tilemap.render(trace, n)
+        tilemap.render(trace, figs.tile_map)
     with right:
-        detail.render_tiles(trace, cfg, n)
+        detail.render_tiles(trace, cfg, n, figs)
     left, right = st.columns([5, 6], gap="large")
     with left:
-        detail.render_row(trace, n, r)
+        detail.render_row(trace, n, r, figs)
     with right:
         detail.render_math(trace, n, r)
-    detail.render_output(head, n)
+    detail.render_output(head, n, figs)
     share.render(head, cfg, n, r)
     state.write_url(cfg, n, st.session_state[state.ROW])
 

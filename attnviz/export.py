@@ -1,9 +1,8 @@
-"""A Trace as files -- JSON (everything, nested), CSV (one line per step and query row) --
-and figures as PNG.
+"""A Trace as files: JSON (everything, nested) and CSV (one line per step and query row).
 
-The text files are built from the recorded numbers; -inf (a row that has seen no key) is
-written as the string "-inf" in JSON (JSON has no infinity) and as ``-inf`` in CSV. PNGs come
-from kaleido, which drives the system's Chromium.
+Both are built from the recorded numbers; -inf (a row that has seen no key) is written as
+the string "-inf" in JSON (JSON has no infinity) and as ``-inf`` in CSV. Figures export as
+the PNGs the page shows (``attnviz.images.Figure.titled_png``).
 """
 from __future__ import annotations
 
@@ -11,8 +10,6 @@ import csv
 import io
 import json
 import math
-import threading
-import warnings
 
 from .trace import Trace
 
@@ -60,25 +57,3 @@ def trace_csv(trace: Trace) -> str:
         for t in range(len(s.m)):
             w.writerow([s.n, s.i, s.j, s.kind, i0 + t] + [repr(float(a[t])) for a in cols])
     return buf.getvalue()
-
-
-_png_server_lock = threading.Lock()
-_png_server_started = False
-
-
-def figure_png(fig, *, scale: float = 2) -> bytes:
-    """``fig`` as PNG bytes (its layout's width and height; 1100 wide if unset) through kaleido,
-    which drives the system's Chromium. A kaleido
-    server is started once per process: the first image takes a few seconds, later ones
-    a fraction of a second."""
-    global _png_server_started
-    import kaleido
-
-    with _png_server_lock:
-        if not _png_server_started:
-            kaleido.start_sync_server(silence_warnings=True)
-            _png_server_started = True
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-        return fig.to_image(format="png", width=fig.layout.width or 1100,
-                            height=fig.layout.height, scale=scale)

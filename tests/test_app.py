@@ -1,8 +1,10 @@
 """The Streamlit app through AppTest: every control, stepping, play/pause, tile clicks, presets,
-the URL round trip and bad URL values, the timing panel. Assertions read the figures' specs
-(outlined tile, skipped count, grid shape) and the numbers on the page, checked against a
-trace computed here independently of the app."""
+the URL round trip and bad URL values, the timing panel. Assertions read what the page shows
+(the tile map's data and pixels: outlined tile, tile classes; every figure's image pixel for
+pixel against the figure drawn here from a trace computed independently of the app; the
+numbers in tables and formulas)."""
 import base64
+import io
 import json
 import math
 from functools import lru_cache
@@ -10,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from streamlit.components.v2.bidi_component.main import _make_trigger_id
 from streamlit.testing.v1 import AppTest
 
-from attnviz import plots, run_trace
+from attnviz import images, plots, run_trace
 from attnviz.livemath import fmt, row_math
 from attnviz.masks import tile_status
 from attnviz.presets import PRESETS
@@ -55,6 +59,41 @@ def chart(at: AppTest, key: str) -> dict:
     return json.loads(el.proto.spec)
 
 
+def keyed(node, key: str):
+    """The element or block with ``key`` anywhere in the page, or None."""
+    if getattr(node, "key", None) == key:
+        return node
+    for child in getattr(node, "children", {}).values():
+        found = keyed(child, key)
+        if found is not None:
+            return found
+    return None
+
+
+def _png(data_url: str) -> np.ndarray:
+    assert data_url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
+                      .convert("RGB"))
+
+
+def shown(at: AppTest, key: str) -> tuple[np.ndarray, str]:
+    """(pixels, alt text) of the image in the container keyed ``key``."""
+    block = keyed(at._tree, key)
+    img = next(iter(block.children.values())).proto.imgs[0]
+    return _png(img.url), img.alt
+
+
+def assert_shows(at: AppTest, key: str, fig: images.Figure) -> None:
+    """The page's image under ``key`` is ``fig``, pixel for pixel."""
+    pixels, _ = shown(at, key)
+    np.testing.assert_array_equal(pixels, fig.array())
+
+
+def tilemap(at: AppTest) -> dict:
+    """The data the tile map component was given (PNG, grid box, tile classes and steps)."""
+    return json.loads(keyed(at._tree, "tilemap").proto.json)
+
+
 def table(at: AppTest, first_column: str):
     """The st.dataframe whose first column is ``first_column``, as a pandas DataFrame."""
     return next(d.value for d in at.dataframe if d.value.columns[0] == first_column)
@@ -73,12 +112,23 @@ def named(spec: dict, name: str) -> dict:
 
 
 def outlined_tile(at: AppTest) -> tuple[int, int]:
-    cur = next(s for s in chart(at, "tilemap")["layout"]["shapes"] if s["name"] == "current")
-    return int((cur["y0"] + cur["y1"]) / 2), int((cur["x0"] + cur["x1"]) / 2)
+    """The tile the map says it outlines, checked on its pixels: the outline's colour just
+    inside that tile's left edge."""
+    data = tilemap(at)
+    i, j = data["current"]
+    pixels = _png(data["src"])
+    h, w, _ = pixels.shape
+    x0, y0, x1, y1 = data["grid"]
+    x = (x0 + (j + 0.04) / data["Tc"] * (x1 - x0)) * w
+    y = (y0 + (i + 0.5) / data["Tr"] * (y1 - y0)) * h
+    assert tuple(pixels[int(y), int(x)]) == (220, 38, 38), "no outline at the current tile"
+    return i, j
 
 
 def grid(at: AppTest) -> np.ndarray:
-    return values(named(chart(at, "tilemap"), "tiles")["z"])
+    """Tile class codes (images.STATUS_CODE) of the tile map, [Tr, Tc]."""
+    data = tilemap(at)
+    return np.array(data["status"]).reshape(data["Tr"], data["Tc"])
 
 
 def step(at: AppTest) -> int:
@@ -96,17 +146,15 @@ def assert_shows_step(at: AppTest, n: int) -> None:
 
 
 def click_tile(at: AppTest, i: int, j: int) -> AppTest:
-    """A browser click on tile (i, j): the selection event the chart sends (its click trace's
-    customdata), delivered the way the frontend does, as the chart's widget value."""
-    el = next(e for e in at.get("plotly_chart") if e.key == "tilemap")
-    click = named(json.loads(el.proto.spec), "click")
-    k = next(k for k, (x, y) in enumerate(zip(click["x"], click["y"], strict=False)) if (y, x) == (i, j))
-    event = {"selection": {"points": [{"curve_number": 2, "point_index": k, "x": j, "y": i,
-                                       "customdata": click["customdata"][k]}],
-                           "point_indices": [k], "box": [], "lasso": []}}
+    """A browser click on tile (i, j): the trigger value the component's script sends
+    (``[n, i, j]`` with n from the data it was given), delivered the way the frontend does."""
+    el = keyed(at._tree, "tilemap")
+    data = json.loads(el.proto.json)
+    n = data["steps"][i * data["Tc"] + j]
     states = at._tree.get_widget_states()
     w = states.widgets.add()
-    w.id, w.string_value = el.proto.id, json.dumps(event)
+    w.id = _make_trigger_id(el.proto.id, "events")
+    w.json_trigger_value = json.dumps([{"event": "tile", "value": [n, i, j]}])
     return ok(at._run(states))
 
 
@@ -118,8 +166,11 @@ def test_default_view_shows_the_first_step_of_the_first_look_preset():
     trace = trace_of(at)
     z = grid(at)
     assert z.shape == (8, 8)
-    assert (z == plots.STATUS_CODE["skipped"]).sum() == trace.counts["skipped"] == 28
+    assert (z == images.STATUS_CODE["skipped"]).sum() == trace.counts["skipped"] == 28
     assert_shows_step(at, 0)
+    assert_shows(at, "step_tiles", images.step_tiles(trace, 0))
+    assert_shows(at, "row_history", images.row_history(trace, 0, 0))
+    np.testing.assert_array_equal(_png(tilemap(at)["src"]), images.tile_map(trace, 0).array())
     # the live math shows row 0's recorded numbers at step 0
     rm = row_math(trace, 0, 0)
     text = "\n".join(x.value for x in at.latex)
@@ -219,9 +270,10 @@ def test_head_dim_and_block_sizes_shape_the_figures():
     at.select_slider(key="Br").set_value(32).run()
     at.select_slider(key="Bc").set_value(8).run()
     assert grid(ok(at)).shape == (4, 16)
-    assert len(named(chart(at, "output_rows"), "O")["x"]) == 32
-    s_tile = named(chart(at, "step_tiles"), "S")
-    assert (len(s_tile["y"]), len(s_tile["x"])) == (32, 8)
+    trace = trace_of(at)
+    assert trace.config.D == 32
+    assert shown(at, "step_tiles")[1].endswith("rows 0–31 × keys 0–7")
+    assert_shows(at, "step_tiles", images.step_tiles(trace, 0))
 
 
 def test_masks_window_and_none():
@@ -231,20 +283,24 @@ def test_masks_window_and_none():
     expected = tile_status(128, 128, 16, 16, causal=True, q_offset=0, window=24)
     assert (grid(ok(at)) == 0).sum() == (expected == "skipped").sum() > 28
     at.radio(key="mask").set_value("none").run()
-    assert (grid(ok(at)) == 0).sum() == 0 and (grid(at) == plots.STATUS_CODE["full"]).all()
+    assert (grid(ok(at)) == 0).sum() == 0 and (grid(at) == images.STATUS_CODE["full"]).all()
 
 
 def test_scenario_and_seed_change_the_inputs():
     at = open_app()
-    before = values(named(chart(at, "step_tiles"), "S")["z"])
+    before, _ = shown(at, "step_tiles")
     at.number_input(key="seed").set_value(5).run()
-    after = values(named(chart(ok(at), "step_tiles"), "S")["z"])
-    assert before.shape == after.shape and not np.array_equal(before, after, equal_nan=True)
+    after, _ = shown(ok(at), "step_tiles")
+    assert before.shape == after.shape and not np.array_equal(before, after)
+    assert_shows(at, "step_tiles", images.step_tiles(trace_of(at), 0))
     at.selectbox(key="scenario").set_value("sink").run()
     at.button(key="last").click().run()
     rows = table(ok(at), "row")  # sink: the max never moves after the first tile
     assert (rows["alpha"] == 1).all() and not rows["rescaled"].any()
-    assert named(chart(at, "row_history"), "rescale (alpha < 1)")["x"] == []
+    trace, n = trace_of(at), step(at)
+    fig = images.row_history(trace, n, trace.config.rows(trace.steps[n].i)[0])
+    assert fig.meta["rescale"] == []  # no triangle
+    assert_shows(at, "row_history", fig)
 
 
 def test_row_and_all_rows_controls_choose_what_the_row_panel_shows():
@@ -255,9 +311,9 @@ def test_row_and_all_rows_controls_choose_what_the_row_panel_shows():
     r = trace.config.rows(trace.steps[10].i)[0] + 5
     assert any(m.value == f"#### Live math: query row {r}, step 10" for m in at.markdown)
     assert fmt(row_math(trace, 10, r).l) in "\n".join(x.value for x in at.latex)
-    n_traces = len(chart(at, "row_history")["data"])
+    assert_shows(at, "row_history", images.row_history(trace, 10, r))
     at.checkbox(key="all_rows").check().run()
-    assert len(chart(ok(at), "row_history")["data"]) > n_traces
+    assert_shows(ok(at), "row_history", images.row_history(trace, 10, r, all_rows=True))
 
 
 def test_batch_and_heads_drive_the_memory_panel_and_gqa_needs_whole_groups():
@@ -327,6 +383,8 @@ def test_bad_url_values_are_clamped_with_a_visible_notice():
 
 def test_share_panel_shows_the_view_parameters_and_offers_downloads():
     at = open_app()
+    assert not at.get("download_button")  # closed, it draws nothing (lazy)
+    at.session_state["share"] = True  # opened
     at.button(key="next").click().run()
     assert any(m.value.startswith("`?mode=prefill&L=128") and m.value.endswith("&step=1&row=0`")
                for m in ok(at).markdown)
@@ -352,8 +410,7 @@ def test_timing_panel_runs_on_request_with_sweeps():
     diff = next(c.value for c in ok(at).caption if c.value.startswith("max |O_standard"))
     assert diff.endswith("streaming blocks 16 x 16.")
     assert any(c.value.startswith("Threads: ") and "float32" in c.value for c in at.caption)
-    measured = named(chart(at, "memory_chart"), "measured: streaming")
-    assert measured["x"] == [128]
+    assert "measured: streaming at L = 128" in shown(at, "memory_chart")[1]
 
     at.select_slider(key="sweep_Lmax").set_value(1024).run()
     at.button(key="run_sweep").click().run()
@@ -376,8 +433,25 @@ def test_timing_refuses_what_exceeds_its_budget():
     assert not at.exception
 
 
-@pytest.mark.parametrize("key", ["tilemap", "step_tiles", "row_history", "output_rows",
-                                 "memory_chart"])
-def test_every_chart_is_drawn(key):
+@pytest.mark.parametrize("key", ["step_tiles", "row_history", "output_rows", "memory_chart"])
+def test_every_figure_is_drawn(key):
     at = open_app()
-    assert chart(at, key)["data"]
+    pixels, alt = shown(at, key)
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 300 and alt
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20  # more than a blank
+
+
+def test_output_rows_follow_the_finished_blocks():
+    at = open_app()
+    trace = trace_of(at)
+    n = trace.block_done_after[2]  # Q blocks 0..2 finished
+    at.slider(key="step").set_value(n).run()
+    from attnviz.stats import oracle, output_error
+    O_ref, lse_ref = oracle(trace)
+    done, err_o, _ = output_error(trace, O_ref, lse_ref, n)
+    assert done.sum() == 48
+    assert_shows(ok(at), "output_rows", images.output_rows(trace, n, done, err_o))
+    assert shown(at, "output_rows")[1] == f"output rows finished by step {n}: 48 of 128"
+    assert any("Rows finished: **48 / 128**" in m.value for m in at.markdown)
+    at.button(key="next").click().run()  # the next block's first tile: same rows finished
+    assert shown(ok(at), "output_rows")[1] == f"output rows finished by step {n + 1}: 48 of 128"

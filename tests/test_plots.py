@@ -1,13 +1,18 @@
-"""The figure builders and the live math, read back: what they draw is what the trace holds."""
+"""The figure builders and the live math, read back: what they draw is what the trace holds.
+The step view's figures are images: the tests read their pixels at data coordinates."""
+import base64
+import io
 import json
 import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from attnviz import plots, run_trace
+from attnviz import images, plots, run_trace
 from attnviz.livemath import fmt, row_math
 from attnviz.masks import tile_status, visible_mask
+from attnviz.raster import DIVERGING, VIRIDIS, blend, index_ticks, log_ticks, nice_ticks, rgb
 from attnviz.scenarios import late_position, one_head
 from attnviz.stats import memory_series, oracle, output_error
 
@@ -25,58 +30,92 @@ def _shape(fig, name):
     return next(s for s in fig.layout.shapes if s.name == name)
 
 
+def _at(fig, plot, x, y):
+    """The (r, g, b) the figure shows at data point (x, y) of one of its plots."""
+    return tuple(int(c) for c in fig.array()[fig.plots[plot].pixel(x, y)])
+
+
 @pytest.fixture(scope="module")
 def causal():
     return _trace(Lq=80, Lk=112, Br=16, Bc=32)  # ragged, bottom-right causal
 
 
+def test_png_is_the_canvas_pixel_for_pixel(causal):
+    fig = images.tile_map(causal, 3)
+    png = fig.png()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")),
+                                  fig.array())
+    assert fig.data_url() == "data:image/png;base64," + base64.b64encode(png).decode()
+    titled = Image.open(io.BytesIO(fig.titled_png("tile map, step 3", "a subtitle")))
+    assert titled.width == fig.array().shape[1] and titled.height > fig.array().shape[0]
+    long = fig.titled_png("t", "a subtitle far longer than the figure is wide " * 3)
+    assert Image.open(io.BytesIO(long)).width > fig.array().shape[1]  # never cut off
+
+
 def test_tile_map_colours_every_tile_by_its_class(causal):
-    fig = plots.tile_map(causal, 0)
-    z = np.array(_by_name(fig, "tiles").z)
+    fig = images.tile_map(causal, 0)
     c = causal.config
     expected = tile_status(c.Lq, c.Lk, c.Br, c.Bc, causal=True, q_offset=c.mask.q_offset)
-    assert z.shape == (c.Tr, c.Tc)
-    for name, code in plots.STATUS_CODE.items():
-        assert (z == code).sum() == (expected == name).sum()
-    assert (z == 0).sum() == causal.counts["skipped"] > 0
+    s0 = causal.steps[0]
+    for i in range(c.Tr):
+        for j in range(c.Tc):
+            color = rgb(images.STATUS_COLOR[expected[i, j]])
+            if (i, j) == (s0.i, s0.j):  # visited at step 0
+                color = blend(color, images.VISITED_SHADE, images.VISITED_ALPHA)
+            assert _at(fig, "tiles", j, i) == color, (i, j)
+    assert (expected == "skipped").sum() == causal.counts["skipped"] > 0
 
 
 @pytest.mark.parametrize("n", [0, 3, 7])
 def test_tile_map_outlines_step_n_and_shades_the_tiles_visited_so_far(causal, n):
-    fig = plots.tile_map(causal, n)
+    fig = images.tile_map(causal, n)
     s = causal.steps[n]
-    cur = _shape(fig, "current")
-    assert (cur.x0 + cur.x1) / 2 == s.j and (cur.y0 + cur.y1) / 2 == s.i
-    visited = np.array(_by_name(fig, "visited").z, dtype=float)
-    assert np.nansum(visited) == n + 1
-    for t in causal.steps[: n + 1]:
-        assert visited[t.i, t.j] == 1
-    assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]  # row 0 on top
+    assert fig.meta["current"] == [s.i, s.j]
+    assert _at(fig, "tiles", s.j - 0.45, s.i) == rgb(images.CURRENT_COLOR)  # its left edge
+    assert _at(fig, "tiles", s.j, s.i - 0.45) == rgb(images.CURRENT_COLOR)  # its top edge
+    visited = {(t.i, t.j) for t in causal.steps[: n + 1]}
+    for t in causal.steps:
+        shade = blend(images.STATUS_COLOR[t.kind], images.VISITED_SHADE, images.VISITED_ALPHA)
+        assert (_at(fig, "tiles", t.j, t.i) == shade) == ((t.i, t.j) in visited)
+    y0, y1 = fig.plots["tiles"].pixel(0, 0)[0], fig.plots["tiles"].pixel(0, 1)[0]
+    assert y0 < y1  # row 0 on top
+    assert f"step {n}" in fig.alt
 
 
-def test_tile_map_click_targets_carry_the_step_of_each_tile(causal):
-    click = _by_name(plots.tile_map(causal, 0), "click")
-    for (n, i, j), x, y in zip(click.customdata, click.x, click.y, strict=False):
-        assert (x, y) == (j, i)
-        assert n == (causal.step_index(i, j) if causal.tile_status[i, j] != "skipped" else -1)
-    assert len(click.customdata) == causal.config.Tr * causal.config.Tc
+def test_tile_map_grid_box_locates_every_tile(causal):
+    fig = images.tile_map(causal, 0)
+    c = causal.config
+    h, w, _ = fig.array().shape
+    x0, y0, x1, y1 = fig.meta["grid"]
+    for i, j in [(0, 0), (c.Tr - 1, c.Tc - 1), (2, 1)]:  # tile centres from the fractions
+        x = (x0 + (j + 0.5) / c.Tc * (x1 - x0)) * w
+        y = (y0 + (i + 0.5) / c.Tr * (y1 - y0)) * h
+        assert fig.plots["tiles"].pixel(j, i) == (int(y), int(x))
 
 
-def test_step_tiles_blank_exactly_the_masked_scores(causal):
+def test_step_tiles_grey_out_exactly_the_masked_scores(causal):
     c = causal.config
     n = next(s.n for s in causal.steps if s.kind == "partial")
-    fig = plots.step_tiles(causal, n)
-    S = np.array(_by_name(fig, "S").z, dtype=float)  # None -> nan
-    P = np.array(_by_name(fig, "P~").z, dtype=float)
+    fig = images.step_tiles(causal, n)
     s = causal.steps[n]
     (i0, i1), (k0, k1) = c.rows(s.i), c.keys(s.j)
     vis = visible_mask(c.Lq, c.Lk, causal=True, q_offset=c.mask.q_offset)[i0:i1, k0:k1]
-    np.testing.assert_array_equal(np.isfinite(S), vis)
-    S_ref, P_ref = causal.tiles(n)
-    np.testing.assert_allclose(S[vis], S_ref[vis], rtol=1e-6)
-    np.testing.assert_allclose(P, P_ref, rtol=1e-6)
-    assert np.nanmax(P) <= 1.0
-    assert list(_by_name(fig, "S").x) == list(range(k0, k1))
+    assert (~vis).any() and vis.any()
+    S, P = causal.tiles(n)
+    span = fig.meta["span"]
+    mask = rgb(images.MASK_COLOR)
+    for r in range(i0, i1):  # absolute rows and keys on the axes
+        for k in range(k0, k1):
+            if not vis[r - i0, k - k0]:
+                assert _at(fig, "S", k, r) == mask and _at(fig, "P~", k, r) == mask
+                continue
+            s_color = DIVERGING.colors(np.array([S[r - i0, k - k0]]), -span, span, mask)[0]
+            p_color = VIRIDIS.colors(np.array([P[r - i0, k - k0]]), 0, 1, mask)[0]
+            assert _at(fig, "S", k, r) == tuple(s_color) != mask
+            assert _at(fig, "P~", k, r) == tuple(p_color)
+    assert span == np.abs(S[vis]).max()
+    assert f"rows {i0}–{i1 - 1} × keys {k0}–{k1 - 1}" in fig.alt
 
 
 def test_row_history_draws_m_and_l_and_marks_the_big_rescale():
@@ -84,22 +123,28 @@ def test_row_history_draws_m_and_l_and_marks_the_big_rescale():
     trace = _trace("late_spike", Lq=L, Lk=L, D=16)
     r = L - 1  # the last row sees the spike at 3/4 of the sequence
     n = trace.block_done_after[r // 16]
-    fig = plots.row_history(trace, n, r)
+    fig = images.row_history(trace, n, r)
     steps = trace.row_history(r)
     t = r - trace.config.rows(steps[0].i)[0]
-    m, l = _by_name(fig, f"m (row {r})"), _by_name(fig, f"l (row {r})")
-    assert list(m.x) == [s.j for s in steps]
-    np.testing.assert_allclose(m.y, [s.m[t] for s in steps])
-    np.testing.assert_allclose(l.y, [s.l[t] for s in steps])
-    resc = _by_name(fig, "rescale (alpha < 1)")
+    assert fig.meta["j"] == [s.j for s in steps]
+    np.testing.assert_allclose(fig.meta["m"], [s.m[t] for s in steps])
+    np.testing.assert_allclose(fig.meta["l"], [s.l[t] for s in steps])
     expected = [s for s in steps if s.alpha[t] < 1 and np.isfinite(s.m_before[t])]
-    assert list(resc.x) == [s.j for s in expected]
-    spike = [s for s in expected if s.j == late_position(L) // 16]
-    assert len(spike) == 1 and spike[0].alpha[t] < np.exp(-5)
+    assert [j for j, _, _ in fig.meta["rescale"]] == [s.j for s in expected]
+    spike = [(j, a) for j, a, _ in fig.meta["rescale"] if j == late_position(L) // 16]
+    assert len(spike) == 1 and spike[0][1] < np.exp(-5)
+    for j, _, step in fig.meta["rescale"]:  # a red triangle on the m line at each rescale
+        m = trace.steps[step].m[t]
+        assert _at(fig, "m", j, m) == rgb(images.RESCALE_COLOR)
+    first = steps[0]  # the m line's first point, not a rescale: blue
+    assert _at(fig, "m", first.j, first.m[t]) == rgb(images.M_COLOR)
+    assert _at(fig, "l", first.j, first.l[t]) == rgb(images.L_COLOR)
     # only the steps so far: halfway, fewer points
-    half = plots.row_history(trace, steps[2].n, r)
-    assert len(_by_name(half, f"m (row {r})").x) == 3
-    assert len(plots.row_history(trace, n, r, all_rows=True).data) > len(fig.data)
+    half = images.row_history(trace, steps[2].n, r)
+    assert len(half.meta["j"]) == 3
+    both = images.row_history(trace, n, r, all_rows=True)
+    assert both.meta["all_rows"] == 16 and fig.meta["all_rows"] == 0
+    assert not np.array_equal(both.array(), fig.array())
 
 
 def test_output_rows_show_only_finished_rows_and_their_error():
@@ -108,13 +153,15 @@ def test_output_rows_show_only_finished_rows_and_their_error():
     n = trace.block_done_after[1]  # blocks 0 and 1 finished
     done, err_o, _ = output_error(trace, O_ref, lse_ref, n)
     assert done.sum() == 32 and done[:32].all()
-    fig = plots.output_rows(trace, n, done, err_o)
-    O = np.array(_by_name(fig, "O").z, dtype=float)
-    assert np.isfinite(O[:32]).all() and np.isnan(O[32:]).all()
-    np.testing.assert_allclose(O[:32], trace.out[:32])
-    err = _by_name(fig, "error")
-    assert list(err.x) == list(range(32))
-    assert max(err.y) < 1e-5
+    fig = images.output_rows(trace, n, done, err_o)
+    pending = rgb(images.PENDING_COLOR)
+    for row in (0, 17, 31, 32, 50, 63):
+        for d in (0, 7):
+            assert (_at(fig, "O", d, row) == pending) == (row >= 32), (row, d)
+    for row in (13, 27, 31):  # a purple dot at each finished row's error
+        assert _at(fig, "error", row, max(err_o[row], 1e-12)) == rgb(images.ERR_COLOR)
+    assert max(err_o[:32]) < 1e-5
+    assert fig.meta["rows_done"] == 32 and "32 of 64" in fig.alt
 
 
 def test_memory_chart_marks_ram_and_current_length_and_plots_the_model():
@@ -122,14 +169,36 @@ def test_memory_chart_marks_ram_and_current_length_and_plots_the_model():
 
     Ls = [128, 1024, 8192, 131072]
     series = memory_series(lambda L: memory.Shape(1, 8, 2, L, L, 64), Ls, 64, 64, 2)
-    fig = plots.memory_chart(Ls, series, ram=2**34, current_L=1024,
-                             measured={"standard": (1024, 12345)})
-    assert list(_by_name(fig, "this machine's RAM (16 GiB)").y) == [2**34, 2**34]
-    assert list(_by_name(fig, "current L = 1024").x) == [1024, 1024]
-    std = _by_name(fig, "standard (S/P matrix)")
-    assert list(std.y) == [4 * 8 * L * L for L in Ls]
-    assert list(_by_name(fig, "measured: standard").y) == [12345]
-    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    fig = images.memory_chart(Ls, series, ram=2**34, current_L=1024,
+                              measured={"standard": (1024, 12345)})
+    p = fig.plots["bytes"]
+    assert p.x.log and p.y.log
+    a = fig.array()
+    row, c0 = p.pixel(Ls[0], 2**34)
+    _, c1 = p.pixel(Ls[-1], 2**34)
+    ram_line = (a[row, c0:c1] == rgb(images.CURRENT_COLOR)).all(axis=1)  # dashed, across
+    assert ram_line.mean() > 0.4
+    r0, col = p.pixel(1024, 2**10)
+    r1, _ = p.pixel(1024, 2**40)
+    l_line = (a[r1:r0, col] == (100, 116, 139)).all(axis=1)  # dotted, #64748b, at L = 1024
+    assert l_line.mean() > 0.2
+    std = [4 * 8 * L * L for L in Ls]
+    assert list(series["standard (S/P matrix)"]) == std
+    color = rgb(images.COLORWAY[fig.meta["series"].index("standard (S/P matrix)")])
+    for L, b in zip(Ls[1:], std[1:], strict=True):  # a dot at each modelled point (at 128,
+        # the GQA copy lies on top)
+        assert _at(fig, "bytes", L, b) == color
+    assert _at(fig, "bytes", 1024, 12345) == (17, 24, 39)  # the measured cross (#111827)
+    assert "measured: standard at L = 1024" in fig.alt
+
+
+def test_ticks():
+    assert nice_ticks(0, 1, 6) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(-2.7, 2.7, 5) == [-2, 0, 2]
+    assert index_ticks(1024, 64, 5) == [1040, 1060, 1080]
+    assert index_ticks(96, 16) == [96, 98, 100, 102, 104, 106, 108, 110]  # absolute rows
+    assert index_ticks(0, 8) == list(range(8))
+    assert log_ticks(3e-8, 2e-7) == [1e-8, 1e-7, 1e-6]
 
 
 def test_crossover_is_where_streaming_stays_faster():

@@ -5,6 +5,7 @@ Streamlit (with ``app.py``, which wires these panels into a page).
     cache     warm kernels once per server; one cached trace per configuration
     sidebar   every control of the configuration
     stepper   first / previous / next / last, slider, play/pause
+    figures   the step view's images, drawn before its panels (one browser re-render)
     tilemap   the [Tr, Tc] grid of tiles; click a tile to jump to its step
     detail    the current step: S and P~, row states, one row's history and live math, outputs
     memory    full score matrix vs streaming working set

@@ -1,18 +1,22 @@
 """The current step: its S and P~ tiles, every row's state around it, one row's history and
-live math, and the output rows finished so far against the float64 oracle."""
+live math, and the output rows finished so far against the float64 oracle.
+
+The figures are PNGs drawn on the server before the panels (``figures.build``): they change
+on every step, and an image swap is the cheapest thing a browser can redraw.
+"""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from .. import plots
-from ..livemath import row_math
+from ..livemath import latex_block, row_math
 from ..stats import output_error
 from ..trace import Trace
 from ..viewconfig import ViewConfig
 from . import state
 from .cache import TracedHead
+from .figures import StepFigures, show
 
 
 def _header(trace: Trace, n: int) -> None:
@@ -35,11 +39,11 @@ def step_rows_table(trace: Trace, n: int) -> pd.DataFrame:
     })
 
 
-def render_tiles(trace: Trace, cfg: ViewConfig, n: int) -> None:
+def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> None:
     _header(trace, n)
     st.caption(
         "Left: the scores S of this tile (query rows x keys), scaled by 1/sqrt(D); masked "
-        "entries are blank. Right: P~ = exp(S − m′), with m′ each row's running max *after* "
+        "entries are grey. Right: P~ = exp(S − m′), with m′ each row's running max *after* "
         "this tile, so every entry is ≤ 1 and exp never overflows. The table lists each row's "
         "state: m (running max) and l (running sum of P~) before and after, and alpha = "
         "exp(m old − m new), the factor by which the old l and output accumulator were "
@@ -48,8 +52,7 @@ def render_tiles(trace: Trace, cfg: ViewConfig, n: int) -> None:
         st.caption("Decode: the trace walks the KV tiles of the single query in order; the "
                    "fast kernel splits them into chunks computed in parallel and merges the "
                    "chunks' (m, l, acc) with the same rescaling.")
-    st.plotly_chart(plots.step_tiles(trace, n), theme=None, key="step_tiles",
-                    config={"displayModeBar": False})
+    show(figs.tiles, "step_tiles")
     table = step_rows_table(trace, n)
     st.dataframe(table, hide_index=True, height=min(240, 35 * (len(table) + 1) + 3),
                  column_config={k: st.column_config.NumberColumn(format="%.5g") for k in
@@ -65,7 +68,7 @@ def current_row(trace: Trace, n: int) -> int:
     return i0 + offset
 
 
-def render_row(trace: Trace, n: int, r: int) -> None:
+def render_row(trace: Trace, n: int, r: int, figs: StepFigures) -> None:
     i0, i1 = trace.config.rows(trace.steps[n].i)
     st.markdown(f"#### One row, step by step: query row {r}")
     st.caption("The running max m only grows; each time it grows (red triangles) the old "
@@ -75,9 +78,7 @@ def render_row(trace: Trace, n: int, r: int) -> None:
     c1.number_input(f"Row within the Q block (0 – {i1 - i0 - 1})", 0, max(0, i1 - i0 - 1),
                     key=state.ROW)
     c2.checkbox("m of all rows", key=state.ALL_ROWS)
-    st.plotly_chart(plots.row_history(trace, n, r,
-                                      all_rows=st.session_state.get(state.ALL_ROWS, False)),
-                    theme=None, key="row_history", config={"displayModeBar": False})
+    show(figs.row, "row_history")
 
 
 def render_math(trace: Trace, n: int, r: int) -> None:
@@ -85,28 +86,27 @@ def render_math(trace: Trace, n: int, r: int) -> None:
     st.markdown(f"#### Live math: query row {r}, step {n}")
     st.caption("The update of this step, with the numbers the kernel recorded for this row "
                "(\"old\": before the step, \"new\": after it).")
+    notes = []
+    if rm.rescaled:
+        notes.append(f"The max moved: everything row {r} accumulated so far was multiplied "
+                     f"by alpha = {rm.alpha:.4g}.")
+    if not rm.finished:
+        notes.append(f"O and LSE of this row are final after step "
+                     f"{trace.block_done_after[rm.i]}, the last tile of Q block {rm.i}.")
     with st.container(border=True, key="live_math"):
-        for line in rm.latex():
-            st.latex(line)
-        if rm.rescaled:
-            st.caption(f"The max moved: everything row {r} accumulated so far was multiplied "
-                       f"by alpha = {rm.alpha:.4g}.")
-        if not rm.finished:
-            last = trace.block_done_after[rm.i]
-            st.caption(f"O and LSE of this row are final after step {last}, the last tile of "
-                       f"Q block {rm.i}.")
+        st.latex(latex_block(rm.latex()))  # one element: every element costs the browser
+        if notes:
+            st.caption(" ".join(notes))
 
 
-def render_output(head: TracedHead, n: int) -> None:
+def render_output(head: TracedHead, n: int, figs: StepFigures) -> None:
     trace = head.trace
     done, err_o, err_l = output_error(trace, head.O_ref, head.lse_ref, n)
     st.markdown("#### Output rows finished so far")
     st.caption("A Q block's rows are divided by l (O = acc / l) once its last tile is done. "
                "Each finished row is compared with a float64 oracle that materializes the "
                "whole masked softmax: the streaming result is exact up to float32 rounding.")
-    c = st.columns(3)
-    c[0].metric("rows finished", f"{int(done.sum())} / {trace.config.Lq}")
-    c[1].metric("max |O − oracle|", f"{np.nanmax(err_o):.2e}" if done.any() else "–")
-    c[2].metric("max |LSE − oracle|", f"{np.nanmax(err_l):.2e}" if done.any() else "–")
-    st.plotly_chart(plots.output_rows(trace, n, done, err_o), theme=None, key="output_rows",
-                    config={"displayModeBar": False})
+    err = (f"max |O − oracle| **{np.nanmax(err_o):.2e}**, max |LSE − oracle| "
+           f"**{np.nanmax(err_l):.2e}**" if done.any() else "no error to show yet")
+    st.markdown(f"Rows finished: **{int(done.sum())} / {trace.config.Lq}**; {err}.")
+    show(figs.output, "output_rows")

@@ -2,7 +2,8 @@
 
 The address bar always holds the configuration and the step (``state.write_url``), so a
 copied link reopens this view. Downloads are generated only when clicked (``data`` is a
-callable), so stepping never pays for them.
+callable), so stepping never pays for them. A figure's PNG is the image the page shows
+(``attnviz.images``) under a title band naming the step and the configuration.
 """
 from __future__ import annotations
 
@@ -10,37 +11,45 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from .. import plots
-from ..export import figure_png, trace_csv, trace_json
+from .. import images
+from ..export import trace_csv, trace_json
 from ..stats import output_error
 from ..viewconfig import ViewConfig, to_query
+from . import state
 from .cache import TracedHead
 
+KEY = "share"
 FIGURES = ("tile map", "S and P~ tiles", "row history", "output rows")
 
 
-def figure(name: str, head: TracedHead, cfg: ViewConfig, n: int, r: int):
-    """The named figure of step n (row r for the row history), titled for a slide."""
+def figure(name: str, head: TracedHead, n: int, r: int, all_rows: bool = False
+           ) -> images.Figure:
+    """The named figure of step n (row r for the row history), as the page shows it."""
     trace = head.trace
     if name == "tile map":
-        fig = plots.tile_map(trace, n)
-    elif name == "S and P~ tiles":
-        fig = plots.step_tiles(trace, n)
-    elif name == "row history":
-        fig = plots.row_history(trace, n, r)
-    else:
-        done, err_o, _ = output_error(trace, head.O_ref, head.lse_ref, n)
-        fig = plots.output_rows(trace, n, done, err_o)
-    s = trace.steps[n]
-    return fig.update_layout(
-        title=dict(text=f"{name}, step {n}: Q block {s.i} × KV block {s.j}<br>"
-                        f"<sup>{cfg.describe()}</sup>", x=0.01, xanchor="left",
-                   yref="container", y=1, yanchor="top", pad=dict(t=14)),
-        margin=dict(t=120), width=600 if name == "tile map" else 1100)
+        return images.tile_map(trace, n)
+    if name == "S and P~ tiles":
+        return images.step_tiles(trace, n)
+    if name == "row history":
+        return images.row_history(trace, n, r, all_rows=all_rows)
+    done, err_o, _ = output_error(trace, head.O_ref, head.lse_ref, n)
+    return images.output_rows(trace, n, done, err_o)
+
+
+def figure_png(name: str, head: TracedHead, cfg: ViewConfig, n: int, r: int,
+               all_rows: bool = False) -> bytes:
+    """The named figure under a title for a slide: what, which step, which configuration."""
+    s = head.trace.steps[n]
+    return figure(name, head, n, r, all_rows).titled_png(
+        f"{name}, step {n}: Q block {s.i} × KV block {s.j}", cfg.describe())
 
 
 def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
-    with st.expander("Share and export", expanded=False):
+    # lazy: the contents run only while open (closed, they would cost every step ~25 ms of
+    # browser work); opening it reruns the step view
+    with st.expander("Share and export", key=KEY, on_change="rerun") as box:
+        if not box.open:
+            return
         st.caption("The address bar holds this configuration and step: copy it to share "
                    "this exact view. These are its parameters:")
         offset = r - head.trace.config.rows(head.trace.steps[n].i)[0]
@@ -56,6 +65,7 @@ def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
                            file_name=f"{stem}.csv", mime="text/csv", key="dl_csv",
                            on_click="ignore")
         name = c3.selectbox("Figure", FIGURES, key="png_figure")
-        c4.download_button("Figure (PNG)", lambda: figure_png(figure(name, head, cfg, n, r)),
+        all_rows = bool(st.session_state.get(state.ALL_ROWS, False))
+        c4.download_button("Figure (PNG)", lambda: figure_png(name, head, cfg, n, r, all_rows),
                            file_name=f"{stem}_step{n}_{name.replace(' ', '_')}.png",
                            mime="image/png", key="dl_png", on_click="ignore")

@@ -1,15 +1,17 @@
 """The tile map panel: which tiles the mask skips, which were visited, where we are.
 
-A click on a computed tile jumps to its step: the chart's ``"click"`` trace carries
-``customdata = [n, i, j]`` per tile (``plots.tile_map``) and ``on_select`` runs
-``_on_click`` before the rerun. The chart's identity changes with its figure (every step),
-so a selection never lingers into the next step.
+The map is a PNG from ``images.tile_map`` shown by a tiny custom component (Streamlit's
+components v2: a few lines of inline JavaScript, no bundle). A click on the grid sends the
+tile as the trigger value ``tile = [n, i, j]`` (n = -1 for a skipped tile); ``_on_click``
+turns it into the step cursor before the rerun. The component also writes the hovered
+tile's class and step into the image's tooltip, and exposes the outlined tile (``data-current="i,j"``) and the grid's box and size
+(``data-grid``, ``data-tr``, ``data-tc``) on the ``<img>``, for the browser tests.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from .. import plots
+from .. import images
 from ..stats import tile_work
 from ..trace import Trace
 from . import state
@@ -17,22 +19,81 @@ from . import state
 KEY = "tilemap"
 _SKIPPED_CLICK = "_tilemap_skipped"
 
+_JS = """
+export default function ({ data, parentElement, setTriggerValue }) {
+  let img = parentElement.querySelector("img.tilemap");
+  if (!img) {
+    img = document.createElement("img");
+    img.className = "tilemap";
+    img.style.width = "100%";
+    img.style.display = "block";
+    parentElement.appendChild(img);
+  }
+  img.src = data.src;
+  img.alt = data.alt;
+  img.style.maxWidth = data.width + "px";
+  img.dataset.current = data.current.join(",");
+  img.dataset.grid = data.grid.join(",");
+  img.dataset.tr = data.Tr;
+  img.dataset.tc = data.Tc;
+  const [gx0, gy0, gx1, gy1] = data.grid;
+  const tileAt = (e) => {
+    const r = img.getBoundingClientRect();
+    const fx = (e.clientX - r.left) / r.width, fy = (e.clientY - r.top) / r.height;
+    const j = Math.floor((fx - gx0) / (gx1 - gx0) * data.Tc);
+    const i = Math.floor((fy - gy0) / (gy1 - gy0) * data.Tr);
+    return i >= 0 && i < data.Tr && j >= 0 && j < data.Tc ? [i, j] : null;
+  };
+  img.onclick = (e) => {
+    const t = tileAt(e);
+    if (t) setTriggerValue("tile", [data.steps[t[0] * data.Tc + t[1]], t[0], t[1]]);
+  };
+  img.onmousemove = (e) => {
+    const t = tileAt(e);
+    img.style.cursor = t ? "pointer" : "default";
+    if (!t) { img.title = ""; return; }
+    const [i, j] = t, k = i * data.Tc + j, n = data.steps[k];
+    const r0 = i * data.Br, r1 = Math.min(r0 + data.Br, data.Lq) - 1;
+    const k0 = j * data.Bc, k1 = Math.min(k0 + data.Bc, data.Lk) - 1;
+    img.title = `Q block ${i} (rows ${r0}-${r1}) x KV block ${j} (keys ${k0}-${k1}): ` +
+      data.names[data.status[k]] + (n >= 0 ? `, step ${n}` : ", not computed");
+  };
+}
+"""
 
-def clicked_step(event) -> tuple[int, int, int] | None:
-    """(n, i, j) of the first clicked tile in a plotly selection event, or None."""
+_component = st.components.v2.component("attnviz_tilemap", js=_JS, isolate_styles=False)
+
+
+def component_data(trace: Trace, n: int) -> dict:
+    """What the component draws and needs to map a click: the PNG, the grid's box as
+    fractions of the image, the outlined tile, and each tile's class and step (-1: none)."""
+    c = trace.config
+    fig = images.tile_map(trace, n)
+    steps = [-1] * (c.Tr * c.Tc)
+    for s in trace.steps:
+        steps[s.i * c.Tc + s.j] = s.n
+    names = list(images.STATUS_CODE)
+    return {
+        "src": fig.data_url(),
+        "alt": fig.alt,
+        "width": fig.width, "grid": fig.meta["grid"], "current": fig.meta["current"],
+        "Tr": c.Tr, "Tc": c.Tc, "Br": c.Br, "Bc": c.Bc, "Lq": c.Lq, "Lk": c.Lk,
+        "names": names, "status": [images.STATUS_CODE[x] for x in trace.tile_status.ravel()],
+        "steps": steps,
+    }
+
+
+def clicked_step(value) -> tuple[int, int, int] | None:
+    """(n, i, j) of a click's trigger value ``[n, i, j]`` (n = -1: a skipped tile), or None."""
     try:
-        points = event["selection"]["points"]
-    except (KeyError, TypeError):
+        n, i, j = (int(x) for x in value)
+    except (TypeError, ValueError):
         return None
-    for p in points:
-        data = p.get("customdata")
-        if data is not None and len(data) == 3:
-            return int(data[0]), int(data[1]), int(data[2])
-    return None
+    return n, i, j
 
 
 def _on_click() -> None:
-    hit = clicked_step(st.session_state.get(KEY))
+    hit = clicked_step((st.session_state.get(KEY) or {}).get("tile"))
     if hit is None:
         return
     n, i, j = hit
@@ -44,7 +105,8 @@ def _on_click() -> None:
     state.navigated()
 
 
-def render(trace: Trace, n: int) -> None:
+def render(trace: Trace, data: dict) -> None:
+    """The panel; ``data`` is ``component_data`` of the current step, drawn beforehand."""
     w = tile_work(trace)
     st.markdown("#### Tile map")
     st.caption(
@@ -58,8 +120,7 @@ def render(trace: Trace, n: int) -> None:
         f"partial), **{w.skipped}** skipped: the mask saved **{100 * w.saved_fraction:.1f}%** "
         f"of the score matrix; {100 * w.wasted_fraction:.1f}% of the computed scores were "
         "masked inside partial tiles.")
-    st.plotly_chart(plots.tile_map(trace, n), theme=None, key=KEY, on_select=_on_click,
-                    selection_mode="points", config={"displayModeBar": False})
+    _component(key=KEY, data=data, on_tile_change=_on_click)
     skipped = st.session_state.pop(_SKIPPED_CLICK, None)
     if skipped:
         st.info(f"Tile (Q block {skipped[0]}, KV block {skipped[1]}) is skipped: no query of "

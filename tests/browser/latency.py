@@ -3,11 +3,13 @@
     .venv/bin/python -m tests.browser.latency
 
 Starts its own server, warms it with one page load, then reports
-* first load on a warmed server: navigation until the tile map has drawn its tiles, in a
-  fresh browser profile (every script chunk, Plotly's 4.7 MB among them, downloaded and
-  compiled) and reloaded in the same profile (browser cache warm);
-* step click: "Next" until the new step's heading, URL and tile-map outline are shown,
-  for L = 1024 with the kernel's default blocks for D = 64 and for the first-look preset.
+* first load on a warmed server: navigation until the tile map's image has loaded, in a
+  fresh browser profile (every script chunk downloaded and compiled) and reloaded in the
+  same profile (browser cache warm); also until every figure of the page has loaded;
+* step click: "Next" until the new step's heading and URL are shown and every figure of the
+  step view (tile map, S/P~ tiles, row history, output rows) is a loaded image of the new
+  step, for L = 1024 with the kernel's default blocks for D = 64, the seed engine's 32 x 64
+  blocks, and the first-look preset.
 """
 from __future__ import annotations
 
@@ -18,35 +20,46 @@ from playwright.sync_api import sync_playwright
 
 from kernels import default_blocks
 
-from .pages import TILEMAP, button, current_step, open_view, outlined_tile, wait_ready
+from .pages import (
+    STEP_FIGURES,
+    button,
+    current_step,
+    figures_show_step,
+    open_view,
+    outlined_tile,
+    wait_ready,
+)
 from .server import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, streamlit_server
 
-ALL_CHARTS = 5  # tile map, S/P tiles, row history, output rows, memory
+ALL_FIGURES = (*STEP_FIGURES, "memory_chart")
 
 
 def _all_drawn(page) -> None:
+    keys = ",".join(f"'{k}'" for k in ALL_FIGURES)
     page.wait_for_function(
-        f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {ALL_CHARTS}",
-        timeout=90_000)
+        f"() => [{keys}].every(k => {{ const img = document.querySelector(`.st-key-${{k}} img`);"
+        " return img && img.complete && img.naturalWidth > 0; })", timeout=90_000)
 
 
-def _first_loads(browser, url: str, n: int = 3) -> tuple[list[float], list[float]]:
-    """(fresh browser profile, same profile reloaded): until the tile map has drawn."""
-    fresh, reload = [], []
+def _first_loads(browser, url: str, n: int = 3) -> dict[str, list[float]]:
+    """Fresh browser profile and the same profile reloaded: until the tile map has loaded,
+    and (fresh) until every figure on the page has."""
+    times: dict[str, list[float]] = {"fresh": [], "fresh, all figures": [], "reload": []}
     for _ in range(n):
         ctx = browser.new_context(viewport=VIEWPORT)
         page = ctx.new_page()
         t0 = time.perf_counter()
         page.goto(url)
         wait_ready(page)
-        fresh.append(time.perf_counter() - t0)
+        times["fresh"].append(time.perf_counter() - t0)
         _all_drawn(page)
+        times["fresh, all figures"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         page.reload()
         wait_ready(page)
-        reload.append(time.perf_counter() - t0)
+        times["reload"].append(time.perf_counter() - t0)
         ctx.close()
-    return fresh, reload
+    return times
 
 
 def _step_clicks(page, clicks: int = 10) -> list[float]:
@@ -59,16 +72,17 @@ def _step_clicks(page, clicks: int = 10) -> list[float]:
             f"""() => {{
                 const h = [...document.querySelectorAll('h4')].find(
                     e => e.innerText.startsWith('Step {n + 1} of '));
-                const gd = document.querySelector('{TILEMAP}');
-                return h && location.search.includes('step={n + 1}&') && gd && gd.layout;
+                return h && location.search.includes('step={n + 1}&')
+                    && ({figures_show_step(n + 1)})();
             }}""", timeout=30_000)
         times.append(time.perf_counter() - t0)
     return times
 
 
 def _summary(name: str, xs: list[float]) -> str:
-    return (f"{name}: median {statistics.median(xs):.3f} s, min {min(xs):.3f} s, "
-            f"max {max(xs):.3f} s over {len(xs)}")
+    p90 = statistics.quantiles(xs, n=10, method="inclusive")[-1] if len(xs) > 1 else xs[0]
+    return (f"{name}: median {statistics.median(xs):.3f} s, p90 {p90:.3f} s, "
+            f"min {min(xs):.3f} s, max {max(xs):.3f} s over {len(xs)}")
 
 
 def main() -> None:
@@ -76,9 +90,10 @@ def main() -> None:
     with streamlit_server() as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         _first_loads(browser, url, 1)  # warm the server: kernels, trace cache
-        fresh, reload = _first_loads(browser, url)
-        print(_summary("first load (warmed server, fresh browser profile)", fresh))
-        print(_summary("reload (warmed server, browser cache warm)", reload))
+        loads = _first_loads(browser, url)
+        print(_summary("first load (warmed server, fresh browser profile)", loads["fresh"]))
+        print(_summary("first load, every figure of the page", loads["fresh, all figures"]))
+        print(_summary("reload (warmed server, browser cache warm)", loads["reload"]))
         page = browser.new_page(viewport=VIEWPORT)
         for label, params in (
                 (f"step click, L=1024 D=64 blocks {Br}x{Bc}",

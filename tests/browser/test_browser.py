@@ -5,14 +5,17 @@ Screenshots go to test-artifacts/ (1280 x 1600 viewport); look at them after a c
 import re
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 from .pages import (
+    TILEMAP,
     assert_no_exception,
     button,
     click_tile,
     current_step,
     open_view,
+    outline_color,
     outlined_tile,
     screenshot,
     scroll_to,
@@ -21,6 +24,11 @@ from .pages import (
 from .server import ARTIFACTS
 
 pytestmark = pytest.mark.browser
+OUTLINE = (220, 38, 38)  # images.CURRENT_COLOR on screen
+
+
+def _red(color) -> bool:
+    return color[0] > 180 and color[1] < 90 and color[2] < 90
 
 
 def _settled_step(page: Page, quiet_ms: int = 1_500, timeout_ms: int = 20_000) -> int:
@@ -40,6 +48,10 @@ def test_open_step_click_a_tile_and_play(page: Page, app_url: str):
     open_view(page, app_url)
     assert current_step(page) == (0, 35)
     assert outlined_tile(page) == [0, 0]
+    assert _red(outline_color(page, 0, 0)) and not _red(outline_color(page, 1, 0))
+    for key in ("step_tiles", "row_history", "output_rows"):  # drawn, at most their width
+        box = page.locator(f".st-key-{key} img").bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 150, key
     screenshot(page, "01_first_look.png")
 
     for n in (1, 2, 3):
@@ -52,10 +64,11 @@ def test_open_step_click_a_tile_and_play(page: Page, app_url: str):
     click_tile(page, 5, 3)
     n = 1 + 2 + 3 + 4 + 5 + 3  # steps of Q blocks 0..4, then j = 0, 1, 2 before (5, 3)
     wait_for_step(page, n)
-    page.wait_for_function("() => { const gd = document.querySelector("
-                           "'.st-key-tilemap .js-plotly-plot'); const s = gd.layout.shapes"
-                           ".find(s => s.name === 'current'); return s && s.x0 === 2.5; }")
+    page.wait_for_function(f"() => document.querySelector('{TILEMAP}').dataset.current"
+                           " === '5,3'")
     assert outlined_tile(page) == [5, 3]
+    page.wait_for_timeout(300)  # the new image painted
+    assert _red(outline_color(page, 5, 3)) and not _red(outline_color(page, 0, 0))
     screenshot(page, "02_tile_clicked.png")
 
     button(page, "Play").click()
@@ -153,12 +166,15 @@ def test_timing_memory_and_png_export(page: Page, app_url: str):
     scroll_to(page, page.get_by_text("Memory: the full score matrix vs a tile"))
     screenshot(page, "09_memory.png")
 
-    page.get_by_text("Share and export").click()
+    page.get_by_text("Share and export").click()  # opening it draws its contents
     with page.expect_download(timeout=90_000) as dl:
         button(page, "Figure (PNG)").click()
     path = dl.value.path()
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    exported = Image.open(path)
+    shown = page.locator(TILEMAP).evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert exported.width >= shown[0] and exported.height > shown[1]  # the map under a title
     dl.value.save_as(ARTIFACTS / "10_exported_tile_map.png")
     with page.expect_download(timeout=30_000) as dl:
         button(page, "Trace (JSON)").click()

@@ -1,0 +1,329 @@
+"""The step view's figures (and the memory chart) as images: pure functions of a Trace.
+
+Each builder returns a ``Figure``: a PNG drawn on the server with ``attnviz.raster``, plus the
+data-to-pixel maps of its plots (``fig.plots[name].pixel(x, y)``), so tests read a figure
+back by its pixels and the tile map's click handler maps a click to a tile. Nothing here
+imports Streamlit. Names follow the paper: Q block i (rows), KV block j (keys), S the scaled
+masked scores, P~ = exp(S - m'), m the running max, l the running denominator, alpha the
+rescale factor.
+
+Why images: these figures change on every step click. Drawn here they cost a few ms of
+server time and an ``<img>`` swap in the browser, where Plotly needed ~1 s per click and a
+4.7 MB script on the first load. Exact values stay readable in the app's tables.
+
+Conventions the app and tests rely on:
+* matrices keep row 0 on top; axes are labelled with absolute row, key and block indices;
+* ``tile_map``: plot ``"tiles"`` has one cell per tile at data (j, i); ``meta["grid"]`` is
+  the grid's box as fractions of the image (the click target), ``meta["current"]`` the
+  outlined tile (i, j);
+* masked scores are ``MASK_COLOR`` in both S and P~; rows not finished yet are
+  ``PENDING_COLOR`` in the output heatmap.
+"""
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .plots import bytes_label, length_label
+from .raster import (
+    DIVERGING,
+    MUTED,
+    VIRIDIS,
+    WHITE,
+    Axis,
+    Canvas,
+    Plot,
+    blend,
+    colorbar,
+    index_ticks,
+    legend,
+    log_ticks,
+    nice_ticks,
+    rgb,
+)
+from .trace import Trace
+
+STATUS_CODE = {"skipped": 0, "full": 1, "partial": 2}
+STATUS_COLOR = {"skipped": "#e5e7eb", "full": "#3b82f6", "partial": "#f59e0b"}
+VISITED_SHADE, VISITED_ALPHA = "#0f172a", 0.45
+CURRENT_COLOR = "#dc2626"
+RESCALE_COLOR = "#dc2626"
+MASK_COLOR = "#9aa0a8"  # darker than the diverging scale's white zero: never mistaken for S = 0
+PENDING_COLOR = "#eceef1"
+M_COLOR, L_COLOR, ERR_COLOR, ROWS_COLOR = "#2563eb", "#16a34a", "#7c3aed", "#b4bcc8"
+COLORWAY = ["#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#0891b2", "#ca8a04", "#db2777"]
+
+
+@dataclass
+class Figure:
+    """A drawn figure: its canvas, its plots by name, a text alternative (it names the
+    step, so the browser tests see which step an image shows), facts for clicks and tests."""
+    canvas: Canvas
+    plots: dict[str, Plot]
+    alt: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:  # logical pixels
+        return self.canvas.width
+
+    def png(self) -> bytes:
+        return self.canvas.png()
+
+    def data_url(self) -> str:
+        """The PNG as a ``data:`` URL: Streamlit shows it as given (bytes it would decode,
+        resize to the display width and re-encode as JPEG: slower, blurred on HiDPI)."""
+        return "data:image/png;base64," + base64.b64encode(self.png()).decode()
+
+    def array(self) -> np.ndarray:
+        """[H, W, 3] uint8 device pixels."""
+        return np.asarray(self.canvas.image)
+
+    def titled_png(self, title: str, subtitle: str = "") -> bytes:
+        """The figure under a title band, as PNG bytes (for export: a slide needs context)."""
+        band = 58 if subtitle else 40
+        probe = self.canvas
+        width = max(probe.width, int(max(probe.text_width(title, 16),
+                                         probe.text_width(subtitle, 11))) + 28)
+        out = Canvas(width, self.canvas.height + band, self.canvas.scale)
+        out.text((14, 12), title, size=16)
+        if subtitle:
+            out.text((14, 36), subtitle, size=11, color=MUTED)
+        out.image.paste(self.canvas.image, (0, band * self.canvas.scale))
+        return out.png()
+
+
+def tile_status_colors(trace: Trace, n: int) -> np.ndarray:
+    """[Tr, Tc, 3]: each tile's class colour, darkened where visited up to step n."""
+    status = trace.tile_status
+    out = np.zeros((*status.shape, 3), np.uint8)
+    for name, color in STATUS_COLOR.items():
+        out[status == name] = rgb(color)
+    for s in trace.steps[: n + 1]:
+        out[s.i, s.j] = blend(STATUS_COLOR[status[s.i, s.j]], VISITED_SHADE, VISITED_ALPHA)
+    return out
+
+
+def tile_map(trace: Trace, n: int) -> Figure:
+    """The [Tr, Tc] grid coloured by tile class, tiles visited up to step n shaded, step n's
+    tile outlined; square cells, the grid at most 300 px a side (the page's left column)."""
+    c = trace.config
+    cell = min(40.0, 300 / max(c.Tr, c.Tc))
+    left, right, bottom = 58, 14, 46
+    w, h = cell * c.Tc, cell * c.Tr
+    W = int(max(left + w + right, 340))
+    entries = ([(k, "s", v) for k, v in STATUS_COLOR.items()]
+               + [("visited (shaded)", "s", blend("#3b82f6", VISITED_SHADE, VISITED_ALPHA)),
+                  ("current", "s", CURRENT_COLOR)])
+    top = 12 + legend(Canvas(W, 1), 6, 4, entries, W - 12, draw=False)
+    H = int(top + h + bottom)
+    cv = Canvas(W, H)
+    box = (left, top, left + w, top + h)
+    p = Plot(cv, box, Axis(-0.5, c.Tc - 0.5), Axis(-0.5, c.Tr - 0.5, flip=True))
+    p.cells(tile_status_colors(trace, n))
+    if cell >= 6:  # white borders while cells are big enough to keep them
+        for j in range(1, c.Tc):
+            cv.line([p.xy(j - 0.5, -0.5), p.xy(j - 0.5, c.Tr - 0.5)], WHITE, 1)
+        for i in range(1, c.Tr):
+            cv.line([p.xy(-0.5, i - 0.5), p.xy(c.Tc - 0.5, i - 0.5)], WHITE, 1)
+    cur = trace.steps[n]
+    (x0, y0), (x1, y1) = p.xy(cur.j - 0.5, cur.i - 0.5), p.xy(cur.j + 0.5, cur.i + 0.5)
+    cv.rect((x0, y0, x1, y1), outline=CURRENT_COLOR, width=3 if cell >= 12 else 2)
+    p.xticks(index_ticks(0, c.Tc), title="KV block j (keys)")
+    p.yticks(index_ticks(0, c.Tr), title="Q block i" if c.Tr < 4 else "Q block i (query rows)")
+    legend(cv, 6, 4, entries, W - 12)
+    return Figure(cv, {"tiles": p}, f"tile map, step {n}: Q block {cur.i} × KV block {cur.j} "
+                  f"outlined", {
+        "grid": [box[0] / W, box[1] / H, box[2] / W, box[3] / H], "current": [cur.i, cur.j]})
+
+
+def _matrix_axes(p: Plot, i0: int, i1: int, k0: int, k1: int, *, y_title: bool) -> None:
+    p.xticks(index_ticks(k0, k1 - k0, 5), title="key")
+    p.yticks(index_ticks(i0, i1 - i0, 8 if i1 - i0 > 4 else 4),
+             title="query row" if y_title else "")
+
+
+def step_tiles(trace: Trace, n: int) -> Figure:
+    """Step n's S tile and its P~ tile side by side, masked entries in ``MASK_COLOR``, each
+    with its colour bar; axes in absolute query rows and keys."""
+    s = trace.steps[n]
+    c = trace.config
+    S, P = trace.tiles(n)
+    (i0, i1), (k0, k1) = c.rows(s.i), c.keys(s.j)
+    masked = ~np.isfinite(S)
+    finite = S[~masked]
+    span = float(np.abs(finite).max()) if finite.size else 1.0
+    span = span or 1.0
+    ph = 220 if i1 - i0 > 4 else 56
+    top, W = 50, 440
+    cv = Canvas(W, top + ph + 46)
+    panels = {}
+    for name, x0, Z, cmap, lo, hi, title in (
+            ("S", 52, S, DIVERGING, -span, span, "S = Q·Kᵀ/√D"),
+            ("P~", 264, np.where(masked, np.nan, P), VIRIDIS, 0.0, 1.0, "P~ = exp(S − m new)")):
+        box = (x0, top, x0 + 130, top + ph)
+        p = Plot(cv, box, Axis(k0 - 0.5, k1 - 0.5), Axis(i0 - 0.5, i1 - 0.5, flip=True))
+        p.cells(cmap.colors(Z, lo, hi, MASK_COLOR))
+        cv.rect(box, outline=(160, 166, 176))
+        _matrix_axes(p, i0, i1, k0, k1, y_title=name == "S")
+        p.title(title)
+        colorbar(cv, (box[2] + 8, top, box[2] + 18, top + ph), cmap, lo, hi,
+                 None if name == "S" else [0, 0.25, 0.5, 0.75, 1])
+        panels[name] = p
+    legend(cv, 52, 2, [("masked (S = −∞, so P~ = 0)", "s", MASK_COLOR)], W - 60)
+    return Figure(cv, panels, f"S and P~ tiles, step {n}: rows {i0}–{i1 - 1} × keys "
+                  f"{k0}–{k1 - 1}", {"span": span})
+
+
+def _padded(lo: float, hi: float) -> tuple[float, float]:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return 0.0, 1.0
+    pad = 0.08 * (hi - lo) if hi > lo else max(0.5, 0.1 * abs(hi))
+    return lo - pad, hi + pad
+
+
+def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> Figure:
+    """m (left axis) and l (right axis) of query row r after each step of its Q block up to
+    step n; rescale events (alpha < 1 with state to rescale) as red triangles; step n's KV
+    block as a dashed line. ``all_rows``: m of every row of the block too (thin grey)."""
+    c = trace.config
+    i0, _ = c.rows(r // c.Br)
+    t = r - i0
+    steps = trace.row_history(r)
+    upto = [s for s in steps if s.n <= n]
+    js = [s.j for s in upto]
+    m = [float(s.m[t]) for s in upto]
+    ls = [float(s.l[t]) for s in upto]
+    resc = [s for s in upto if s.alpha[t] != 1.0 and np.isfinite(s.m_before[t])]
+    M = np.stack([s.m for s in upto], axis=1) if all_rows and upto else np.empty((0, 0))
+    mvals = np.array([*m, *M.ravel()], float)
+    mvals = mvals[np.isfinite(mvals)]
+    m_lo, m_hi = _padded(*(mvals.min(), mvals.max()) if mvals.size else (math.nan, math.nan))
+    l_hi = max([v for v in ls if math.isfinite(v)] + [0.0]) * 1.1 or 1.0
+    all_js = [s.j for s in steps]
+    x_axis = Axis(min(all_js) - 0.5, max(all_js) + 0.5)
+    entries = [(f"m (row {r})", "-", M_COLOR), (f"l (row {r})", "--", L_COLOR),
+               ("rescale (alpha < 1)", "^", RESCALE_COLOR),
+               (f"step {n} (KV block {trace.steps[n].j})", "--", CURRENT_COLOR)]
+    if all_rows:
+        entries.append((f"m of rows {i0}–{i0 + M.shape[0] - 1}", "-", ROWS_COLOR))
+    W = 400
+    legend_h = legend(Canvas(W, 1), 8, 0, entries, W - 16, draw=False)
+    H = int(12 + 210 + 48 + legend_h + 6)
+    box = (62, 12, W - 62, 222)
+    cv = Canvas(W, H)
+    pm = Plot(cv, box, x_axis, Axis(m_lo, m_hi))
+    pl = Plot(cv, box, x_axis, Axis(0.0, l_hi))
+    m_ticks = nice_ticks(m_lo, m_hi, 6)
+    pm.frame(grid_y=m_ticks)
+    pm.vline(trace.steps[n].j, CURRENT_COLOR, 1.5)
+    for row in M:
+        pm.line(js, row.tolist(), ROWS_COLOR, 1)
+    pl.line(js, ls, L_COLOR, 2.5, dash=(3, 3))
+    pl.markers(js, ls, "o", 6, L_COLOR)
+    pm.line(js, m, M_COLOR, 3)
+    pm.markers(js, m, "o", 7, M_COLOR)
+    pm.markers([s.j for s in resc], [float(s.m[t]) for s in resc], "^", 14, RESCALE_COLOR)
+    pm.xticks(index_ticks(min(all_js), len(all_js), 10), title="KV block j")
+    pm.yticks(m_ticks, title="running max m", color=M_COLOR)
+    pl.yticks(nice_ticks(0.0, l_hi, 6), title="running denominator l", right=True,
+              color=L_COLOR)
+    legend(cv, 8, 222 + 48, entries, W - 16)
+    return Figure(cv, {"m": pm, "l": pl}, f"row history of query row {r} up to step {n}", {
+        "j": js, "m": m, "l": ls, "all_rows": M.shape[0],
+        "rescale": [(s.j, float(s.alpha[t]), s.n) for s in resc]})
+
+
+def output_rows(trace: Trace, n: int, done: np.ndarray, err_o: np.ndarray,
+                max_rows: int = 256) -> Figure:
+    """Left: O for the rows finished by step n (others ``PENDING_COLOR``); right: each
+    finished row's max |O - O_oracle| on a log axis. More than ``max_rows`` rows: the
+    heatmap shows every k-th row."""
+    c = trace.config
+    stride = max(1, math.ceil(c.Lq / max_rows))
+    rows = np.arange(0, c.Lq, stride)
+    O = np.where(done[:, None], trace.out, np.nan)[rows]
+    r_done = np.flatnonzero(done)
+    span = float(np.abs(O[np.isfinite(O)]).max()) if np.isfinite(O).any() else 1.0
+    span = span or 1.0
+    W, H, top, ph = 820, 300, 44, 200
+    cv = Canvas(W, H)
+    box = (62, top, 330, top + ph)
+    po = Plot(cv, box, Axis(-0.5, c.D - 0.5), Axis(-0.5, len(rows) * stride - 0.5, flip=True))
+    po.cells(DIVERGING.colors(O, -span, span, PENDING_COLOR))
+    cv.rect(box, outline=(160, 166, 176))
+    po.xticks(index_ticks(0, c.D, 8), title="d (head dim)")
+    po.yticks(index_ticks(0, c.Lq, 8), title="query row")
+    every = f" (every {stride}th row)" if stride > 1 else ""
+    po.title("O rows finished so far" + every)
+    colorbar(cv, (box[2] + 8, top, box[2] + 18, top + ph), DIVERGING, -span, span)
+    legend(cv, 62, 2, [("not finished yet", "s", PENDING_COLOR)], 260)
+    ebox = (440, top, W - 16, top + ph)
+    err = np.maximum(err_o[r_done], 1e-12)  # an error of exactly 0 cannot sit on a log axis
+    lo, hi = (float(err.min()), float(err.max())) if err.size else (1e-8, 1e-6)
+    ticks = log_ticks(lo, hi)
+    pe = Plot(cv, ebox, Axis(-0.5, c.Lq - 0.5), Axis(ticks[0], max(ticks[-1], ticks[0] * 10),
+                                                      log=True))
+    pe.frame(grid_y=ticks)
+    pe.markers(r_done.tolist(), err.tolist(), "o", 4 if c.Lq > 64 else 6, ERR_COLOR)
+    pe.xticks(index_ticks(0, c.Lq, 8), title="query row")
+    pe.yticks(ticks, [f"1e{round(math.log10(v))}" for v in ticks])
+    pe.title("max |O − O₆₄| per finished row (O₆₄: float64 oracle)", size=12)
+    if not err.size:
+        cv.text(((ebox[0] + ebox[2]) / 2, (ebox[1] + ebox[3]) / 2), "no row finished yet",
+                anchor="mm", color=MUTED)
+    return Figure(cv, {"O": po, "error": pe}, output_rows_alt(n, int(done.sum()), c.Lq),
+                  {"stride": stride, "rows_done": int(done.sum())})
+
+
+def output_rows_alt(n: int, rows_done: int, Lq: int) -> str:
+    """The output figure's text alternative. Its image only changes when a Q block finishes;
+    the app reuses it for the steps between and names the current step here."""
+    return f"output rows finished by step {n}: {rows_done} of {Lq}"
+
+
+def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, current_L: int,
+                 measured: dict[str, tuple[int, int]] | None = None,
+                 x_title: str = "sequence length L") -> Figure:
+    """Bytes of each method over L (log-log), this machine's RAM as a dashed line, the current
+    L as a dotted line; ``measured``: name -> (L, peak extra bytes) as crosses."""
+    shown = {name: ys for name, ys in series.items() if any(ys)}  # no GQA copy if Hq == Hkv
+    measured = measured or {}
+    lo = min(*(min(y for y in ys if y > 0) for ys in shown.values()),
+             *(max(b, 1) for _, b in measured.values()))
+    hi = max(max(max(ys) for ys in shown.values()), ram,
+             *(max(b, 1) for _, b in measured.values()))
+    exps = list(range(int(math.log2(lo)) // 10 * 10, int(math.log2(hi)) + 10, 10))
+    W = 500
+    cv = Canvas(W, 10)
+    colors = {name: COLORWAY[k % len(COLORWAY)] for k, name in enumerate(shown)}
+    entries = [(name, "o", colors[name]) for name in shown]
+    entries += [(f"measured: {name}", "x", "#111827") for name in measured]
+    entries += [(f"this machine's RAM ({bytes_label(ram)})", "--", CURRENT_COLOR),
+                (f"current L = {current_L}", "--", "#64748b")]
+    top = 10 + legend(cv, 10, 6, entries, W - 20, draw=False) + 8
+    H = int(top + 300 + 52)
+    cv = Canvas(W, H)
+    legend(cv, 10, 6, entries, W - 20)
+    box = (76, top, W - 16, top + 300)
+    p = Plot(cv, box, Axis(Ls[0] / 1.25, Ls[-1] * 1.25, log=True),
+             Axis(2.0 ** exps[0], 2.0 ** exps[-1], log=True))
+    ticks = [L for L in Ls if L == Ls[0] or L == Ls[-1] or (L.bit_length() - 1) % 2 == 1]
+    p.frame(grid_x=ticks, grid_y=[2.0**k for k in exps])
+    p.hline(ram, CURRENT_COLOR)
+    p.vline(current_L, "#64748b", 2, dash=(2, 3))
+    for name, ys in shown.items():
+        pos = [(L, y) for L, y in zip(Ls, ys, strict=True) if y > 0]
+        p.line([L for L, _ in pos], [y for _, y in pos], colors[name], 2.5)
+        p.markers([L for L, _ in pos], [y for _, y in pos], "o", 7, colors[name])
+    for L, b in measured.values():
+        p.markers([L], [max(b, 1)], "x", 12, "#111827")
+    p.xticks(ticks, [length_label(L) for L in ticks], title=x_title)
+    p.yticks([2.0**k for k in exps], [bytes_label(2**k) for k in exps])
+    cv.text((14, (box[1] + box[3]) / 2), "bytes", angle=90, size=12)
+    alt = f"bytes over {x_title} for {', '.join(shown)}; current L = {current_L}" + "".join(
+        f"; measured: {name} at L = {L}, {bytes_label(b)}" for name, (L, b) in measured.items())
+    return Figure(cv, {"bytes": p}, alt, {"series": list(shown), "measured": dict(measured)})

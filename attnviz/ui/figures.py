@@ -1,0 +1,68 @@
+"""The step view's images, all drawn before any element of the step view is sent.
+
+Why first: Streamlit sends each element as soon as it is drawn, and the browser re-renders
+the step view for each batch that arrives. With the ~50 ms of figure drawing between
+elements, one step reached the browser in several batches and cost several re-renders;
+drawn up front, the elements leave together and the browser renders the new step once.
+
+The output figure changes only when a Q block finishes, so it is kept (per session) until
+the number of finished rows changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from .. import images
+from ..stats import output_error
+from . import tilemap
+from .cache import TracedHead
+
+_OUTPUT_MEMO = "_output_figure"  # (head, rows finished, Shown)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A figure ready for ``st.image``: PNG data URL, display width (px), text alternative."""
+    url: str
+    width: int
+    alt: str
+
+    @classmethod
+    def of(cls, fig: images.Figure) -> Shown:
+        return cls(fig.data_url(), fig.width, fig.alt)
+
+
+@dataclass(frozen=True)
+class StepFigures:
+    tile_map: dict  # the tile map component's data (``tilemap.component_data``)
+    tiles: Shown  # S and P~
+    row: Shown  # one row's m and l history
+    output: Shown  # finished output rows and their errors
+
+
+def build(head: TracedHead, n: int, r: int, all_rows: bool) -> StepFigures:
+    """Every image of step n (row r's history)."""
+    trace = head.trace
+    done, err_o, _ = output_error(trace, head.O_ref, head.lse_ref, n)
+    rows_done = int(done.sum())
+    memo = st.session_state.get(_OUTPUT_MEMO)
+    if memo and memo[0] is head and memo[1] == rows_done:
+        output = Shown(memo[2].url, memo[2].width,
+                       images.output_rows_alt(n, rows_done, trace.config.Lq))
+    else:
+        output = Shown.of(images.output_rows(trace, n, done, err_o))
+        st.session_state[_OUTPUT_MEMO] = (head, rows_done, output)
+    return StepFigures(
+        tile_map=tilemap.component_data(trace, n),
+        tiles=Shown.of(images.step_tiles(trace, n)),
+        row=Shown.of(images.row_history(trace, n, r, all_rows=all_rows)),
+        output=output)
+
+
+def show(fig: Shown, key: str) -> None:
+    """An image at most its display width (it is drawn at twice that, for HiDPI screens), in
+    a container keyed ``key`` so that tests and the browser find it."""
+    with st.container(key=key):
+        st.image(fig.url, width=fig.width, alt=fig.alt)
