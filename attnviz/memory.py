@@ -51,9 +51,9 @@ def numpy_standard_bytes(s: Shape) -> int:
 
 
 def tile_working_set(Br: int, Bc: int, D: int) -> int:
-    """One streaming worker: S and P~ tiles [Br, Bc]; acc and PV [Br, D]; m, l, alpha [Br];
-    qpos [Br] int64; the exp's exponent workspace [Bc] int32."""
-    return F32 * (2 * Br * Bc + 2 * Br * D + 3 * Br + Bc) + 8 * Br
+    """One streaming worker: S and P~ tiles [Br, Bc]; acc [Br, D]; m, l, alpha [Br];
+    qpos [Br] int64."""
+    return F32 * (2 * Br * Bc + Br * D + 3 * Br) + 8 * Br
 
 
 def streaming_bytes(s: Shape, Br: int, Bc: int, threads: int) -> int:

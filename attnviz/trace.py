@@ -138,8 +138,7 @@ class Trace:
         P = np.empty((rows, cols), np.float32)
         tile_update(self.q[i0:i1], self.k[k0:k1], self.v[k0:k1], c.qpos(step.i), k0, c.Lk,
                     c.mask.causal, c.mask.window, step.kind == "partial", np.float32(c.scale),
-                    m, l, acc, S, P, np.empty((rows, c.D), np.float32),
-                    np.empty(rows, np.float32), np.empty(cols, np.int32))
+                    m, l, acc, S, P, np.empty(rows, np.float32))
         return S, P
 
     def row_history(self, r: int) -> list[Step]:
@@ -211,8 +210,7 @@ def run_trace(q, k, v, *, causal=True, q_offset=None, window=None, scale=None,
             P = np.empty_like(S)
             alpha = np.empty(rows, np.float32)
             tile_update(q[i0:i1], k[k0:k1], v[k0:k1], qpos, k0, Lk, c.mask.causal,
-                        c.mask.window, cls == PARTIAL, scale32, m, l, acc, S, P,
-                        np.empty((rows, D), np.float32), alpha, np.empty(k1 - k0, np.int32))
+                        c.mask.window, cls == PARTIAL, scale32, m, l, acc, S, P, alpha)
             step = Step(
                 n=len(trace.steps), i=i, j=j, kind=TILE_NAMES[cls],
                 m_before=m_before, m=m.copy(), l_before=l_before, l=l.copy(), alpha=alpha,

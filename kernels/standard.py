@@ -34,24 +34,23 @@ def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, causal, window):
         i0 = i * ROWS
         i1 = min(i0 + ROWS, Lq)
         Si = S[b, h, i0:i1]  # [rows, Lk]
-        matmul_nt(Q[b, h, i0:i1], K[b, hk], Si)  # the full score rows (BLAS unless few)
+        matmul_nt(scale, Q[b, h, i0:i1], K[b, hk], Si)  # scaled score rows (BLAS unless few)
         P_row = np.empty(Lk, np.float32)  # exp output (must not alias its input)
-        E = np.empty(Lk, np.int32)
         for r in range(i1 - i0):
             lo, hi = row_span(q_offset + i0 + r, Lk, causal, window)
             row = Si[r]
             mx = np.float32(-np.inf)
             for c in range(Lk):
-                s = row[c] * scale if lo <= c < hi else np.float32(-np.inf)
+                s = row[c] if lo <= c < hi else np.float32(-np.inf)
                 row[c] = s
                 mx = max(mx, s)
             if mx == -np.inf:  # the row sees no key: P = 0, O = 0, LSE = -inf
                 row[:] = 0.0
                 LSE[b, h, i0 + r] = -np.inf
                 continue
-            total = exp_shifted(row, mx, P_row, E)  # the same exp as the streaming kernel
+            total = exp_shifted(row, mx, P_row)  # the same exp as the streaming kernel
             inv = np.float32(1.0) / total
             for c in range(Lk):
                 row[c] = P_row[c] * inv  # P, normalized
             LSE[b, h, i0 + r] = mx + math.log(total)
-        matmul_nn(Si, V[b, hk], O[b, h, i0:i1])  # O = P V
+        matmul_nn(Si, V[b, hk], 0.0, O[b, h, i0:i1])  # O = P V

@@ -52,14 +52,13 @@ def prefill_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Br, Bc):
         acc = np.empty((n, D), np.float32)
         alpha = np.empty(n, np.float32)
         S = np.empty(2 * n * Bc, np.float32)  # S and P~ tiles
-        PV = np.empty((n, D), np.float32)
         init_state(m, l, acc)
         # KV tiles any row of this block can see: from the first row's lo to the last row's
         # hi (spans move right with the row); the rest are skipped without being visited
         j_lo = row_span(qpos[0], Lk, causal, window)[0] // Bc
         j_hi = cdiv(row_span(qpos[n - 1], Lk, causal, window)[1], Bc)
         attend_span(Q[b, h, i0:i1], K[b, hk], V[b, hk], qpos, j_lo, j_hi, Bc, Lk,
-                    causal, window, scale, m, l, acc, S, PV, alpha)
+                    causal, window, scale, m, l, acc, S, alpha)
         finalize(m, l, acc, O[b, h, i0:i1], LSE[b, h, i0:i1])
 
 
@@ -90,8 +89,7 @@ def decode_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Bc, per):
         lo = j_lo + c * per
         hi = min(lo + per, j_hi)
         attend_span(Qg, K[b, hk], V[b, hk], qpos, lo, hi, Bc, Lk, causal, window, scale,
-                    m, l, acc, np.empty(2 * g * Bc, np.float32), np.empty((g, D), np.float32),
-                    np.empty(g, np.float32))
+                    m, l, acc, np.empty(2 * g * Bc, np.float32), np.empty(g, np.float32))
     for bh in prange(B * Hkv):
         b, hk = divmod(np.int64(bh), Hkv)
         m, l, acc = m_part[b, hk, 0], l_part[b, hk, 0], acc_part[b, hk, 0]

@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from ._config import FASTMATH
+from .blas import float_from_bits, gemm
 
 # Tile classes (shared with attnviz.masks, which names them).
 SKIPPED = 0  # no visible key in the tile: not computed at all
@@ -91,26 +92,27 @@ SMALL_ROWS = 8
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def matmul_nt(A, B, C):
-    """C = A B^T for A [M, D], B [N, D], C [M, N]."""
+def matmul_nt(alpha, A, B, C):
+    """C = alpha * A B^T for A [M, D], B [N, D], C [M, N]."""
     if A.shape[0] > SMALL_ROWS:
-        np.dot(A, B.T, C)
+        gemm(alpha, A, B, 0.0, C, True)
         return
     for n in range(B.shape[0]):
         for i in range(A.shape[0]):
             s = np.float32(0.0)
             for d in range(A.shape[1]):
                 s += A[i, d] * B[n, d]
-            C[i, n] = s
+            C[i, n] = alpha * s
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def matmul_nn(A, B, C):
-    """C = A B for A [M, N], B [N, D], C [M, D]."""
+def matmul_nn(A, B, beta, C):
+    """C = A B + beta * C for A [M, N], B [N, D], C [M, D]; beta is 0 or 1."""
     if A.shape[0] > SMALL_ROWS:
-        np.dot(A, B, C)
+        gemm(1.0, A, B, beta, C, False)
         return
-    C[:] = 0.0
+    if beta == 0.0:
+        C[:] = 0.0
     for n in range(B.shape[0]):
         for i in range(A.shape[0]):
             a = A[i, n]
@@ -119,85 +121,85 @@ def matmul_nn(A, B, C):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def scale_mask_max(row, scale, c_lo, c_hi, m_old):
-    """row[c] *= scale for visible columns [c_lo, c_hi), -inf elsewhere; returns
+def mask_max(row, c_lo, c_hi, m_old):
+    """-inf outside the visible columns [c_lo, c_hi) of a score row; returns
     max(m_old, max(row)). Three branch-free loops, so each one vectorizes."""
     for c in range(c_lo):
         row[c] = NEG_INF
     m_new = m_old
     for c in range(c_lo, c_hi):
-        s = row[c] * scale
-        row[c] = s
-        m_new = max(m_new, s)
+        m_new = max(m_new, row[c])
     for c in range(c_hi, row.shape[0]):
         row[c] = NEG_INF
     return m_new
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def exp_shifted(x, shift, out, e):
+def exp_shifted(x, shift, out):
     """out[c] = exp(x[c] - shift) for a row x [n] with x - shift <= 0; returns sum(out).
 
-    ``e`` [n] int32 workspace. exp(-inf) = 0 exactly; results below ~2^-126 flush to 0.
-    Everything stays 32-bit so that both loops compile to AVX2 vector code.
+    exp(-inf) = 0 exactly; results below ~2^-126 flush to 0. Everything stays 32-bit and
+    2^k is built from its exponent bits, so the loop compiles to AVX2 vector code.
     """
     c0, c1, c2, c3, c4, c5, c6 = EXP2_POLY
-    n = x.shape[0]
-    for c in range(n):
+    total = np.float32(0.0)
+    for c in range(x.shape[0]):
         t = (x[c] - shift) * LOG2E  # exp(x) = 2^t
         t = max(t, np.float32(-127.0))  # also maps -inf
         b = np.int32(t + np.float32(127.5))  # round(t) + 127 >= 0: the biased exponent of 2^k
         k = np.float32(np.int32(b - np.int32(127)))  # in integers: reassoc must not fold
         f = t - k  # [-1/2, 1/2]                       # it into (t + 127) - b, losing t's bits
-        out[c] = c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
-        e[c] = b << 23  # the bits of the float 2^k (0.0 when b == 0: underflow)
-    two_k = e.view(np.float32)
-    total = np.float32(0.0)
-    for c in range(n):
-        out[c] *= two_k[c]  # 2^f * 2^k, exact
-        total += out[c]
+        two_f = c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
+        v = two_f * float_from_bits(b << 23)  # 2^f * 2^k, exact (2^k = 0.0 when b == 0)
+        out[c] = v
+        total += v
     return total
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def tile_update(Qi, Kj, Vj, qpos, k0, Lk, causal, window, masked, scale,
-                m, l, acc, S, P, PV, alpha, E):
+                m, l, acc, S, P, alpha):
     """One online-softmax step of the rows ``Qi`` against the KV tile starting at key ``k0``.
 
     Inputs:  Qi [Br, D], Kj [Bc, D], Vj [Bc, D] float32; qpos [Br] absolute row positions.
     State (updated in place): m [Br], l [Br], acc [Br, D].
     Outputs: S [Br, Bc] the scaled, masked scores; P [Br, Bc] P~ = exp(S - m');
              alpha [Br] the rescale factor applied to the old (l, acc).
-    Workspace: PV [Br, D], E [Bc] int32. ``masked=False`` promises a FULL tile.
-    S and P must not overlap: aliasing them would push LLVM onto the scalar fallback of the
-    exp loop, a different (slower) summation order than the traced driver's.
+    ``masked=False`` promises a FULL tile. S and P must not overlap: aliasing them would push
+    LLVM onto the scalar fallback of the exp loop, a different (slower) summation order than
+    the traced driver's.
     """
     Br = Qi.shape[0]
     Bc = Kj.shape[0]
-    matmul_nt(Qi, Kj, S)  # S = Qi Kj^T, [Br, Bc]
+    matmul_nt(scale, Qi, Kj, S)  # S = scale * Qi Kj^T, [Br, Bc] (the scale rides in the GEMM)
+    rescale = False
     for r in range(Br):
-        # -- scale, mask, and the new running max
+        # -- mask, and the new running max
         c_lo, c_hi = 0, Bc  # visible columns of this row in the tile
         if masked:
             lo, hi = row_span(qpos[r], Lk, causal, window)
             c_lo = min(max(lo - k0, 0), Bc)
             c_hi = max(min(hi - k0, Bc), c_lo)
         m_old = m[r]
-        m_new = scale_mask_max(S[r], scale, c_lo, c_hi, m_old)
+        m_new = mask_max(S[r], c_lo, c_hi, m_old)
         # -- rescale factor; a row that has seen no key yet keeps m = -inf and P~ = 0
         a = np.float32(1.0) if m_new == m_old else math.exp(m_old - m_new)
         m_ref = m_new if m_new != NEG_INF else np.float32(0.0)
         # -- P~ and its row sum
-        rowsum = exp_shifted(S[r], m_ref, P[r], E[:Bc])
+        rowsum = exp_shifted(S[r], m_ref, P[r])
         m[r] = m_new
         l[r] = a * l[r] + rowsum
         alpha[r] = a
-    # -- acc' = alpha * acc + P~ V_j
-    matmul_nn(P, Vj, PV)  # [Br, D]
-    for r in range(Br):
-        a = alpha[r]
-        for d in range(acc.shape[1]):
-            acc[r, d] = a * acc[r, d] + PV[r, d]
+        rescale |= a != np.float32(1.0)
+    # -- acc' = alpha * acc + P~ V_j: rescale the rows whose max moved (after the first tiles
+    #    of a row that is rare), then let the GEMM add P~ V_j into acc (beta = 1)
+    if rescale:
+        for r in range(Br):
+            a = alpha[r]
+            if a != np.float32(1.0):
+                for d in range(acc.shape[1]):
+                    acc[r, d] *= a
+    matmul_nn(P, Vj, 1.0, acc)
 
 
 @njit(cache=True)
@@ -242,7 +244,7 @@ def merge_state(m, l, acc, m_b, l_b, acc_b):
 
 @njit(cache=True)
 def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, causal, window, scale,
-                m, l, acc, S, PV, alpha):
+                m, l, acc, S, alpha):
     """Walk KV tiles j_lo <= j < j_hi of ``K, V`` [Lk, D] in order (tile j = keys
     [j*Bc, min((j+1)*Bc, Lk)), the same grid everywhere, so every driver does the same sums).
 
@@ -251,7 +253,6 @@ def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, causal, window, scale,
     prefixes of each half).
     """
     Br = Qi.shape[0]
-    E = np.empty(Bc, np.int32)
     half = S.shape[0] // 2
     for j in range(j_lo, j_hi):
         k0 = j * Bc
@@ -262,4 +263,4 @@ def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, causal, window, scale,
         St = S[: Br * (k1 - k0)].reshape((Br, k1 - k0))
         Pt = S[half: half + Br * (k1 - k0)].reshape((Br, k1 - k0))
         tile_update(Qi, K[k0:k1], V[k0:k1], qpos, k0, Lk, causal, window, cls == PARTIAL,
-                    scale, m, l, acc, St, Pt, PV, alpha, E)
+                    scale, m, l, acc, St, Pt, alpha)

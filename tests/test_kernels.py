@@ -145,8 +145,7 @@ def test_exp_polynomial_accuracy():
     x = np.concatenate([-np.geomspace(1e-6, 87, 20_000), np.linspace(-30, 0, 10_001),
                         [0.0, -np.inf, -200.0, -1e30]]).astype(np.float32)
     out = np.empty_like(x)
-    e = np.empty(x.shape, np.int32)
-    total = exp_shifted(x, np.float32(0.0), out, e)
+    total = exp_shifted(x, np.float32(0.0), out)
     exact = np.exp(x.astype(np.float64))
     normal = exact > 2.0**-125
     rel = np.abs(out[normal] - exact[normal]) / exact[normal]
@@ -155,5 +154,5 @@ def test_exp_polynomial_accuracy():
     assert total == pytest.approx(exact.sum(), rel=1e-5)
     # the shift is subtracted in float32 first, as the kernels do
     shifted = np.empty_like(x[:100])
-    exp_shifted(x[:100] + np.float32(3.0), np.float32(3.0), shifted, e[:100])
+    exp_shifted(x[:100] + np.float32(3.0), np.float32(3.0), shifted)
     np.testing.assert_allclose(shifted, out[:100], rtol=1e-6)
