@@ -155,8 +155,11 @@ def test_timing_memory_and_png_export(page: Page, app_url: str):
         "1024")
     button(page, "Run the sweep").click()
     expect(page.get_by_text(re.compile(r"^Sweep cancelled"))).to_have_count(0, timeout=120_000)
+    # until the sweep's run is over, the previous run's chart can stay on screen beside the
+    # new one (the progress bar moved it): wait for the run to end, then for one chart
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=120_000)
     chart = page.locator(".st-key-crossover_chart .js-plotly-plot")
-    expect(chart).to_have_count(1, timeout=60_000)  # a rerun briefly shows old and new chart
+    expect(chart).to_have_count(1, timeout=60_000)
     expect(chart).to_be_visible()
     scroll_to(page, page.get_by_text("Sweep over L"))
     screenshot(page, "08_timing.png")
