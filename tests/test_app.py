@@ -99,6 +99,16 @@ def table(at: AppTest, first_column: str):
     return next(d.value for d in at.dataframe if d.value.columns[0] == first_column)
 
 
+def rows_table(at: AppTest) -> dict[str, np.ndarray]:
+    """The rows table as shown (the rows_table component's text), by column: numbers as
+    floats, ``rescaled`` as bools."""
+    data = json.loads(keyed(at._tree, "rows_table").proto.json)
+    cols = list(zip(*data["rows"], strict=True))
+    return {name: (np.array([v == "yes" for v in col]) if name == "rescaled"
+                   else np.array([float(v) for v in col]))
+            for name, col in zip(data["columns"], cols, strict=True)}
+
+
 def values(v) -> np.ndarray:
     """A trace's data array from the chart spec: plotly sends NumPy arrays as base64."""
     if isinstance(v, dict) and "bdata" in v:
@@ -177,7 +187,10 @@ def test_default_view_shows_the_first_step_of_the_first_look_preset():
     assert fmt(rm.s_max) in text and fmt(rm.l) in text
     assert any("28** skipped" in m.value for m in at.markdown)
     # the rows table is the state of step 0's rows
-    np.testing.assert_array_equal(table(at, "row")["l new"], trace.steps[0].l)
+    rows = rows_table(at)
+    np.testing.assert_array_equal(rows["row"], np.arange(16))
+    np.testing.assert_allclose(rows["l new"], trace.steps[0].l, rtol=1e-4)  # 5 digits shown
+    assert (rows["m old"] == -np.inf).all() and not rows["rescaled"].any()
 
 
 # --- stepping ----------------------------------------------------------------------------------
@@ -295,7 +308,7 @@ def test_scenario_and_seed_change_the_inputs():
     assert_shows(at, "step_tiles", images.step_tiles(trace_of(at), 0))
     at.selectbox(key="scenario").set_value("sink").run()
     at.button(key="last").click().run()
-    rows = table(ok(at), "row")  # sink: the max never moves after the first tile
+    rows = rows_table(ok(at))  # sink: the max never moves after the first tile
     assert (rows["alpha"] == 1).all() and not rows["rescaled"].any()
     trace, n = trace_of(at), step(at)
     fig = images.row_history(trace, n, trace.config.rows(trace.steps[n].i)[0])

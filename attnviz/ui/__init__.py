@@ -7,6 +7,7 @@ Streamlit (with ``app.py``, which wires these panels into a page).
     stepper   first / previous / next / last, slider, play/pause
     figures   the step view's images, drawn before its panels (one browser re-render)
     tilemap   the [Tr, Tc] grid of tiles; click a tile to jump to its step
+    rowtable  the rows table of the current step (m, l, alpha before and after)
     detail    the current step: S and P~, row states, one row's history and live math, outputs
     memory    full score matrix vs streaming working set
     timing    standard vs streaming on the real kernels, on request

@@ -7,14 +7,13 @@ on every step, and an image swap is the cheapest thing a browser can redraw.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from ..livemath import latex_block, row_math
 from ..stats import output_error
 from ..trace import Trace
 from ..viewconfig import ViewConfig
-from . import state
+from . import rowtable, state
 from .cache import TracedHead
 from .figures import StepFigures, show
 
@@ -26,17 +25,6 @@ def _header(trace: Trace, n: int) -> None:
     rows = f"row {i0}" if i1 - i0 == 1 else f"rows {i0}–{i1 - 1}"
     st.markdown(f"#### Step {n} of {len(trace.steps) - 1}: Q block {s.i} ({rows}) "
                 f"× KV block {s.j} (keys {k0}–{k1 - 1}), {s.kind}")
-
-
-def step_rows_table(trace: Trace, n: int) -> pd.DataFrame:
-    """One line per row of step n's Q block: its state before and after the step."""
-    s = trace.steps[n]
-    i0, i1 = trace.config.rows(s.i)
-    return pd.DataFrame({
-        "row": np.arange(i0, i1), "m old": s.m_before, "rowmax S": s.s_max, "m new": s.m,
-        "alpha": s.alpha, "l old": s.l_before, "rowsum P~": s.p_sum, "l new": s.l,
-        "rescaled": s.rescaled & np.isfinite(s.m_before),
-    })
 
 
 def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> None:
@@ -53,11 +41,7 @@ def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> No
                    "fast kernel splits them into chunks computed in parallel and merges the "
                    "chunks' (m, l, acc) with the same rescaling.")
     show(figs.tiles, "step_tiles")
-    table = step_rows_table(trace, n)
-    st.dataframe(table, hide_index=True, height=min(240, 35 * (len(table) + 1) + 3),
-                 column_config={k: st.column_config.NumberColumn(format="%.5g") for k in
-                                ("m old", "rowmax S", "m new", "alpha", "l old", "rowsum P~",
-                                 "l new")})
+    rowtable.render(figs.rows)
 
 
 def current_row(trace: Trace, n: int) -> int:

@@ -1,4 +1,5 @@
-"""The step view's images, all drawn before any element of the step view is sent.
+"""The step view's images (and the rows table's text), all made before any element of the
+step view is sent.
 
 Why first: Streamlit sends each element as soon as it is drawn, and the browser re-renders
 the step view for each batch that arrives. With the ~50 ms of figure drawing between
@@ -16,7 +17,7 @@ import streamlit as st
 
 from .. import images
 from ..stats import output_error
-from . import tilemap
+from . import rowtable, tilemap
 from .cache import TracedHead
 
 _OUTPUT_MEMO = "_output_figure"  # (head, rows finished, Shown)
@@ -40,6 +41,7 @@ class StepFigures:
     tiles: Shown  # S and P~
     row: Shown  # one row's m and l history
     output: Shown  # finished output rows and their errors
+    rows: dict  # the rows table component's data (``rowtable.table_data``)
 
 
 def build(head: TracedHead, n: int, r: int, all_rows: bool) -> StepFigures:
@@ -58,7 +60,8 @@ def build(head: TracedHead, n: int, r: int, all_rows: bool) -> StepFigures:
         tile_map=tilemap.component_data(trace, n),
         tiles=Shown.of(images.step_tiles(trace, n)),
         row=Shown.of(images.row_history(trace, n, r, all_rows=all_rows)),
-        output=output)
+        output=output,
+        rows=rowtable.table_data(trace, n))
 
 
 def show(fig: Shown, key: str) -> None:
