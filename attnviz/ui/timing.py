@@ -194,7 +194,7 @@ def render(cfg: ViewConfig, machine: dict) -> None:
         "Standard attention computes all of S = QKᵀ, a softmax over it, then P·V; "
         "streaming computes the same result tile by tile (the tiles above) in parallel over "
         "(batch, head, Q block). Both skip nothing the mask lets through; GFLOP/s counts "
-        "4·D FLOPs per visible (query, key) pair for both. One warm-up call is not timed. "
+        "4·D FLOPs per visible (query, key) pair for both. Two warm-up calls are not timed. "
         "Runs only when you press a button; the machine is shared, so expect ±20%.")
     _current(cfg, machine)
     _sweep(cfg)
