@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import FASTMATH
-from .tile import cdiv, exp_shifted, matmul_nn, matmul_nt, row_span
+from .tile import cdiv, exp_shifted, mask_max, matmul_nn, matmul_nt, row_span
 
 ROWS = 64  # query rows per parallel task
 
@@ -39,11 +39,7 @@ def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, causal, window):
         for r in range(i1 - i0):
             lo, hi = row_span(q_offset + i0 + r, Lk, causal, window)
             row = Si[r]
-            mx = np.float32(-np.inf)
-            for c in range(Lk):
-                s = row[c] if lo <= c < hi else np.float32(-np.inf)
-                row[c] = s
-                mx = max(mx, s)
+            mx = mask_max(row, lo, hi, np.float32(-np.inf))  # the streaming tile's masking
             if mx == -np.inf:  # the row sees no key: P = 0, O = 0, LSE = -inf
                 row[:] = 0.0
                 LSE[b, h, i0 + r] = -np.inf

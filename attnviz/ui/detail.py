@@ -10,7 +10,6 @@ import numpy as np
 import streamlit as st
 
 from ..livemath import latex_block, row_math
-from ..stats import output_error
 from ..trace import Trace
 from ..viewconfig import ViewConfig
 from . import rowtable, state
@@ -85,7 +84,7 @@ def render_math(trace: Trace, n: int, r: int) -> None:
 
 def render_output(head: TracedHead, n: int, figs: StepFigures) -> None:
     trace = head.trace
-    done, err_o, err_l = output_error(trace, head.O_ref, head.lse_ref, n)
+    done, err_o, err_l = figs.errors
     st.markdown("#### Output rows finished so far")
     st.caption("A Q block's rows are divided by l (O = acc / l) once its last tile is done. "
                "Each finished row is compared with a float64 oracle that materializes the "

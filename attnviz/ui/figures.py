@@ -42,12 +42,14 @@ class StepFigures:
     row: Shown  # one row's m and l history
     output: Shown  # finished output rows and their errors
     rows: dict  # the rows table component's data (``rowtable.table_data``)
+    errors: tuple  # ``stats.output_error`` at this step: (done, err_O, err_LSE)
 
 
 def build(head: TracedHead, n: int, r: int, all_rows: bool) -> StepFigures:
     """Every image of step n (row r's history)."""
     trace = head.trace
-    done, err_o, _ = output_error(trace, head.O_ref, head.lse_ref, n)
+    errors = output_error(trace, head.O_ref, head.lse_ref, n)
+    done, err_o, _ = errors
     rows_done = int(done.sum())
     memo = st.session_state.get(_OUTPUT_MEMO)
     if memo and memo[0] is head and memo[1] == rows_done:
@@ -61,7 +63,8 @@ def build(head: TracedHead, n: int, r: int, all_rows: bool) -> StepFigures:
         tiles=Shown.of(images.step_tiles(trace, n)),
         row=Shown.of(images.row_history(trace, n, r, all_rows=all_rows)),
         output=output,
-        rows=rowtable.table_data(trace, n))
+        rows=rowtable.table_data(trace, n),
+        errors=errors)
 
 
 def show(fig: Shown, key: str) -> None:
