@@ -95,8 +95,8 @@ def tilemap(at: AppTest) -> dict:
 
 
 def table(at: AppTest, first_column: str):
-    """The st.dataframe whose first column is ``first_column``, as a pandas DataFrame."""
-    return next(d.value for d in at.dataframe if d.value.columns[0] == first_column)
+    """The st.table whose first column is ``first_column``, as a pandas DataFrame."""
+    return next(t.value for t in at.table if t.value.columns[0] == first_column)
 
 
 def rows_table(at: AppTest) -> dict[str, np.ndarray]:
@@ -407,8 +407,23 @@ def test_share_panel_shows_the_view_parameters_and_offers_downloads():
 
 # --- timing ------------------------------------------------------------------------------------
 
-def test_timing_panel_runs_on_request_with_sweeps():
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Open the tab ``label`` ("Memory" or "Timing") below the step view."""
+    at.session_state["panel"] = label
+    return ok(at.run())
+
+
+def test_only_the_open_tab_is_drawn():
     at = open_app()
+    assert keyed(at._tree, "memory_chart") is not None
+    assert keyed(at._tree, "run_timing") is None
+    open_tab(at, "Timing")
+    assert keyed(at._tree, "memory_chart") is None
+    assert keyed(at._tree, "run_timing") is not None
+
+
+def test_timing_panel_runs_on_request_with_sweeps():
+    at = open_tab(open_app(), "Timing")
     assert "timing_result" not in at.session_state  # nothing runs until asked
     at.button(key="run_timing").click().run()
     runs = table(ok(at), "method")
@@ -423,7 +438,9 @@ def test_timing_panel_runs_on_request_with_sweeps():
     diff = next(c.value for c in ok(at).caption if c.value.startswith("max |O_standard"))
     assert diff.endswith("streaming blocks 16 x 16.")
     assert any(c.value.startswith("Threads: ") and "float32" in c.value for c in at.caption)
+    open_tab(at, "Memory")  # the memory panel marks the peaks just measured
     assert "measured: streaming at L = 128" in shown(at, "memory_chart")[1]
+    open_tab(at, "Timing")
 
     at.select_slider(key="sweep_Lmax").set_value(1024).run()
     at.button(key="run_sweep").click().run()
@@ -441,7 +458,7 @@ def test_timing_refuses_what_exceeds_its_budget():
     at.selectbox(key="preset").set_value("long prefill").run()
     for key, value in (("B", 16), ("Hq", 64), ("Hkv", 64)):
         at.number_input(key=key).set_value(value).run()
-    at.button(key="run_blocks").click().run()
+    open_tab(at, "Timing").button(key="run_blocks").click().run()
     assert any("Not timed" in e.value for e in at.error)
     assert not at.exception
 

@@ -33,7 +33,7 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
     with c1:
         st.markdown(f"Current: B={cfg.B}, Hq={cfg.Hq}, Hkv={cfg.Hkv}, Lq={cfg.Lq}, "
                     f"Lk={cfg.Lk}, D={cfg.D}, Br×Bc={cfg.Br}×{cfg.Bc}, {threads} threads")
-        st.dataframe(pd.DataFrame({"what": list(rows),
+        st.table(pd.DataFrame({"what": list(rows),
                                    "bytes": [plots.bytes_label(b) for b in rows.values()]}),
                      hide_index=True)
         available = psutil.virtual_memory().available

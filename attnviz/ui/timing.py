@@ -93,7 +93,7 @@ def _current(cfg: ViewConfig, machine: dict) -> None:
         st.caption("These results are for an earlier configuration: "
                    f"{got['cfg'].describe()}, B={got['problem'].B}, Hq={got['problem'].Hq}.")
     res = got["res"]
-    st.dataframe(_run_table(res), hide_index=True)
+    st.table(_run_table(res), hide_index=True)
     gp = got["problem"]
     if res["max_abs_diff"] is not None:
         st.caption(f"max |O_standard − O_streaming| = {res['max_abs_diff']:.2e} over all "
