@@ -102,7 +102,7 @@ class Canvas:
 
     def text_width(self, s: str, size: float = 12) -> float:
         font, s = self._font(size, s)
-        return font.getlength(s) / self.scale
+        return _text_length(font, s) / self.scale
 
     def text(self, xy, s: str, *, size: float = 12, color=TEXT, anchor: str = "la",
              angle: int = 0) -> None:
@@ -179,6 +179,12 @@ class Canvas:
                          _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)),
                          _chunk(b"IDAT", isal_zlib.compress(raw.tobytes(), 1)),
                          _chunk(b"IEND", b"")))
+
+
+@lru_cache(maxsize=4096)
+def _text_length(font: ImageFont.FreeTypeFont, s: str) -> float:
+    """The advance width of ``s`` in device pixels (tick labels repeat on every step)."""
+    return font.getlength(s)
 
 
 @lru_cache(maxsize=4096)
