@@ -292,16 +292,19 @@ def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, curre
     L as a dotted line; ``measured``: name -> (L, peak extra bytes) as crosses."""
     shown = {name: ys for name, ys in series.items() if any(ys)}  # no GQA copy if Hq == Hkv
     measured = measured or {}
+    # a peak of 0 B (served from memory the process already held) has no place on a log axis:
+    # it is named in the legend instead of stretching the axis down to 1 B
+    on_axis = {name: (L, b) for name, (L, b) in measured.items() if b > 0}
     lo = min(*(min(y for y in ys if y > 0) for ys in shown.values()),
-             *(max(b, 1) for _, b in measured.values()))
-    hi = max(max(max(ys) for ys in shown.values()), ram,
-             *(max(b, 1) for _, b in measured.values()))
+             *(b for _, b in on_axis.values()))
+    hi = max(max(max(ys) for ys in shown.values()), ram, *(b for _, b in on_axis.values()))
     exps = list(range(int(math.log2(lo)) // 10 * 10, int(math.log2(hi)) + 10, 10))
     W = 500
     cv = Canvas(W, 10)
     colors = {name: COLORWAY[k % len(COLORWAY)] for k, name in enumerate(shown)}
     entries = [(name, "o", colors[name]) for name in shown]
-    entries += [(f"measured: {name}", "x", "#111827") for name in measured]
+    entries += [(f"measured: {name}" if name in on_axis else f"measured: {name} 0 B",
+                 "x", "#111827") for name in measured]
     entries += [(f"this machine's RAM ({bytes_label(ram)})", "--", CURRENT_COLOR),
                 (f"current L = {current_L}", "--", "#64748b")]
     top = 10 + legend(cv, 10, 6, entries, W - 20, draw=False) + 8
@@ -319,8 +322,8 @@ def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, curre
         pos = [(L, y) for L, y in zip(Ls, ys, strict=True) if y > 0]
         p.line([L for L, _ in pos], [y for _, y in pos], colors[name], 2.5)
         p.markers([L for L, _ in pos], [y for _, y in pos], "o", 7, colors[name])
-    for L, b in measured.values():
-        p.markers([L], [max(b, 1)], "x", 12, "#111827")
+    for L, b in on_axis.values():
+        p.markers([L], [b], "x", 12, "#111827")
     p.xticks(ticks, [length_label(L) for L in ticks], title=x_title)
     p.yticks([2.0**k for k in exps], [bytes_label(2**k) for k in exps])
     cv.text((14, (box[1] + box[3]) / 2), "bytes", angle=90, size=12)

@@ -192,6 +192,19 @@ def test_memory_chart_marks_ram_and_current_length_and_plots_the_model():
     assert "measured: standard at L = 1024" in fig.alt
 
 
+def test_memory_chart_names_a_zero_peak_instead_of_plotting_it_at_the_axis_floor():
+    from attnviz import memory
+
+    Ls = [128, 1024, 8192]
+    series = memory_series(lambda L: memory.Shape(1, 8, 8, L, L, 64), Ls, 64, 64, 2)
+    plain = images.memory_chart(Ls, series, ram=2**34, current_L=128)
+    fig = images.memory_chart(Ls, series, ram=2**34, current_L=128,
+                              measured={"standard": (128, 0), "streaming": (128, 5000)})
+    assert fig.plots["bytes"].y.lo == plain.plots["bytes"].y.lo  # the axis is not stretched
+    assert _at(fig, "bytes", 128, 5000) == (17, 24, 39)  # the positive one is a cross
+    assert "measured: standard at L = 128, 0 B" in fig.alt
+
+
 def test_ticks():
     assert nice_ticks(0, 1, 6) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(-2.7, 2.7, 5) == [-2, 0, 2]
