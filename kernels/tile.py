@@ -120,18 +120,36 @@ def matmul_nn(A, B, beta, C):
                 C[i, d] += a * B[n, d]
 
 
+@njit(cache=True, inline="always")
+def _order_key(b):
+    """An int32 whose signed order is the float order of the float32 with bits ``b``: the
+    magnitude bits of negative floats are flipped (the map is its own inverse)."""
+    return np.int32(b ^ np.int32(np.int32(b >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+
+
+_NEG_INF_KEY = np.int32(-2139095041)  # _order_key of -inf's bits (0xff800000)
+
+
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def mask_max(row, c_lo, c_hi, m_old):
     """-inf outside the visible columns [c_lo, c_hi) of a score row; returns
-    max(m_old, max(row)). Three branch-free loops, so each one vectorizes."""
+    max(m_old, max(row)).
+
+    The max is taken on order-preserving int32 keys of the floats' bits: a float max keeps
+    NaN semantics that stop LLVM from vectorizing the reduction (0.8 ns per score here), an
+    integer max vectorizes (0.07 ns per score on long rows). An empty span gives -inf.
+    """
     for c in range(c_lo):
         row[c] = NEG_INF
-    m_new = m_old
-    for c in range(c_lo, c_hi):
-        m_new = max(m_new, row[c])
     for c in range(c_hi, row.shape[0]):
         row[c] = NEG_INF
-    return m_new
+    bits = row.view(np.int32)
+    best = _NEG_INF_KEY
+    for c in range(c_lo, c_hi):
+        key = _order_key(bits[c])
+        best = key if key > best else best
+    m_tile = float_from_bits(_order_key(best))
+    return m_tile if m_tile > m_old else m_old
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")

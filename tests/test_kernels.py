@@ -156,3 +156,30 @@ def test_exp_polynomial_accuracy():
     shifted = np.empty_like(x[:100])
     exp_shifted(x[:100] + np.float32(3.0), np.float32(3.0), shifted)
     np.testing.assert_allclose(shifted, out[:100], rtol=1e-6)
+
+
+@pytest.mark.nojit
+def test_masked_row_max_on_integer_keys_is_the_float_max():
+    """mask_max takes the max on order-preserving int32 keys of the float bits (so it
+    vectorizes): it must equal the float max over the span for any signs, -0.0, +-inf,
+    denormals and empty spans, and write -inf outside the span."""
+    from kernels.tile import mask_max
+
+    rng = np.random.default_rng(11)
+    specials = np.array([-np.inf, np.inf, -0.0, 0.0, 1e-45, -1e-45, -3e38, 3e38], np.float32)
+    for trial in range(300):
+        n = int(rng.integers(1, 70))
+        row = (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+        if trial % 3 == 0:
+            row[rng.integers(0, n, size=max(1, n // 4))] = rng.choice(specials)
+        if trial % 5 == 0:
+            row = -np.abs(row)  # every score negative
+        lo = int(rng.integers(0, n + 1))
+        hi = int(rng.integers(lo, n + 1))
+        m_old = np.float32(rng.choice([-np.inf, 0.0, -5.0, 2.5]))
+        expect = max(m_old, row[lo:hi].max()) if hi > lo else m_old
+        work = row.copy()
+        got = mask_max(work, lo, hi, m_old)
+        assert got == expect, (trial, row, lo, hi, m_old, got)
+        assert np.all(work[:lo] == -np.inf) and np.all(work[hi:] == -np.inf)
+        np.testing.assert_array_equal(work[lo:hi], row[lo:hi])
