@@ -15,9 +15,48 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import FASTMATH
-from .tile import cdiv, exp_shifted, mask_max, matmul_nn, matmul_nt, row_span
+from .blas import gemm
+from .tile import cdiv, exp_shifted, mask_max, row_span
 
 ROWS = 64  # query rows per parallel task
+
+# This kernel's products span whole rows of S (N = Lk keys). With this many rows or
+# fewer (decode: one query row per task) BLAS's gemm is slower than plain loops that stream
+# each K/V row through the cache once (2.9x at Lk = 8192 here). The streaming tile always
+# calls BLAS: on its [g, Bc] decode tiles that measured 1.1-1.4x faster than these loops on
+# this project's current (Intel) host; on the AMD host of an earlier run the loops had won.
+SMALL_ROWS = 8
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def matmul_nt(alpha, A, B, C):
+    """C = alpha * A B^T for A [M, D], B [N, D], C [M, N] (BLAS, or loops for small M)."""
+    if A.shape[0] > SMALL_ROWS:
+        gemm(alpha, A, B, 0.0, C, True)
+        return
+    for n in range(B.shape[0]):
+        for i in range(A.shape[0]):
+            s = np.float32(0.0)
+            for d in range(A.shape[1]):
+                s += A[i, d] * B[n, d]
+            C[i, n] = alpha * s
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def matmul_nn(A, B, beta, C):
+    """C = A B + beta * C for A [M, N], B [N, D], C [M, D]; beta is 0 or 1 (BLAS, or loops
+    for small M)."""
+    if A.shape[0] > SMALL_ROWS:
+        gemm(1.0, A, B, beta, C, False)
+        return
+    if beta == 0.0:
+        C[:] = 0.0
+    for n in range(B.shape[0]):
+        for i in range(A.shape[0]):
+            a = A[i, n]
+            for d in range(B.shape[1]):
+                C[i, d] += a * B[n, d]
+
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

@@ -85,41 +85,6 @@ def tile_class(qpos, k0, k1, Lk, causal, window):
     return PARTIAL
 
 
-# Below this many rows (decode: the g query heads of one KV head) a BLAS call costs more than
-# it computes, and OpenBLAS serializes concurrent callers on its buffer lock: plain loops,
-# which stream each K/V row through the cache once, are faster and steady.
-SMALL_ROWS = 8
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def matmul_nt(alpha, A, B, C):
-    """C = alpha * A B^T for A [M, D], B [N, D], C [M, N]."""
-    if A.shape[0] > SMALL_ROWS:
-        gemm(alpha, A, B, 0.0, C, True)
-        return
-    for n in range(B.shape[0]):
-        for i in range(A.shape[0]):
-            s = np.float32(0.0)
-            for d in range(A.shape[1]):
-                s += A[i, d] * B[n, d]
-            C[i, n] = alpha * s
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def matmul_nn(A, B, beta, C):
-    """C = A B + beta * C for A [M, N], B [N, D], C [M, D]; beta is 0 or 1."""
-    if A.shape[0] > SMALL_ROWS:
-        gemm(1.0, A, B, beta, C, False)
-        return
-    if beta == 0.0:
-        C[:] = 0.0
-    for n in range(B.shape[0]):
-        for i in range(A.shape[0]):
-            a = A[i, n]
-            for d in range(B.shape[1]):
-                C[i, d] += a * B[n, d]
-
-
 @njit(cache=True, inline="always")
 def _order_key(b):
     """An int32 whose signed order is the float order of the float32 with bits ``b``: the
@@ -189,7 +154,7 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, causal, window, masked, scale,
     """
     Br = Qi.shape[0]
     Bc = Kj.shape[0]
-    matmul_nt(scale, Qi, Kj, S)  # S = scale * Qi Kj^T, [Br, Bc] (the scale rides in the GEMM)
+    gemm(scale, Qi, Kj, 0.0, S, True)  # S = scale * Qi Kj^T, [Br, Bc] (scale rides in GEMM)
     rescale = False
     for r in range(Br):
         # -- mask, and the new running max
@@ -217,7 +182,7 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, causal, window, masked, scale,
             if a != np.float32(1.0):
                 for d in range(acc.shape[1]):
                     acc[r, d] *= a
-    matmul_nn(P, Vj, 1.0, acc)
+    gemm(1.0, P, Vj, 1.0, acc, False)
 
 
 @njit(cache=True)
