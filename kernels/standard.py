@@ -2,9 +2,10 @@
 into P in place, then O = P V. This is the baseline the streaming kernel is timed against,
 and the memory it needs grows with Lq * Lk.
 
-Parallel over (b, h, block of ROWS query rows): each task fills its rows of the full S buffer
-with one GEMM, runs a three-pass softmax over each row (max, exp and sum, normalize), and
-multiplies by V. Nothing is tiled along Lk: that is the point of the comparison. The exp is
+Parallel over blocks of query rows (``standard_rows``): each task fills its rows of the full
+S buffer with one GEMM, runs a three-pass softmax over each row (max, exp and sum,
+normalize), and multiplies by V. A block is ROWS rows of one head in prefill, and in decode
+the g query heads that share a KV head (K/V read once per group, as streaming does). Nothing is tiled along Lk: that is the point of the comparison. The exp is
 the streaming kernel's (``tile.exp_shifted``), so the two differ only in what they hold.
 """
 from __future__ import annotations
@@ -59,33 +60,59 @@ def matmul_nn(A, B, beta, C):
 
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def standard_rows(Qr, K, V, Sr, Or, LSEr, qpos, scale, causal, window):
+    """Rows Qr [M, D] at absolute positions qpos [M] against all of K, V [Lk, D]: the score
+    rows Sr [M, Lk] (a slice of the full S), softmaxed in place into P, then Or = P V [M, D]
+    and LSEr [M]."""
+    Lk = K.shape[0]
+    matmul_nt(scale, Qr, K, Sr)  # scaled score rows (BLAS unless few)
+    P_row = np.empty(Lk, np.float32)  # exp output (must not alias its input)
+    for r in range(Qr.shape[0]):
+        lo, hi = row_span(qpos[r], Lk, causal, window)
+        row = Sr[r]
+        mx = mask_max(row, lo, hi, np.float32(-np.inf))  # the streaming tile's masking
+        if mx == -np.inf:  # the row sees no key: P = 0, O = 0, LSE = -inf
+            row[:] = 0.0
+            LSEr[r] = -np.inf
+            continue
+        total = exp_shifted(row, mx, P_row)  # the same exp as the streaming kernel
+        inv = np.float32(1.0) / total
+        for c in range(Lk):
+            row[c] = P_row[c] * inv  # P, normalized
+        LSEr[r] = mx + math.log(total)
+    matmul_nn(Sr, V, 0.0, Or)  # O = P V
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, causal, window):
-    """Q [B, Hq, Lq, D], K/V [B, Hkv, Lk, D], S [B, Hq, Lq, Lk] workspace -> O, LSE."""
+    """Q [B, Hq, Lq, D], K/V [B, Hkv, Lk, D], S [B, Hq, Lq, Lk] workspace -> O, LSE.
+
+    Prefill: one task per (b, h, block of ROWS query rows). Decode (Lq == 1): one task per
+    (b, KV head) whose rows are its g = Hq / Hkv query heads, so each K/V row is read once
+    per group, as the streaming decode does (with Lq == 1 those heads' rows of Q, S and O
+    are contiguous).
+    """
     B, Hq, Lq, D = Q.shape
-    Hkv, Lk = K.shape[1], K.shape[2]
+    Hkv = K.shape[1]
     group = Hq // Hkv
+    if Lq == 1:
+        Lk = K.shape[2]
+        for task in prange(B * Hkv):
+            b, hk = divmod(np.int64(task), Hkv)  # (int64: prange's index may be unsigned)
+            h0, h1 = hk * group, (hk + 1) * group
+            # the heads' single rows as [Hq, .] matrices: contiguous, so the loops vectorize
+            standard_rows(Q[b].reshape((Hq, D))[h0:h1], K[b, hk], V[b, hk],
+                          S[b].reshape((Hq, Lk))[h0:h1], O[b].reshape((Hq, D))[h0:h1],
+                          LSE[b].reshape(Hq)[h0:h1], np.full(group, q_offset), scale,
+                          causal, window)
+        return
     Tr = cdiv(Lq, ROWS)
     for task in prange(B * Hq * Tr):
-        bh, i = divmod(np.int64(task), Tr)  # (int64: prange's index may be unsigned)
+        bh, i = divmod(np.int64(task), Tr)
         b, h = divmod(bh, Hq)
         hk = h // group
         i0 = i * ROWS
         i1 = min(i0 + ROWS, Lq)
-        Si = S[b, h, i0:i1]  # [rows, Lk]
-        matmul_nt(scale, Q[b, h, i0:i1], K[b, hk], Si)  # scaled score rows (BLAS unless few)
-        P_row = np.empty(Lk, np.float32)  # exp output (must not alias its input)
-        for r in range(i1 - i0):
-            lo, hi = row_span(q_offset + i0 + r, Lk, causal, window)
-            row = Si[r]
-            mx = mask_max(row, lo, hi, np.float32(-np.inf))  # the streaming tile's masking
-            if mx == -np.inf:  # the row sees no key: P = 0, O = 0, LSE = -inf
-                row[:] = 0.0
-                LSE[b, h, i0 + r] = -np.inf
-                continue
-            total = exp_shifted(row, mx, P_row)  # the same exp as the streaming kernel
-            inv = np.float32(1.0) / total
-            for c in range(Lk):
-                row[c] = P_row[c] * inv  # P, normalized
-            LSE[b, h, i0 + r] = mx + math.log(total)
-        matmul_nn(Si, V[b, hk], 0.0, O[b, h, i0:i1])  # O = P V
+        standard_rows(Q[b, h, i0:i1], K[b, hk], V[b, hk], S[b, h, i0:i1], O[b, h, i0:i1],
+                      LSE[b, h, i0:i1], np.arange(i0, i1) + q_offset, scale, causal, window)

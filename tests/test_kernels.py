@@ -56,7 +56,7 @@ def test_standard_matches_oracle(B, Hq, Hkv, Lq, Lk, D, mask):
 
 
 @pytest.mark.parametrize("Lk", [1, 2, 63, 64, 65, 511, 1000, 2049, 5003])
-@pytest.mark.parametrize("Hq,Hkv", [(1, 1), (4, 2), (8, 2), (32, 8), (8, 1)])
+@pytest.mark.parametrize("Hq,Hkv", [(1, 1), (4, 2), (8, 2), (32, 8), (8, 1), (16, 1)])
 def test_decode_matches_oracle(Lk, Hq, Hkv):
     q, k, v = qkv(2, Hq, Hkv, 1, Lk, 64, seed=Lk + Hq)
     out, lse = streaming_attention(q, k, v, return_lse=True)
@@ -72,6 +72,8 @@ def test_decode_masks(mask):
     q, k, v = qkv(1, 4, 2, 1, 300, 16, seed=5)
     out, lse = streaming_attention(q, k, v, kv_block=16, return_lse=True, **mask)
     assert_matches_oracle(out, lse, q, k, v, **mask)
+    out_s, lse_s = standard_attention(q, k, v, return_lse=True, **mask)  # heads as rows
+    assert_matches_oracle(out_s, lse_s, q, k, v, **mask)
 
 
 def test_decode_many_chunks_is_split_exactly():
