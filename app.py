@@ -36,6 +36,7 @@ st.set_page_config(page_title="attnviz: streaming attention, tile by tile", page
 machine = cache.warm()
 cfg = state.sync_config()
 sidebar.render(cfg)
+stepper.render_speed()
 
 st.title("Streaming attention, tile by tile")
 st.markdown(

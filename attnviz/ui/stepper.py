@@ -1,4 +1,4 @@
-"""Stepping: first / previous / next / last, a step slider, play/pause with a speed.
+"""Stepping: first / previous / next / last, a step slider, play/pause, and the play speed.
 
 Keyboard: Home / Left / Right / End step, P plays or pauses (Streamlit shows the keys on the
 buttons).
@@ -93,11 +93,18 @@ def render(trace: Trace) -> int:
                    icon=":material/pause:" if playing else ":material/play_arrow:",
                    on_click=_toggle_play, args=(last,), shortcut="P", width="stretch",
                    disabled=last == 0)
-    slider, speed = st.columns([5, 1], vertical_alignment="bottom")
     if last > 0:
-        slider.slider("Step (visit order)", 0, last, key=state.STEP, on_change=state.navigated)
+        st.slider("Step (visit order)", 0, last, key=state.STEP, on_change=state.navigated)
     else:
-        slider.caption("This configuration computes a single tile.")
-    st.session_state.setdefault(state.SPEED, 1.0)
-    speed.select_slider("Speed (steps/s)", state.SPEEDS, key=state.SPEED)
+        st.caption("This configuration computes a single tile.")
     return st.session_state[state.STEP]
+
+
+def render_speed() -> None:
+    """The auto-play speed, in the sidebar: outside the step view, so a step does not redraw
+    it (a slider cost each step click ~8 ms on the server and a layout in the browser), and
+    changing it reruns the whole app, which redefines the fragment's ``run_every``."""
+    st.session_state.setdefault(state.SPEED, 1.0)
+    st.sidebar.subheader("Playback")
+    st.sidebar.select_slider("Auto-play speed (steps/s)", state.SPEEDS, key=state.SPEED,
+                             help="How fast Play (shortcut P) walks the steps.")
