@@ -274,7 +274,7 @@ def test_decode_is_one_row_walking_every_kv_tile():
     at.number_input(key="cache").set_value(99).run()
     assert grid(ok(at)).shape == (1, math.ceil(100 / 16))
     assert (grid(at) == 0).sum() == 0
-    assert any("Decode: the trace walks" in c.value for c in at.caption)
+    assert any("Decode: the trace walks" in m.value for m in at.markdown)
 
 
 def test_head_dim_and_block_sizes_shape_the_figures():
@@ -322,7 +322,8 @@ def test_row_and_all_rows_controls_choose_what_the_row_panel_shows():
     at.number_input(key="row").set_value(5).run()
     trace = trace_of(ok(at))
     r = trace.config.rows(trace.steps[10].i)[0] + 5
-    assert any(m.value == f"#### Live math: query row {r}, step 10" for m in at.markdown)
+    assert any(m.value.startswith(f"#### Live math: query row {r}, step 10\n")
+               for m in at.markdown)
     assert fmt(row_math(trace, 10, r).l) in "\n".join(x.value for x in at.latex)
     assert_shows(at, "row_history", images.row_history(trace, 10, r))
     at.checkbox(key="all_rows").check().run()

@@ -13,32 +13,32 @@ from ..livemath import latex_block, row_math
 from ..trace import Trace
 from ..viewconfig import ViewConfig
 from . import rowtable, state
+from .text import heading
 from .cache import TracedHead
 from .figures import StepFigures, show
 
 
-def _header(trace: Trace, n: int) -> None:
+def _title(trace: Trace, n: int) -> str:
     s = trace.steps[n]
     c = trace.config
     (i0, i1), (k0, k1) = c.rows(s.i), c.keys(s.j)
     rows = f"row {i0}" if i1 - i0 == 1 else f"rows {i0}–{i1 - 1}"
-    st.markdown(f"#### Step {n} of {len(trace.steps) - 1}: Q block {s.i} ({rows}) "
-                f"× KV block {s.j} (keys {k0}–{k1 - 1}), {s.kind}")
+    return (f"Step {n} of {len(trace.steps) - 1}: Q block {s.i} ({rows}) "
+            f"× KV block {s.j} (keys {k0}–{k1 - 1}), {s.kind}")
 
 
 def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> None:
-    _header(trace, n)
-    st.caption(
-        "Left: the scores S of this tile (query rows x keys), scaled by 1/sqrt(D); masked "
-        "entries are grey. Right: P~ = exp(S − m′), with m′ each row's running max *after* "
-        "this tile, so every entry is ≤ 1 and exp never overflows. The table lists each row's "
-        "state: m (running max) and l (running sum of P~) before and after, and alpha = "
-        "exp(m old − m new), the factor by which the old l and output accumulator were "
-        "rescaled because the max moved.")
-    if cfg.mode == "decode":
-        st.caption("Decode: the trace walks the KV tiles of the single query in order; the "
-                   "fast kernel splits them into chunks computed in parallel and merges the "
-                   "chunks' (m, l, acc) with the same rescaling.")
+    decode = ("Decode: the trace walks the KV tiles of the single query in order; the fast "
+              "kernel splits them into chunks computed in parallel and merges the chunks' "
+              "(m, l, acc) with the same rescaling.")
+    heading(_title(trace, n),
+            "Left: the scores S of this tile (query rows x keys), scaled by 1/sqrt(D); masked "
+            "entries are grey. Right: P~ = exp(S − m′), with m′ each row's running max "
+            "*after* this tile, so every entry is ≤ 1 and exp never overflows. The table "
+            "lists each row's state: m (running max) and l (running sum of P~) before and "
+            "after, and alpha = exp(m old − m new), the factor by which the old l and output "
+            "accumulator were rescaled because the max moved.",
+            *([f":small[:gray[{decode}]]"] if cfg.mode == "decode" else []))
     show(figs.tiles, "step_tiles")
     rowtable.render(figs.rows)
 
@@ -53,22 +53,22 @@ def current_row(trace: Trace, n: int) -> int:
 
 def render_row(trace: Trace, n: int, r: int, figs: StepFigures) -> None:
     i0, i1 = trace.config.rows(trace.steps[n].i)
-    st.markdown(f"#### One row, step by step: query row {r}")
-    st.caption("The running max m only grows; each time it grows (red triangles) the old "
-               "sum l and the accumulated output are multiplied by alpha < 1, so that every "
-               "term keeps the form exp(score − current max).")
-    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
-    c1.number_input(f"Row within the Q block (0 – {i1 - i0 - 1})", 0, max(0, i1 - i0 - 1),
-                    key=state.ROW)
-    c2.checkbox("m of all rows", key=state.ALL_ROWS)
+    heading(f"One row, step by step: query row {r}",
+            "The running max m only grows; each time it grows (red triangles) the old sum l "
+            "and the accumulated output are multiplied by alpha < 1, so that every term keeps "
+            "the form exp(score − current max).")
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        st.number_input(f"Row within the Q block (0 – {i1 - i0 - 1})", 0, max(0, i1 - i0 - 1),
+                        key=state.ROW)
+        st.checkbox("m of all rows", key=state.ALL_ROWS)
     show(figs.row, "row_history")
 
 
 def render_math(trace: Trace, n: int, r: int) -> None:
     rm = row_math(trace, n, r)
-    st.markdown(f"#### Live math: query row {r}, step {n}")
-    st.caption("The update of this step, with the numbers the kernel recorded for this row "
-               "(\"old\": before the step, \"new\": after it).")
+    heading(f"Live math: query row {r}, step {n}",
+            "The update of this step, with the numbers the kernel recorded for this row "
+            "(\"old\": before the step, \"new\": after it).")
     notes = []
     if rm.rescaled:
         notes.append(f"The max moved: everything row {r} accumulated so far was multiplied "
@@ -85,11 +85,11 @@ def render_math(trace: Trace, n: int, r: int) -> None:
 def render_output(head: TracedHead, n: int, figs: StepFigures) -> None:
     trace = head.trace
     done, err_o, err_l = figs.errors
-    st.markdown("#### Output rows finished so far")
-    st.caption("A Q block's rows are divided by l (O = acc / l) once its last tile is done. "
-               "Each finished row is compared with a float64 oracle that materializes the "
-               "whole masked softmax: the streaming result is exact up to float32 rounding.")
     err = (f"max |O − oracle| **{np.nanmax(err_o):.2e}**, max |LSE − oracle| "
            f"**{np.nanmax(err_l):.2e}**" if done.any() else "no error to show yet")
-    st.markdown(f"Rows finished: **{int(done.sum())} / {trace.config.Lq}**; {err}.")
+    heading("Output rows finished so far",
+            "A Q block's rows are divided by l (O = acc / l) once its last tile is done. Each "
+            "finished row is compared with a float64 oracle that materializes the whole "
+            "masked softmax: the streaming result is exact up to float32 rounding.",
+            f"Rows finished: **{int(done.sum())} / {trace.config.Lq}**; {err}.")
     show(figs.output, "output_rows")

@@ -78,18 +78,18 @@ def render(trace: Trace) -> int:
     last = len(trace.steps) - 1
     n = st.session_state[state.STEP]
     playing = bool(st.session_state.get(state.PLAYING))
-    cols = st.columns(5, vertical_alignment="bottom")
+    row = st.container(horizontal=True, vertical_alignment="bottom")  # one block, not six
     moves = (  # key, label, icon, move, shortcut, disabled
         ("first", "First", "first_page", {"to": 0}, "Home", n == 0),
         ("prev", "Prev", "chevron_left", {"by": -1}, "Left", n == 0),
         ("next", "Next", "chevron_right", {"by": 1}, "Right", n == last),
         ("last", "Last", "last_page", {"to": last}, "End", n == last),
     )
-    for col, (key, label, icon, move, shortcut, disabled) in zip(cols, moves, strict=False):
-        col.button(label, key=key, icon=f":material/{icon}:", on_click=_go,
+    for key, label, icon, move, shortcut, disabled in moves:
+        row.button(label, key=key, icon=f":material/{icon}:", on_click=_go,
                    kwargs={**move, "last": last}, shortcut=shortcut, disabled=disabled,
                    width="stretch")
-    cols[4].button("Pause" if playing else "Play", key="play", type="primary",
+    row.button("Pause" if playing else "Play", key="play", type="primary",
                    icon=":material/pause:" if playing else ":material/play_arrow:",
                    on_click=_toggle_play, args=(last,), shortcut="P", width="stretch",
                    disabled=last == 0)

@@ -15,6 +15,7 @@ from .. import images
 from ..stats import tile_work
 from ..trace import Trace
 from . import state
+from .text import heading
 
 KEY = "tilemap"
 _SKIPPED_CLICK = "_tilemap_skipped"
@@ -108,14 +109,13 @@ def _on_click() -> None:
 def render(trace: Trace, data: dict) -> None:
     """The panel; ``data`` is ``component_data`` of the current step, drawn beforehand."""
     w = tile_work(trace)
-    st.markdown("#### Tile map")
-    st.caption(
+    heading(
+        "Tile map",
         "Each cell is one tile: a Q block i (rows of queries) against a KV block j (a run of "
         "keys). **Skipped** tiles hold no visible key, so they are never computed; **full** "
         "tiles need no mask; **partial** tiles straddle the diagonal or the window edge and "
         "mask some scores. The loop visits each row of tiles left to right. Click a tile "
-        "to jump to its step.")
-    st.markdown(
+        "to jump to its step.",
         f"**{w.full + w.partial}** of {w.tiles} tiles computed ({w.full} full, {w.partial} "
         f"partial), **{w.skipped}** skipped: the mask saved **{100 * w.saved_fraction:.1f}%** "
         f"of the score matrix; {100 * w.wasted_fraction:.1f}% of the computed scores were "
