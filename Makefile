@@ -41,6 +41,7 @@ run: warm
 		--server.address $(ADDRESS) --server.port $(PORT)
 
 test: setup-dev warm
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory test-nojit
 

@@ -103,7 +103,6 @@ def _gemm_jit(alpha, A, B, beta, C, trans_b):
     def impl(alpha, A, B, beta, C, trans_b):
         M, K = A.shape
         N = C.shape[1]
-        size = A.itemsize
         if not (_rows_contiguous(A) and _rows_contiguous(B) and _rows_contiguous(C)):
             raise ValueError("gemm needs rows stored contiguously")
         if M == 0 or N == 0:

@@ -5,8 +5,9 @@ and the memory it needs grows with Lq * Lk.
 Parallel over blocks of query rows (``standard_rows``): each task fills its rows of the full
 S buffer with one GEMM, runs a three-pass softmax over each row (max, exp and sum,
 normalize), and multiplies by V. A block is ROWS rows of one head in prefill, and in decode
-the g query heads that share a KV head (K/V read once per group, as streaming does). Nothing is tiled along Lk: that is the point of the comparison. The exp is
-the streaming kernel's (``tile.exp_shifted``), so the two differ only in what they hold.
+the g query heads that share a KV head (K/V read once per group, as streaming does).
+Nothing is tiled along Lk: that is the point of the comparison. The exp is the streaming
+kernel's (``tile.exp_shifted``), so the two differ only in what they hold.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ ROWS = 64  # query rows per parallel task
 # This kernel's products span whole rows of S (N = Lk keys). With this many rows or
 # fewer (decode: one query row per task) BLAS's gemm is slower than plain loops that stream
 # each K/V row through the cache once (2.9x at Lk = 8192 here). The streaming tile always
-# calls BLAS: on its [g, Bc] decode tiles that measured 1.1-1.4x faster than these loops on
+# calls BLAS: on its [g, Bc] decode tiles that measured 1.1-1.5x faster than these loops on
 # this project's current (Intel) host; on the AMD host of an earlier run the loops had won.
 SMALL_ROWS = 8
 
@@ -57,7 +58,6 @@ def matmul_nn(A, B, beta, C):
             a = A[i, n]
             for d in range(B.shape[1]):
                 C[i, d] += a * B[n, d]
-
 
 
 @njit(cache=True, fastmath=FASTMATH)

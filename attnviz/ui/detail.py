@@ -13,9 +13,9 @@ from ..livemath import latex_block, row_math
 from ..trace import Trace
 from ..viewconfig import ViewConfig
 from . import rowtable, state
-from .text import heading
 from .cache import TracedHead
 from .figures import StepFigures, show
+from .text import heading
 
 
 def _title(trace: Trace, n: int) -> str:

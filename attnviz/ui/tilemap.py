@@ -4,8 +4,9 @@ The map is a PNG from ``images.tile_map`` shown by a tiny custom component (Stre
 components v2: a few lines of inline JavaScript, no bundle). A click on the grid sends the
 tile as the trigger value ``tile = [n, i, j]`` (n = -1 for a skipped tile); ``_on_click``
 turns it into the step cursor before the rerun. The component also writes the hovered
-tile's class and step into the image's tooltip, and exposes the outlined tile (``data-current="i,j"``) and the grid's box and size
-(``data-grid``, ``data-tr``, ``data-tc``) on the ``<img>``, for the browser tests.
+tile's class and step into the image's tooltip, and exposes the outlined tile
+(``data-current="i,j"``) and the grid's box and size (``data-grid``, ``data-tr``,
+``data-tc``) on the ``<img>``, for the browser tests.
 """
 from __future__ import annotations
 
