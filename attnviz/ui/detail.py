@@ -15,7 +15,7 @@ from ..viewconfig import ViewConfig
 from . import rowtable, state
 from .cache import TracedHead
 from .figures import StepFigures, show
-from .text import heading
+from .text import aside, heading
 
 
 def _title(trace: Trace, n: int) -> str:
@@ -38,7 +38,7 @@ def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> No
             "lists each row's state: m (running max) and l (running sum of P~) before and "
             "after, and alpha = exp(m old − m new), the factor by which the old l and output "
             "accumulator were rescaled because the max moved.",
-            *([f":small[:gray[{decode}]]"] if cfg.mode == "decode" else []))
+            *([aside(decode)] if cfg.mode == "decode" else []))
     show(figs.tiles, "step_tiles")
     rowtable.render(figs.rows)
 

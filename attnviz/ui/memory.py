@@ -34,8 +34,8 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
         st.markdown(f"Current: B={cfg.B}, Hq={cfg.Hq}, Hkv={cfg.Hkv}, Lq={cfg.Lq}, "
                     f"Lk={cfg.Lk}, D={cfg.D}, Br×Bc={cfg.Br}×{cfg.Bc}, {threads} threads")
         st.table(pd.DataFrame({"what": list(rows),
-                                   "bytes": [plots.bytes_label(b) for b in rows.values()]}),
-                     hide_index=True)
+                               "bytes": [plots.bytes_label(b) for b in rows.values()]}),
+                 hide_index=True)
         available = psutil.virtual_memory().available
         st.caption(f"This machine: {plots.bytes_label(ram)} RAM, "
                    f"{plots.bytes_label(available)} available now.")

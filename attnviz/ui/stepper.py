@@ -90,9 +90,9 @@ def render(trace: Trace) -> int:
                    kwargs={**move, "last": last}, shortcut=shortcut, disabled=disabled,
                    width="stretch")
     row.button("Pause" if playing else "Play", key="play", type="primary",
-                   icon=":material/pause:" if playing else ":material/play_arrow:",
-                   on_click=_toggle_play, args=(last,), shortcut="P", width="stretch",
-                   disabled=last == 0)
+               icon=":material/pause:" if playing else ":material/play_arrow:",
+               on_click=_toggle_play, args=(last,), shortcut="P", width="stretch",
+               disabled=last == 0)
     if last > 0:
         st.slider("Step (visit order)", 0, last, key=state.STEP, on_change=state.navigated)
     else:

@@ -9,7 +9,12 @@ from __future__ import annotations
 import streamlit as st
 
 
+def aside(text: str) -> str:
+    """``text`` as small grey markdown (what ``st.caption`` shows, inside one element)."""
+    return f":small[:gray[{text}]]"
+
+
 def heading(title: str, about: str = "", *lines: str) -> None:
     """``#### title``, then ``about`` in small grey type, then ``lines`` as paragraphs."""
-    parts = [f"#### {title}", *([f":small[:gray[{about}]]"] if about else []), *lines]
+    parts = [f"#### {title}", *([aside(about)] if about else []), *lines]
     st.markdown("\n\n".join(parts))
