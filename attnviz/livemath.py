@@ -1,9 +1,10 @@
-"""The update formulas of one step with one row's recorded numbers substituted (LaTeX).
+"""The update formulas of one step with one row's recorded numbers substituted.
 
 ``row_math(trace, n, r)`` reads query row r's numbers at step n straight from the trace
 (m before/after, rowmax of its S, alpha, l before/after, rowsum of its P~, ||acc||) and, when
-n finishes r's Q block, its O and LSE. ``RowMath.latex()`` writes the formulas with exactly
-those numbers (``fmt``): what is shown is what the kernel computed, not a recomputation.
+n finishes r's Q block, its O and LSE. ``RowMath.equations()`` writes the formulas with
+exactly those numbers (``attnviz.formula``: as LaTeX and as MathML): what is shown is what the
+kernel computed, not a recomputation.
 """
 from __future__ import annotations
 
@@ -12,24 +13,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .formula import (
+    Equation,
+    Math,
+    bracket,
+    fn,
+    join,
+    mathml_block,
+    mi,
+    mo,
+    norm,
+    num,
+    num_operand,
+    paren,
+    space,
+    sub,
+    sup,
+    text,
+    tilde,
+    word,
+)
 from .trace import Trace
 
 
 def fmt(x: float) -> str:
     """A recorded float32 number in LaTeX, 6 significant digits; -inf as -\\infty."""
-    x = float(x)
-    if math.isinf(x):
-        return r"-\infty" if x < 0 else r"\infty"
-    s = f"{x:.6g}"
-    if "e" in s:
-        mant, exp = s.split("e")
-        return rf"{mant} \times 10^{{{int(exp)}}}"
-    return s
-
-
-def _sub(x: float) -> str:
-    """``fmt`` for the right operand of a minus sign: negatives in parentheses."""
-    return f"({fmt(x)})" if x < 0 else fmt(x)
+    return num(x).tex
 
 
 @dataclass(frozen=True)
@@ -62,46 +71,74 @@ class RowMath:
         """The max moved and there was state to rescale (not the row's first visible tile)."""
         return self.alpha != 1.0 and not math.isinf(self.m_before)
 
-    def latex(self) -> list[str]:
-        """One display-math block per formula: the formula, then the recorded numbers on a
-        second line ("old": before this step, "new": after it; r the row, (i, j) the tile)."""
-        ij, r = f"{self.i},{self.j}", self.r
-        old, new = r"_{\text{old}}", r"_{\text{new}}"
-        rows = [(rf"m{new}", rf"\max\big(m{old},\ \mathrm{{rowmax}}(S_{{{ij}}})_{{{r}}}\big)",
-                 rf"\max\big({fmt(self.m_before)},\ {fmt(self.s_max)}\big) = {fmt(self.m)}")]
+    def equations(self) -> list[Equation]:
+        """The formulas of this step, each with the recorded numbers on a second line
+        ("old": before this step, "new": after it; r the row, (i, j) the tile)."""
+        e, m, ell, P, S = mi("e"), mi("m"), mi(r"\ell", "ℓ"), tilde(mi("P")), mi("S")
+        alpha, acc = mi(r"\alpha", "α"), word("acc")
+        old, new = text("old"), text("new")
+        m_old, m_new, l_old, l_new = sub(m, old), sub(m, new), sub(ell, old), sub(ell, new)
+        ij, r = _indices(self.i, self.j), _indices(self.r)
+        minus, plus, eq, comma = mo("-", "−"), mo("+"), mo("="), mo(",")
+        V_j = sub(mi("V"), _indices(self.j))
+        rowmax = sub(word("rowmax") + paren(sub(S, ij), False), r)
+        rows = [Equation(
+            m_new,
+            fn("max") + paren(m_old + comma + space() + rowmax),
+            fn("max") + paren(num(self.m_before) + comma + space() + num(self.s_max)) + eq
+            + num(self.m))]
         if self.seen_nothing:
-            rows.append((rf"\ell{new}", r"0 \quad \text{(no visible key yet: } m = -\infty,\ "
-                         r"\tilde P = 0\text{)}", fmt(self.l)))
-            return [_aligned(*row) for row in rows]
+            rows.append(Equation(
+                l_new,
+                num(0) + space(1) + text("(no visible key yet: ") + m + eq + num(-math.inf)
+                + comma + space() + P + eq + num(0) + text(")"),
+                num(self.l)))
+            return rows
+        rowsum = sub(word("rowsum") + paren(sub(P, ij), False), r)
         rows += [
-            (r"\alpha", rf"e^{{\,m{old} - m{new}}}",
-             rf"e^{{\,{fmt(self.m_before)} - {_sub(self.m)}}} = {fmt(self.alpha)}"),
-            (rf"\mathrm{{rowsum}}(\tilde P_{{{ij}}})_{{{r}}}",
-             rf"\textstyle\sum_k e^{{\,S_{{{ij}}}[{r},k] - m{new}}}", fmt(self.p_sum)),
-            (rf"\ell{new}", rf"\alpha\,\ell{old} + \mathrm{{rowsum}}(\tilde P_{{{ij}}})_{{{r}}}",
-             rf"{fmt(self.alpha)} \cdot {fmt(self.l_before)} + {fmt(self.p_sum)} = {fmt(self.l)}"),
-            (rf"\mathrm{{acc}}{new}", rf"\alpha\,\mathrm{{acc}}{old} + (\tilde P_{{{ij}}}"
-             rf" V_{{{self.j}}})_{{{r}}}", rf"\text{{a vector with }} \lVert\cdot\rVert = "
-             rf"{fmt(self.acc_norm)}"),
+            Equation(alpha, sup(e, m_old + minus + m_new),
+                     sup(e, num(self.m_before) + minus + num_operand(self.m)) + eq
+                     + num(self.alpha)),
+            Equation(rowsum,
+                     sub(mo(r"\sum", "∑"), mi("k")) + sup(e, sub(S, ij) + bracket(
+                         r + comma + mi("k")) + minus + m_new),
+                     num(self.p_sum)),
+            Equation(l_new, alpha + l_old + plus + rowsum,
+                     num(self.alpha) + mo(r"\cdot", "·") + num(self.l_before) + plus
+                     + num(self.p_sum) + eq + num(self.l)),
+            Equation(sub(acc, new),
+                     alpha + sub(acc, old) + plus + sub(paren(sub(P, ij) + V_j, False), r),
+                     text("a vector with ") + norm(mo(r"\cdot", "·")) + eq
+                     + num(self.acc_norm)),
         ]
         if self.finished:
+            log = fn("log") + space(0.17)
             rows += [
-                (rf"\lVert O_{{{r}}} \rVert", r"\lVert \mathrm{acc} \rVert / \ell",
-                 rf"{fmt(self.acc_norm)} / {fmt(self.l)} = {fmt(self.o_norm)}"),
-                (rf"\mathrm{{LSE}}_{{{r}}}", r"m + \log \ell",
-                 rf"{fmt(self.m)} + \log {fmt(self.l)} = {fmt(self.lse)}"),
+                Equation(norm(sub(mi("O"), r)), norm(acc) + mo("/") + ell,
+                         num(self.acc_norm) + mo("/") + num(self.l) + eq + num(self.o_norm)),
+                Equation(sub(word("LSE"), r), m + plus + log + ell,
+                         num(self.m) + plus + log + num(self.l) + eq + num(self.lse)),
             ]
-        return [_aligned(*row) for row in rows]
+        return rows
+
+    def latex(self) -> list[str]:
+        """The equations in LaTeX, one aligned block each."""
+        return [eq.tex for eq in self.equations()]
+
+    def mathml(self) -> str:
+        """The equations in MathML, one block <math> (what the page shows)."""
+        return mathml_block(self.equations())
+
+
+def _indices(*ks: int) -> Math:
+    """Tile or row indices as a subscript: ``1,2``."""
+    return join([num(k) for k in ks], mo(","))
 
 
 def latex_block(lines: list[str]) -> str:
     """The formulas of ``RowMath.latex`` as one display block, stacked with some space: the
-    page renders it as one element (seven elements cost the browser ~50 ms per step)."""
+    LaTeX a reader copies from the live math panel."""
     return r"\begin{gathered}" + r" \\[10pt] ".join(lines) + r"\end{gathered}"
-
-
-def _aligned(lhs: str, formula: str, numbers: str) -> str:
-    return rf"\begin{{aligned}} {lhs} &= {formula} \\ &= {numbers} \end{{aligned}}"
 
 
 def row_math(trace: Trace, n: int, r: int) -> RowMath:

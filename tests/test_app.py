@@ -21,6 +21,7 @@ from attnviz.livemath import fmt, row_math
 from attnviz.masks import tile_status
 from attnviz.presets import PRESETS
 from attnviz.scenarios import one_head
+from attnviz.ui import mathpanel
 from attnviz.viewconfig import DEFAULT, FIELDS, ViewConfig, clamp
 from kernels import default_blocks
 
@@ -92,6 +93,11 @@ def assert_shows(at: AppTest, key: str, fig: images.Figure) -> None:
 def tilemap(at: AppTest) -> dict:
     """The data the tile map component was given (PNG, grid box, tile classes and steps)."""
     return json.loads(keyed(at._tree, "tilemap").proto.json)
+
+
+def live_math(at: AppTest) -> dict:
+    """The live math box's data: the formulas as MathML and LaTeX, and its notes."""
+    return json.loads(keyed(at._tree, "live_math").proto.json)
 
 
 def table(at: AppTest, first_column: str):
@@ -183,8 +189,11 @@ def test_default_view_shows_the_first_step_of_the_first_look_preset():
     np.testing.assert_array_equal(_png(tilemap(at)["src"]), images.tile_map(trace, 0).array())
     # the live math shows row 0's recorded numbers at step 0
     rm = row_math(trace, 0, 0)
-    text = "\n".join(x.value for x in at.latex)
-    assert fmt(rm.s_max) in text and fmt(rm.l) in text
+    box = live_math(at)
+    assert box == mathpanel.box_data(rm, box["notes"])
+    assert fmt(rm.s_max) in box["latex"] and fmt(rm.l) in box["latex"]
+    assert f"<mn>{abs(rm.s_max):.6g}</mn>" in box["mathml"]
+    assert f"<mn>{rm.l:.6g}</mn>" in box["mathml"]
     assert any("28** skipped" in m.value for m in at.markdown)
     # the rows table is the state of step 0's rows
     rows = rows_table(at)
@@ -324,7 +333,7 @@ def test_row_and_all_rows_controls_choose_what_the_row_panel_shows():
     r = trace.config.rows(trace.steps[10].i)[0] + 5
     assert any(m.value.startswith(f"#### Live math: query row {r}, step 10\n")
                for m in at.markdown)
-    assert fmt(row_math(trace, 10, r).l) in "\n".join(x.value for x in at.latex)
+    assert fmt(row_math(trace, 10, r).l) in live_math(at)["latex"]
     assert_shows(at, "row_history", images.row_history(trace, 10, r))
     at.checkbox(key="all_rows").check().run()
     assert_shows(ok(at), "row_history", images.row_history(trace, 10, r, all_rows=True))

@@ -269,7 +269,7 @@ def test_live_math_shows_O_and_LSE_when_the_row_is_final():
     rm = row_math(trace, last, r)
     assert rm.finished and rm.lse == trace.lse[r]
     text = "\n".join(rm.latex())
-    assert rf"\mathrm{{LSE}}_{{{r}}}" in text and fmt(trace.lse[r]) in text
+    assert rf"{{\mathrm{{LSE}}}}_{{{r}}}" in text and fmt(trace.lse[r]) in text
     assert fmt(np.linalg.norm(trace.out[r])) in text
     assert not row_math(trace, last - 1, r).finished
 

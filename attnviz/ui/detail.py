@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ..livemath import latex_block, row_math
+from ..livemath import row_math
 from ..trace import Trace
 from ..viewconfig import ViewConfig
-from . import rowtable, state
+from . import mathpanel, rowtable, state
 from .cache import TracedHead
 from .figures import StepFigures, show
 from .text import aside, heading
@@ -76,10 +76,7 @@ def render_math(trace: Trace, n: int, r: int) -> None:
     if not rm.finished:
         notes.append(f"O and LSE of this row are final after step "
                      f"{trace.block_done_after[rm.i]}, the last tile of Q block {rm.i}.")
-    with st.container(border=True, key="live_math"):
-        st.latex(latex_block(rm.latex()))  # one element: every element costs the browser
-        if notes:
-            st.caption(" ".join(notes))
+    mathpanel.render(rm, " ".join(notes))
 
 
 def render_output(head: TracedHead, n: int, figs: StepFigures) -> None:

@@ -1,0 +1,62 @@
+"""The live math box: this step's update formulas for one row, typeset as MathML, with the
+notes under them and the same formulas as LaTeX to copy.
+
+A tiny custom component (components v2, inline JavaScript, no bundle): on every step the
+browser swaps the box's contents, and lays the MathML out natively. ``st.latex`` renders
+through KaTeX in JavaScript, which cost each step click ~15-50 ms of browser time (paired
+A/B in headless Chromium). The LaTeX sits in a closed <details> that stays as the reader
+left it from step to step.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from ..livemath import RowMath, latex_block
+
+KEY = "live_math"
+
+_CSS = """
+.live-math { border: 1px solid rgba(49, 51, 63, .2); border-radius: .5rem;
+  padding: .3rem .6rem .5rem; }
+.live-math math { font-family: math; font-size: .9rem; margin: .4rem 0; }
+.live-math mtd { padding: .1em 0; }
+.live-math mtr.next mtd { padding-top: .9em; }
+.live-math .formulas { overflow-x: auto; }
+/* Chromium aligns table cells of MathML only by its -webkit- keywords */
+.live-math mtd.lhs { text-align: right; text-align: -webkit-right; }
+.live-math mtd.rhs { text-align: left; text-align: -webkit-left; padding-left: .28em; }
+.live-math .notes { font-size: .8rem; color: rgba(49, 51, 63, .6); margin: .3rem 0 0; }
+.live-math .notes:empty { display: none; }
+.live-math details { font-size: .75rem; margin-top: .4rem; }
+.live-math summary { cursor: pointer; color: rgba(49, 51, 63, .6); }
+.live-math pre { white-space: pre-wrap; word-break: break-all; font-size: .72rem;
+  background: #f8fafc; padding: .4rem; border-radius: .3rem; margin: .3rem 0 0; }
+"""
+
+_JS = """
+export default function ({ data, parentElement }) {
+  let box = parentElement.querySelector("div.live-math");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "live-math";
+    box.innerHTML = '<div class="formulas"></div><p class="notes"></p>' +
+      "<details><summary>LaTeX</summary><pre></pre></details>";
+    parentElement.appendChild(box);
+  }
+  box.querySelector(".formulas").innerHTML = data.mathml;
+  box.querySelector(".notes").textContent = data.notes;
+  box.querySelector("pre").textContent = data.latex;
+}
+"""
+
+_component = st.components.v2.component("attnviz_livemath", css=_CSS, js=_JS,
+                                        isolate_styles=False)
+
+
+def box_data(rm: RowMath, notes: str) -> dict:
+    """The component's data: the formulas as MathML and as LaTeX, and the notes (text)."""
+    return {"mathml": rm.mathml(), "latex": latex_block(rm.latex()), "notes": notes}
+
+
+def render(rm: RowMath, notes: str) -> None:
+    _component(key=KEY, data=box_data(rm, notes))
