@@ -148,8 +148,8 @@ class Equation:
 
 
 def mathml_block(equations: list[Equation]) -> str:
-    """The equations as one block <math>: one table, so that every "=" lines up; the first
-    row of each equation after the first has the class ``next`` (space above it)."""
-    rows = [eq.mml if k == 0 else eq.mml.replace("<mtr>", '<mtr class="next">', 1)
-            for k, eq in enumerate(equations)]
-    return f'<math display="block"><mtable>{"".join(rows)}</mtable></math>'
+    """The equations as block <math> elements, one table each: a shared table would line up
+    every "=", but its columns take the widest left side and the widest right side of
+    different equations, which overflows a half-width column."""
+    return "".join(f'<math display="block"><mtable>{eq.mml}</mtable></math>'
+                   for eq in equations)

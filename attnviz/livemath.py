@@ -84,9 +84,9 @@ class RowMath:
         rowmax = sub(word("rowmax") + paren(sub(S, ij), False), r)
         rows = [Equation(
             m_new,
-            fn("max") + paren(m_old + comma + space() + rowmax),
-            fn("max") + paren(num(self.m_before) + comma + space() + num(self.s_max)) + eq
-            + num(self.m))]
+            fn("max") + paren(m_old + comma + space(0.17) + rowmax),
+            fn("max") + paren(num(self.m_before) + comma + space(0.17) + num(self.s_max))
+            + eq + num(self.m))]
         if self.seen_nothing:
             rows.append(Equation(
                 l_new,
@@ -126,7 +126,7 @@ class RowMath:
         return [eq.tex for eq in self.equations()]
 
     def mathml(self) -> str:
-        """The equations in MathML, one block <math> (what the page shows)."""
+        """The equations in MathML, block <math> elements (what the page shows)."""
         return mathml_block(self.equations())
 
 

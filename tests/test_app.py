@@ -161,17 +161,29 @@ def assert_shows_step(at: AppTest, n: int) -> None:
     assert at.query_params["step"] == str(n)
 
 
-def click_tile(at: AppTest, i: int, j: int) -> AppTest:
-    """A browser click on tile (i, j): the trigger value the component's script sends
-    (``[n, i, j]`` with n from the data it was given), delivered the way the frontend does."""
-    el = keyed(at._tree, "tilemap")
-    data = json.loads(el.proto.json)
-    n = data["steps"][i * data["Tc"] + j]
+def trigger(at: AppTest, key: str, event: str, value) -> AppTest:
+    """What a custom component's script sends with ``setTriggerValue(event, value)``,
+    delivered the way the frontend does, and the rerun."""
+    el = keyed(at._tree, key)
     states = at._tree.get_widget_states()
     w = states.widgets.add()
     w.id = _make_trigger_id(el.proto.id, "events")
-    w.json_trigger_value = json.dumps([{"event": "tile", "value": [n, i, j]}])
+    w.json_trigger_value = json.dumps([{"event": event, "value": value}])
     return ok(at._run(states))
+
+
+def click_tile(at: AppTest, i: int, j: int) -> AppTest:
+    """A browser click on tile (i, j): the trigger value the component's script sends
+    (``[n, i, j]`` with n from the data it was given)."""
+    data = tilemap(at)
+    return trigger(at, "tilemap", "tile", [data["steps"][i * data["Tc"] + j], i, j])
+
+
+def slide_to(at: AppTest, n: int) -> AppTest:
+    """The step slider released at n (it shows the current step and its range)."""
+    data = json.loads(keyed(at._tree, "step_slider").proto.json)
+    assert data["value"] == step(at) and data["last"] == len(trace_of(at).steps) - 1
+    return trigger(at, "step_slider", "step", n)
 
 
 # --- the default view --------------------------------------------------------------------------
@@ -218,8 +230,12 @@ def test_step_buttons_and_slider_move_the_cursor_and_the_outline():
     at.button(key="first").click().run()
     assert_shows_step(ok(at), 0)
     assert at.button(key="prev").disabled
-    at.slider(key="step").set_value(17).run()
+    slide_to(at, 17)
     assert_shows_step(ok(at), 17)
+    slide_to(at, 10**6)  # a value past the end (a stale page) lands on the last step
+    assert_shows_step(at, last)
+    trigger(at, "step_slider", "step", "7")  # not a number: ignored
+    assert_shows_step(at, last)
 
 
 def test_play_advances_one_step_per_tick_pause_stops_and_the_end_stops_playing():
@@ -235,7 +251,7 @@ def test_play_advances_one_step_per_tick_pause_stops_and_the_end_stops_playing()
     at.run()
     assert step(ok(at)) == 3
     last = len(trace_of(at).steps) - 1
-    at.slider(key="step").set_value(last - 1).run()
+    slide_to(at, last - 1)
     at.button(key="play").click().run()
     assert step(ok(at)) == last
     at.run()  # the tick at the last step stops playing
@@ -327,7 +343,7 @@ def test_scenario_and_seed_change_the_inputs():
 
 def test_row_and_all_rows_controls_choose_what_the_row_panel_shows():
     at = open_app()
-    at.slider(key="step").set_value(10).run()
+    slide_to(at, 10)
     at.number_input(key="row").set_value(5).run()
     trace = trace_of(ok(at))
     r = trace.config.rows(trace.steps[10].i)[0] + 5
@@ -376,7 +392,7 @@ def test_every_preset_loads_its_configuration():
 def test_the_url_reopens_the_same_view():
     at = open_app()
     at.selectbox(key="preset").set_value("chunked prefill").run()
-    at.slider(key="step").set_value(9).run()
+    slide_to(at, 9)
     at.number_input(key="row").set_value(3).run()
     params = dict(ok(at).query_params)
     again = open_app(**params)
@@ -485,7 +501,7 @@ def test_output_rows_follow_the_finished_blocks():
     at = open_app()
     trace = trace_of(at)
     n = trace.block_done_after[2]  # Q blocks 0..2 finished
-    at.slider(key="step").set_value(n).run()
+    slide_to(at, n)
     from attnviz.stats import oracle, output_error
     O_ref, lse_ref = oracle(trace)
     done, err_o, _ = output_error(trace, O_ref, lse_ref, n)

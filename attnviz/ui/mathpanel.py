@@ -18,9 +18,9 @@ KEY = "live_math"
 _CSS = """
 .live-math { border: 1px solid rgba(49, 51, 63, .2); border-radius: .5rem;
   padding: .3rem .6rem .5rem; }
-.live-math math { font-family: math; font-size: .9rem; margin: .4rem 0; }
+.live-math math { font-family: math; font-size: .95rem; margin: .55rem 0 .55rem .2rem;
+  width: fit-content; }
 .live-math mtd { padding: .1em 0; }
-.live-math mtr.next mtd { padding-top: .9em; }
 .live-math .formulas { overflow-x: auto; }
 /* Chromium aligns table cells of MathML only by its -webkit- keywords */
 .live-math mtd.lhs { text-align: right; text-align: -webkit-right; }

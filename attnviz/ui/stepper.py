@@ -3,19 +3,74 @@
 Keyboard: Home / Left / Right / End step, P plays or pauses (Streamlit shows the keys on the
 buttons).
 
-The cursor is ``st.session_state["step"]`` (0-based visit order). Buttons move it in
-callbacks (before anything is drawn); auto-play is the step view fragment rerunning every
+The cursor is ``st.session_state["step"]`` (0-based visit order). Buttons and the slider move
+it in callbacks (before anything is drawn); auto-play is the step view fragment rerunning every
 ``interval()`` seconds and calling ``tick`` first. Any manual move pauses auto-play. Play and
 pause rerun the whole app once, because a fragment's ``run_every`` is fixed when it is
 defined. Nothing here recomputes the trace: it only moves an index into it.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from ..trace import Trace
 from ..viewconfig import ViewConfig
 from . import state
+
+SLIDER = "step_slider"
+
+# The step slider: a native range input in a tiny custom component (components v2, inline
+# JavaScript). ``st.slider`` measured its layout on every step (a forced layout, ~20-40 ms
+# of each step click in Chromium); this one only sets its value. Dragging shows the step
+# under the thumb and sends it on release (trigger ``step``); arrow keys move it when it has
+# focus, without also firing the page's Left/Right step shortcuts.
+_SLIDER_CSS = """
+.step-slider { display: flex; flex-direction: column; gap: .15rem; padding: .1rem 0 .3rem; }
+.step-slider label { font-size: .875rem; color: rgb(49, 51, 63); }
+.step-slider output { color: #ff4b4b; font-variant-numeric: tabular-nums; margin-left: .4rem; }
+.step-slider input { -webkit-appearance: none; appearance: none; width: 100%; height: 1rem;
+  margin: 0; background: transparent; cursor: pointer; }
+.step-slider input::-webkit-slider-runnable-track { height: 4px; border-radius: 2px;
+  background: linear-gradient(to right, #ff4b4b var(--fill), #e6e9ef var(--fill)); }
+.step-slider input::-webkit-slider-thumb { -webkit-appearance: none; width: 14px;
+  height: 14px; margin-top: -5px; border-radius: 50%; background: #ff4b4b; border: 0; }
+.step-slider input::-moz-range-track { height: 4px; border-radius: 2px; background: #e6e9ef; }
+.step-slider input::-moz-range-progress { height: 4px; border-radius: 2px;
+  background: #ff4b4b; }
+.step-slider input::-moz-range-thumb { width: 14px; height: 14px; border-radius: 50%;
+  background: #ff4b4b; border: 0; }
+.step-slider input:focus-visible { outline: 2px solid rgba(255, 75, 75, .5);
+  outline-offset: 2px; border-radius: 2px; }
+"""
+_SLIDER_JS = """
+const fill = (input) => input.style.setProperty("--fill",
+  `${100 * input.value / Math.max(1, input.max)}%`);
+export default function ({ data, parentElement, setTriggerValue }) {
+  let box = parentElement.querySelector("div.step-slider");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "step-slider";
+    box.innerHTML = '<label><span></span><output></output></label>' +
+      '<input type="range" min="0" step="1">';
+    parentElement.appendChild(box);
+    const input = box.querySelector("input"), out = box.querySelector("output");
+    input.addEventListener("input", () => { out.textContent = input.value; fill(input); });
+    input.addEventListener("change", () => setTriggerValue("step", Number(input.value)));
+    input.addEventListener("keydown", (e) => e.stopPropagation());
+  }
+  const input = box.querySelector("input");
+  box.querySelector("span").textContent = data.label;
+  input.max = data.last;
+  input.value = data.value;
+  fill(input);
+  input.setAttribute("aria-label", data.label);
+  box.querySelector("output").textContent = data.value;
+}
+"""
+_slider = st.components.v2.component("attnviz_stepslider", css=_SLIDER_CSS, js=_SLIDER_JS,
+                                     isolate_styles=False)
 
 
 def interval() -> float | None:
@@ -29,6 +84,12 @@ def _go(to: int | None = None, by: int = 0, last: int = 0) -> None:
     cur = st.session_state.get(state.STEP, 0)
     st.session_state[state.STEP] = min(max((cur + by) if to is None else to, 0), last)
     state.navigated()
+
+
+def _on_slide(last: int) -> None:
+    value = (st.session_state.get(SLIDER) or {}).get("step")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        _go(to=int(value), last=last)
 
 
 def _toggle_play(last: int) -> None:
@@ -94,7 +155,8 @@ def render(trace: Trace) -> int:
                on_click=_toggle_play, args=(last,), shortcut="P", width="stretch",
                disabled=last == 0)
     if last > 0:
-        st.slider("Step (visit order)", 0, last, key=state.STEP, on_change=state.navigated)
+        _slider(key=SLIDER, data={"label": "Step (visit order)", "value": n, "last": last},
+                on_step_change=partial(_on_slide, last))
     else:
         st.caption("This configuration computes a single tile.")
     return st.session_state[state.STEP]

@@ -107,6 +107,18 @@ def test_keyboard_steps(page: Page, app_url: str):
     wait_for_step(page, 35)
     _press(page, "ArrowLeft")
     wait_for_step(page, 34)
+    # the step slider: with focus, its own arrow keys move it one step (and the page's
+    # Left/Right shortcuts stay out of it); released by the mouse, it jumps
+    slider = page.locator(".st-key-step_slider input[type=range]")
+    expect(slider).to_have_value("34")
+    slider.focus()
+    page.keyboard.press("ArrowLeft")
+    wait_for_step(page, 33)
+    expect(slider).to_have_value("33")
+    box = slider.bounding_box()
+    page.mouse.click(box["x"] + 0.02 * box["width"], box["y"] + box["height"] / 2)
+    wait_for_step(page, 0)
+    assert_no_exception(page)
 
 
 def test_presets_and_shared_url(page: Page, app_url: str):
