@@ -9,9 +9,8 @@ left it from step to step.
 """
 from __future__ import annotations
 
-import streamlit as st
-
 from ..livemath import RowMath, latex_block
+from . import component
 
 KEY = "live_math"
 
@@ -33,24 +32,13 @@ _CSS = """
   background: #f8fafc; padding: .4rem; border-radius: .3rem; margin: .3rem 0 0; }
 """
 
-_JS = """
-export default function ({ data, parentElement }) {
-  let box = parentElement.querySelector("div.live-math");
-  if (!box) {
-    box = document.createElement("div");
-    box.className = "live-math";
-    box.innerHTML = '<div class="formulas"></div><p class="notes"></p>' +
-      "<details><summary>LaTeX</summary><pre></pre></details>";
-    parentElement.appendChild(box);
-  }
-  box.querySelector(".formulas").innerHTML = data.mathml;
+_component = component.boxed(
+    "livemath", "live-math", css=_CSS,
+    html='<div class="formulas"></div><p class="notes"></p>'
+         "<details><summary>LaTeX</summary><pre></pre></details>",
+    update="""box.querySelector(".formulas").innerHTML = data.mathml;
   box.querySelector(".notes").textContent = data.notes;
-  box.querySelector("pre").textContent = data.latex;
-}
-"""
-
-_component = st.components.v2.component("attnviz_livemath", css=_CSS, js=_JS,
-                                        isolate_styles=False)
+  box.querySelector("pre").textContent = data.latex;""")
 
 
 def box_data(rm: RowMath, notes: str) -> dict:

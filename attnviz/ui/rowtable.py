@@ -9,9 +9,9 @@ numbers are text, so they can be selected and copied.
 from __future__ import annotations
 
 import numpy as np
-import streamlit as st
 
 from ..trace import Trace
+from . import component
 
 KEY = "rows_table"
 
@@ -27,24 +27,13 @@ _CSS = """
 .rows-table tr:nth-child(even) td { background: #f8fafc; }
 """
 
-_JS = """
-export default function ({ data, parentElement }) {
-  let box = parentElement.querySelector("div.rows-table");
-  if (!box) {
-    box = document.createElement("div");
-    box.className = "rows-table";
-    parentElement.appendChild(box);
-  }
-  const esc = (s) => String(s).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
-  const head = data.columns.map((c) => `<th>${esc(c)}</th>`).join("");
+_component = component.boxed(
+    "rowtable", "rows-table", css=_CSS,
+    prelude="""const esc = (s) => String(s).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);""",
+    update="""const head = data.columns.map((c) => `<th>${esc(c)}</th>`).join("");
   const body = data.rows.map((r) => "<tr>" + r.map((v) => `<td>${esc(v)}</td>`).join("")
     + "</tr>").join("");
-  box.innerHTML = `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
-}
-"""
-
-_component = st.components.v2.component("attnviz_rowtable", css=_CSS, js=_JS,
-                                        isolate_styles=False)
+  box.innerHTML = `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;""")
 
 
 COLUMNS = ("row", "m old", "rowmax S", "m new", "alpha", "l old", "rowsum P~", "l new",

@@ -17,7 +17,7 @@ import streamlit as st
 
 from ..trace import Trace
 from ..viewconfig import ViewConfig
-from . import state
+from . import component, state
 
 SLIDER = "step_slider"
 
@@ -44,33 +44,22 @@ _SLIDER_CSS = """
 .step-slider input:focus-visible { outline: 2px solid rgba(255, 75, 75, .5);
   outline-offset: 2px; border-radius: 2px; }
 """
-_SLIDER_JS = """
-const fill = (input) => input.style.setProperty("--fill",
-  `${100 * input.value / Math.max(1, input.max)}%`);
-export default function ({ data, parentElement, setTriggerValue }) {
-  let box = parentElement.querySelector("div.step-slider");
-  if (!box) {
-    box = document.createElement("div");
-    box.className = "step-slider";
-    box.innerHTML = '<label><span></span><output></output></label>' +
-      '<input type="range" min="0" step="1">';
-    parentElement.appendChild(box);
-    const input = box.querySelector("input"), out = box.querySelector("output");
+_slider = component.boxed(
+    "stepslider", "step-slider", css=_SLIDER_CSS,
+    prelude="""const fill = (input) => input.style.setProperty("--fill",
+  `${100 * input.value / Math.max(1, input.max)}%`);""",
+    html='<label><span></span><output></output></label><input type="range" min="0" step="1">',
+    setup="""const input = box.querySelector("input"), out = box.querySelector("output");
     input.addEventListener("input", () => { out.textContent = input.value; fill(input); });
     input.addEventListener("change", () => setTriggerValue("step", Number(input.value)));
-    input.addEventListener("keydown", (e) => e.stopPropagation());
-  }
-  const input = box.querySelector("input");
+    input.addEventListener("keydown", (e) => e.stopPropagation());""",
+    update="""const input = box.querySelector("input");
   box.querySelector("span").textContent = data.label;
   input.max = data.last;
   input.value = data.value;
   fill(input);
   input.setAttribute("aria-label", data.label);
-  box.querySelector("output").textContent = data.value;
-}
-"""
-_slider = st.components.v2.component("attnviz_stepslider", css=_SLIDER_CSS, js=_SLIDER_JS,
-                                     isolate_styles=False)
+  box.querySelector("output").textContent = data.value;""")
 
 
 def interval() -> float | None:

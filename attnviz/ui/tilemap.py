@@ -15,22 +15,16 @@ import streamlit as st
 from .. import images
 from ..stats import tile_work
 from ..trace import Trace
-from . import state
+from . import component, state
 from .text import heading
 
 KEY = "tilemap"
 _SKIPPED_CLICK = "_tilemap_skipped"
 
-_JS = """
-export default function ({ data, parentElement, setTriggerValue }) {
-  let img = parentElement.querySelector("img.tilemap");
-  if (!img) {
-    img = document.createElement("img");
-    img.className = "tilemap";
-    img.style.width = "100%";
-    img.style.display = "block";
-    parentElement.appendChild(img);
-  }
+_component = component.boxed(
+    "tilemap", "tile-map",
+    html='<img class="tilemap" style="width: 100%; display: block">',
+    update="""const img = box.querySelector("img.tilemap");
   img.src = data.src;
   img.alt = data.alt;
   img.style.maxWidth = data.width + "px";
@@ -59,11 +53,7 @@ export default function ({ data, parentElement, setTriggerValue }) {
     const k0 = j * data.Bc, k1 = Math.min(k0 + data.Bc, data.Lk) - 1;
     img.title = `Q block ${i} (rows ${r0}-${r1}) x KV block ${j} (keys ${k0}-${k1}): ` +
       data.names[data.status[k]] + (n >= 0 ? `, step ${n}` : ", not computed");
-  };
-}
-"""
-
-_component = st.components.v2.component("attnviz_tilemap", js=_JS, isolate_styles=False)
+  };""")
 
 
 def component_data(trace: Trace, n: int) -> dict:
