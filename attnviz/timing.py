@@ -180,12 +180,15 @@ def sweep_blocks(p: Problem, q, k, v, Brs, Bcs, *, repeats: int) -> Iterator[tup
 
 
 def machine() -> dict:
-    """Threads, threading layer and dtype the timings use."""
+    """Threads, threading layer, the BLAS of the tile GEMMs and dtype the timings use."""
     import numba
+
+    from kernels import BLAS
 
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet in this process
         layer = numba.config.THREADING_LAYER
     return {"threads": numba.get_num_threads(), "threading layer": layer,
+            "blas": f"{BLAS.describe()}, one thread per worker ({BLAS.reason})",
             "dtype": "float32 (inputs, accumulators and outputs)"}

@@ -8,10 +8,13 @@ materialized baseline.
 q [B, Hq, Lq, D], k/v [B, Hkv, Lk, D] with Hq % Hkv == 0 (GQA by indexing, never by
 copying). Inputs may be float16/32/64; arithmetic and outputs are float32.
 """
+from ._blaslib import BlasLib
+from ._blaslib import bind as _bind_blas
 from ._config import configure_numba, limit_scipy_blas_to_one_thread
 
 configure_numba()  # before any kernel module is imported (cache folder, threading layer)
 limit_scipy_blas_to_one_thread()
+BLAS: BlasLib = _bind_blas()  # the library the tile GEMMs call (ATTNVIZ_BLAS)
 
 from .api import (  # noqa: E402
     DEFAULT_MEMORY_FRACTION,
@@ -23,6 +26,7 @@ from .api import (  # noqa: E402
 )
 
 __all__ = [
+    "BLAS",
     "DEFAULT_MEMORY_FRACTION",
     "decode_split",
     "default_blocks",

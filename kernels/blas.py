@@ -7,9 +7,9 @@
 * ``float_from_bits(b)``: reinterpret an int32 as the float32 with those bits. Scalar, so the
   exp loop that builds 2^k from its exponent bits stays one vectorizable loop.
 
-Both call into code Numba already ships: ``numba_xxgemm`` is Numba's C helper behind
-``np.dot`` (it finds SciPy's ``cython_blas`` at run time), referenced by symbol name, so a
-kernel using it still loads from the on-disk cache in a new process. Under
+``gemm`` calls CBLAS ``?gemm`` of the library ``_blaslib`` binds (SciPy's OpenBLAS or,
+when installed, oneMKL) through a symbol name, so a kernel using it still loads from the
+on-disk cache in a new process, whichever library that process binds. Under
 ``NUMBA_DISABLE_JIT=1`` the plain-Python bodies below run instead.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload, register_jitable
-from numba.np.linalg import ensure_blas
+
+from . import _blaslib
 
 
 def gemm(alpha, A, B, beta, C, trans_b):
@@ -42,42 +43,42 @@ def float_from_bits(b):
     return np.array(b, np.int32).view(np.float32)[()]
 
 
-_CHAR = ir.IntType(8)
+_I32 = ir.IntType(32)
 _VOIDP = ir.IntType(8).as_pointer()
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # CBLAS enums
 
 
 @intrinsic
-def _xxgemm(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Column-major BLAS gemm on the data pointers of arrays a, b, c (Fortran semantics:
-    c = alpha * op(a) op(b) + beta * c with leading dimensions lda, ldb, ldc)."""
+def _cblas_gemm(typingctx, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major CBLAS gemm, c = alpha * a op(b) + beta * c, through the symbol that
+    ``_blaslib`` bound to the chosen library (s or d by the arrays' dtype)."""
     dtype = c.dtype
-    sig = types.int32(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    sig = types.void(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
     def codegen(context, builder, signature, args):
-        ta, tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_ = args
-        intp = context.get_value_type(types.intp)
-        fnty = ir.FunctionType(ir.IntType(32), [_CHAR, _CHAR, _CHAR, intp, intp, intp,
-                                                _VOIDP, _VOIDP, intp, _VOIDP, intp, _VOIDP,
-                                                _VOIDP, intp])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_ = args
         ll_dtype = context.get_value_type(dtype)
-        al_slot = cgutils.alloca_once_value(builder, context.cast(builder, al, alpha, dtype))
-        be_slot = cgutils.alloca_once_value(builder, context.cast(builder, be, beta, dtype))
-        assert al_slot.type.pointee == ll_dtype
+        fnty = ir.FunctionType(ir.VoidType(), [_I32, _I32, _I32, _I32, _I32, _I32, ll_dtype,
+                                               _VOIDP, _I32, _VOIDP, _I32, ll_dtype, _VOIDP,
+                                               _I32])
+        name = _blaslib.SYMBOLS["s" if dtype == types.float32 else "d"]
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
 
         def data(ty, val):
             return builder.bitcast(context.make_array(ty)(context, builder, val).data, _VOIDP)
 
-        def char(ty, val):
-            return builder.trunc(context.cast(builder, val, ty, types.intp), _CHAR)
+        def i32(val, ty):
+            return builder.trunc(context.cast(builder, val, ty, types.int64), _I32)
 
-        kind = ir.Constant(_CHAR, ord("s" if dtype == types.float32 else "d"))
-        cast = [context.cast(builder, v, t, types.intp)
-                for v, t in ((m_, m), (n_, n), (k_, k), (lda_, lda), (ldb_, ldb), (ldc_, ldc))]
-        return builder.call(fn, (kind, char(trans_a, ta), char(trans_b, tb), cast[0], cast[1],
-                                 cast[2], builder.bitcast(al_slot, _VOIDP), data(a, a_), cast[3],
-                                 data(b, b_), cast[4], builder.bitcast(be_slot, _VOIDP),
-                                 data(c, c_), cast[5]))
+        trans = builder.select(builder.icmp_unsigned("!=", context.cast(
+            builder, tb, trans_b, types.boolean), ir.Constant(ir.IntType(1), 0)),
+            ir.Constant(_I32, _TRANS), ir.Constant(_I32, _NO_TRANS))
+        builder.call(fn, (ir.Constant(_I32, _ROW_MAJOR), ir.Constant(_I32, _NO_TRANS), trans,
+                          i32(m_, m), i32(n_, n), i32(k_, k),
+                          context.cast(builder, al, alpha, dtype), data(a, a_), i32(lda_, lda),
+                          data(b, b_), i32(ldb_, ldb),
+                          context.cast(builder, be, beta, dtype), data(c, c_), i32(ldc_, ldc)))
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -90,16 +91,13 @@ def _rows_contiguous(X):
 
 @register_jitable
 def _ld(X):
-    """Leading dimension of a row-major matrix seen column-major: its row stride in elements
-    (BLAS wants it >= the row length even where it is unused, e.g. a single row)."""
+    """Leading dimension of a row-major matrix: its row stride in elements (BLAS wants it
+    >= the row length even where it is unused, e.g. a single row)."""
     return max(X.strides[0] // X.itemsize, X.shape[1], 1)
 
 
 @overload(gemm, jit_options={"cache": True})
 def _gemm_jit(alpha, A, B, beta, C, trans_b):
-    ensure_blas()
-    N_CHAR, T_CHAR = ord("n"), ord("t")
-
     def impl(alpha, A, B, beta, C, trans_b):
         M, K = A.shape
         N = C.shape[1]
@@ -113,11 +111,7 @@ def _gemm_jit(alpha, A, B, beta, C, trans_b):
             else:
                 C *= beta
             return
-        # Row-major C = A op(B) is column-major C^T = op(B)^T A^T: pass B first, as numpy does.
-        status = _xxgemm(T_CHAR if trans_b else N_CHAR, N_CHAR, N, M, K, alpha,
-                         B, _ld(B), A, _ld(A), beta, C, _ld(C))
-        if status != 0:
-            raise RuntimeError("BLAS gemm failed (is SciPy installed?)")
+        _cblas_gemm(trans_b, M, N, K, alpha, A, _ld(A), B, _ld(B), beta, C, _ld(C))
 
     return impl
 

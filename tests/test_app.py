@@ -463,7 +463,9 @@ def test_timing_panel_runs_on_request_with_sweeps():
     at.button(key="run_timing").click().run()
     diff = next(c.value for c in ok(at).caption if c.value.startswith("max |O_standard"))
     assert diff.endswith("streaming blocks 16 x 16.")
-    assert any(c.value.startswith("Threads: ") and "float32" in c.value for c in at.caption)
+    from kernels import BLAS
+    assert any(c.value.startswith("Threads: ") and "float32" in c.value
+               and f"tile GEMMs: {BLAS.describe()}" in c.value for c in at.caption)
     open_tab(at, "Memory")  # the memory panel marks the peaks just measured
     assert "measured: streaming at L = 128" in shown(at, "memory_chart")[1]
     open_tab(at, "Timing")

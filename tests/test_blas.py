@@ -57,3 +57,60 @@ def test_float_from_bits_is_a_bit_cast():
     x = np.array([0.0, 1.0, -2.5, 2.0**-126, 3.4e38, np.inf, -np.inf], np.float32)
     np.testing.assert_array_equal(_bits(x.view(np.int32)), x)
     assert _bits(np.array([127 << 23, 0], np.int32)).tolist() == [1.0, 0.0]
+
+
+# --- which library: kernels._blaslib ---------------------------------------------------------
+
+def test_the_library_choice_and_its_errors(monkeypatch):
+    from kernels import _blaslib
+
+    with pytest.raises(ValueError, match="ATTNVIZ_BLAS='fast': choose one of auto, openblas"):
+        _blaslib.choose("fast")
+    monkeypatch.setattr(_blaslib, "_mkl_path", lambda: None)
+    with pytest.raises(RuntimeError, match="mkl wheel is not installed"):
+        _blaslib.choose("mkl")
+    assert _blaslib.choose("auto") == ("openblas", None, "auto: mkl not installed")
+    monkeypatch.setattr(_blaslib, "_mkl_path", lambda: "/opt/libmkl_rt.so.3")
+    monkeypatch.setattr(_blaslib, "_intel_cpu", lambda: False)
+    assert _blaslib.choose(None) == ("openblas", None, "auto: not an Intel CPU")
+    assert _blaslib.choose(" OpenBLAS ")[0] == "openblas"
+    monkeypatch.setattr(_blaslib, "_intel_cpu", lambda: True)
+    assert _blaslib.choose("auto")[:2] == ("mkl", "/opt/libmkl_rt.so.3")
+
+
+_ONE_RUN = """
+import numpy as np, sys, kernels
+from tests.helpers import qkv
+q, k, v = qkv(1, 4, 2, 77, 133, 48, seed=5)
+O, lse = kernels.streaming_attention(q, k, v, return_lse=True, q_block=32, kv_block=48)
+np.savez(sys.argv[1], O=O, lse=lse, blas=kernels.BLAS.name)
+"""
+
+
+def _libraries() -> list[str]:
+    from kernels import _blaslib
+
+    return ["openblas"] + (["mkl"] if _blaslib._mkl_path() else [])
+
+
+@pytest.mark.parametrize("library", _libraries())
+def test_each_library_binds_and_the_kernels_match_the_oracle(library, tmp_path):
+    """A new process per library, loading the same on-disk JIT cache: the kernels call the
+    GEMM symbols by name, whichever library that process bound."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import assert_matches_oracle, qkv
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run.npz"
+    env = os.environ | {"ATTNVIZ_BLAS": library, "PYTHONPATH": str(root)}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    subprocess.run([sys.executable, "-c", _ONE_RUN, str(out)], cwd=root, env=env, check=True,
+                   timeout=600)
+    got = np.load(out)
+    assert str(got["blas"]) == library
+    q, k, v = qkv(1, 4, 2, 77, 133, 48, seed=5)
+    assert_matches_oracle(got["O"], got["lse"], q, k, v, causal=True)

@@ -122,4 +122,4 @@ def test_sweeps_yield_one_row_per_length_and_one_run_per_block_pair():
     got = list(timing.sweep_blocks(p, q, k, v, [8, 16], [16, 32], repeats=1))
     assert [(a, b) for a, b, _ in got] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert all(r.gflops > 0 for *_, r in got)
-    assert set(timing.machine()) == {"threads", "threading layer", "dtype"}
+    assert set(timing.machine()) == {"threads", "threading layer", "blas", "dtype"}

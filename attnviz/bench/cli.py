@@ -20,7 +20,13 @@ import time
 from dataclasses import asdict
 
 from . import cases as C
-from .contenders import ALL_NAMES, default_contenders, torch_available
+from .contenders import (
+    ALL_NAMES,
+    default_contenders,
+    torch_available,
+    torch_in_process,
+    torch_worker,
+)
 from .machine import (
     cold_start_seconds,
     cpu_snapshot,
@@ -143,8 +149,11 @@ def main(argv=None) -> int:
         return 2
     contenders = default_contenders(names, args.q_block, args.kv_block)
     if args.threads:
-        if any(c.name == "torch" for c in contenders):
-            import torch  # noqa: F401  (loaded now, so that its pool is set too)
+        if any(c.name == "torch" for c in contenders):  # loaded now: its pool is set too
+            if torch_in_process():
+                import torch  # noqa: F401
+            else:
+                torch_worker()
         set_threads(args.threads)
     if args.case:
         cases = [C.parse_case(s) for s in args.case]

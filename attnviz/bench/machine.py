@@ -104,9 +104,10 @@ def set_threads(n: int) -> None:
     import numba
     from threadpoolctl import ThreadpoolController
 
+    from .contenders import torch_threads
+
     numba.set_num_threads(n)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
+    torch_threads(n)
     for lib in ThreadpoolController().lib_controllers:
         if lib.user_api == "blas" and "scipy.libs" not in lib.filepath:
             lib.set_num_threads(n)
@@ -178,12 +179,16 @@ def machine_info() -> dict:
     import psutil
     from threadpoolctl import threadpool_info
 
+    from kernels import BLAS
+
     blas = []
     for lib in threadpool_info():
         if lib.get("user_api") != "blas":
             continue
         owner = "scipy (np.dot inside @njit)" if "scipy.libs" in lib["filepath"] else (
             "numpy" if "numpy" in lib["filepath"] else Path(lib["filepath"]).parent.name)
+        if os.path.realpath(lib["filepath"]) == BLAS.path:
+            owner = "kernels' tile GEMMs" + (" and " + owner if "scipy" in owner else "")
         blas.append({"owner": owner, "api": lib.get("internal_api"),
                      "version": lib.get("version"), "arch": lib.get("architecture"),
                      "threads": lib.get("num_threads")})
@@ -204,11 +209,17 @@ def machine_info() -> dict:
         "numba_threading_layer": layer,
         "blas": blas,
         "torch_threads": None,
+        "kernel_blas": None,
         "git": _git_commit(),
         "loadavg": list(os.getloadavg()),
         "dtype": "float32",
         "check_finite": False,
     }
-    if "torch" in sys.modules:
-        info["torch_threads"] = sys.modules["torch"].get_num_threads()
+    from kernels import BLAS
+
+    from .contenders import torch_in_process, torch_threads
+
+    info["kernel_blas"] = {"name": BLAS.name, "version": BLAS.version, "reason": BLAS.reason}
+    info["torch_threads"] = torch_threads()
+    info["torch_process"] = "same" if torch_in_process() else "own (torchworker.py)"
     return info

@@ -158,6 +158,17 @@ class Result:
 
 # --- timing --------------------------------------------------------------------------------------
 
+def _timed(call, n: int) -> float:
+    """Seconds for n calls: timed here, or by the call itself when it runs elsewhere
+    (``call.timed(n)``: torch in its own process, no pipe time counted)."""
+    if hasattr(call, "timed"):
+        return call.timed(n)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        call()
+    return time.perf_counter() - t0
+
+
 def time_round_robin(calls: dict[str, Callable[[], object]], *, repeats: int = 7,
                      min_repeats: int = 3, budget_s: float | None = None,
                      min_sample_s: float = 0.05, settle_s: float = 0.2,
@@ -181,9 +192,7 @@ def time_round_robin(calls: dict[str, Callable[[], object]], *, repeats: int = 7
     for name in [n for n in names if n not in warm]:  # calibration call, untimed
         progress(f"warm-up {name}")
         time.sleep(settle_s)
-        t0 = time.perf_counter()
-        calls[name]()
-        warm[name] = max(time.perf_counter() - t0, 1e-7)
+        warm[name] = max(_timed(calls[name], 1), 1e-7)
     number = {n: max(1, math.ceil(min_sample_s / warm[n])) for n in names}
     round_s = sum(number[n] * warm[n] + settle_s for n in names)
     rounds = repeats
@@ -200,10 +209,7 @@ def time_round_robin(calls: dict[str, Callable[[], object]], *, repeats: int = 7
             time.sleep(settle_s)
             gc.disable()
             try:
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    call()
-                times[name].append((time.perf_counter() - t0) / n)
+                times[name].append(_timed(call, n) / n)
             finally:
                 gc.enable()
     return {n: (times[n], number[n]) for n in names}
@@ -366,6 +372,8 @@ def peak_memory(cases: list[Case], contender: str, *, seed: int = 0, q_block=Non
     # counted when touched and unmapped when freed (by default the threshold grows up to
     # 32 MiB as memory is freed, and later arrays may reuse resident heap unseen)
     env = child_env() | {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    if contender == "torch":  # torch's own memory, in that process: no MKL bound beside it
+        env["ATTNVIZ_BLAS"] = "openblas"
     try:
         proc = subprocess.run([sys.executable, "-m", "attnviz.bench.memprobe", json.dumps(spec)],
                               capture_output=True, text=True, env=env, timeout=timeout_s)

@@ -39,6 +39,9 @@ def describe_machine(m: dict) -> list[str]:
         f"{v['llvmlite']}), scipy {v['scipy']}, torch {v['torch'] or 'not installed'}",
         f"Threads: Numba {m['numba_threads']} ({m['numba_threading_layer']} layer)"
         + (f", torch {m['torch_threads']}" if m["torch_threads"] else "") + f"; BLAS: {blas}",
+        *([f"Kernel tile GEMMs: {kb['name']} {kb['version']} ({kb['reason']}); torch runs in "
+           f"{m.get('torch_process', 'the same')} process"]
+          if (kb := m.get("kernel_blas")) else []),
         f"dtype {m['dtype']}; Numba kernels called with check_finite=False (their NaN/Inf scan "
         "of the inputs is not timed)",
         f"git {m['git']}; load average at start {' '.join(f'{x:.2f}' for x in m['loadavg'])}",

@@ -100,10 +100,10 @@ def _current(cfg: ViewConfig, machine: dict) -> None:
                    f"B·Hq·Lq·D = {gp.B * gp.Hq * gp.Lq * gp.D} outputs; "
                    f"{res['flops'] / 1e9:.3g} GFLOP per call (4·D per visible pair); "
                    f"streaming blocks {_blocks_used(gp)}.")
-    st.caption(f"Threads: {machine['threads']} ({machine['threading layer']}); dtype: "
-               f"{machine['dtype']}. Peak extra memory: resident memory above the level "
-               "before the warm-up call, for the whole server process; an allocation served "
-               "from memory the process already held shows as 0.")
+    st.caption(f"Threads: {machine['threads']} ({machine['threading layer']}); tile GEMMs: "
+               f"{machine['blas']}; dtype: {machine['dtype']}. Peak extra memory: resident "
+               "memory above the level before the warm-up call, for the whole server process; "
+               "an allocation served from memory the process already held shows as 0.")
 
 
 def _sweep(cfg: ViewConfig) -> None:
