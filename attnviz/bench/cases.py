@@ -160,7 +160,11 @@ def parse_case(spec: str) -> Case:
         if not eq or (key not in _INT_KEYS and key != "causal"):
             raise ValueError(f"case {spec!r}: bad item {item!r} "
                              f"(keys: {sorted(_INT_KEYS)}, causal)")
-        kw[key] = bool(int(value)) if key == "causal" else int(value)
+        try:
+            kw[key] = bool(int(value)) if key == "causal" else int(value)
+        except ValueError:
+            raise ValueError(f"case {spec!r}: {key}={value!r} is not an integer (items are "
+                             "separated by commas: prefill:L=512,D=64)") from None
     L = kw.pop("L", None)
     window, q_offset, causal = kw.pop("window", 0), kw.pop("q_offset", None), kw.pop("causal", True)
     if group == "prefill":

@@ -156,7 +156,11 @@ def main(argv=None) -> int:
                 torch_worker()
         set_threads(args.threads)
     if args.case:
-        cases = [C.parse_case(s) for s in args.case]
+        try:
+            cases = [C.parse_case(s) for s in args.case]
+        except ValueError as e:
+            print(f"--case: {e}", file=sys.stderr)
+            return 2
     else:
         cases = C.quick_suite() if args.quick else C.full_suite()
     settings = Settings(

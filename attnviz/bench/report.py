@@ -266,8 +266,10 @@ def roof_lines(roof: dict | None, bandwidth: dict | None, cold_start: dict | Non
                      f"float32, {bandwidth['threads']} threads, best of "
                      f"{len(bandwidth['samples_s'])}): {bandwidth['gbps']:.1f} GB/s")
     if cold_start:
-        lines.append(f"{bullet}First result in a new process (warm Numba cache): "
-                     f"{cold_start['in_process_s']:.2f} s from `import kernels`, "
+        runs = cold_start.get("runs_in_process_s") or [cold_start["in_process_s"]]
+        lines.append(f"{bullet}First result in a new process (warm Numba cache), median of "
+                     f"{len(runs)}: {cold_start['in_process_s']:.2f} s from `import kernels` "
+                     f"(runs {', '.join(f'{x:.2f}' for x in runs)}), "
                      f"{cold_start['wall_s']:.2f} s wall with interpreter start")
     return lines
 
