@@ -122,9 +122,17 @@ def bind() -> BlasLib:
     if _BOUND is None:
         import llvmlite.binding as llvm
 
-        name, path, reason = choose(os.environ.get("ATTNVIZ_BLAS"))
+        requested = os.environ.get("ATTNVIZ_BLAS")
+        name, path, reason = choose(requested)
+        try:
+            addr, version = (_bind_mkl if name == "mkl" else _bind_openblas)(
+                path or _openblas_path())
+        except (OSError, AttributeError) as e:  # a broken MKL install: auto falls back
+            if name != "mkl" or reason.startswith("ATTNVIZ_BLAS"):
+                raise
+            name, path, reason = "openblas", None, f"auto: mkl did not load ({e})"
+            addr, version = _bind_openblas(_openblas_path())
         path = path or _openblas_path()
-        addr, version = (_bind_mkl if name == "mkl" else _bind_openblas)(path)
         for kind, symbol in SYMBOLS.items():
             llvm.add_symbol(symbol, addr[kind])
         _BOUND = BlasLib(name, version, path, reason)

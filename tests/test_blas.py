@@ -114,3 +114,18 @@ def test_each_library_binds_and_the_kernels_match_the_oracle(library, tmp_path):
     assert str(got["blas"]) == library
     q, k, v = qkv(1, 4, 2, 77, 133, 48, seed=5)
     assert_matches_oracle(got["O"], got["lse"], q, k, v, causal=True)
+
+
+def test_a_broken_mkl_falls_back_to_openblas_unless_asked_for(monkeypatch):
+    from kernels import _blaslib
+
+    monkeypatch.setattr(_blaslib, "_BOUND", None)
+    monkeypatch.setattr(_blaslib, "_mkl_path", lambda: "/nonexistent/libmkl_rt.so.3")
+    monkeypatch.setattr(_blaslib, "_intel_cpu", lambda: True)
+    monkeypatch.delenv("ATTNVIZ_BLAS", raising=False)
+    lib = _blaslib.bind()
+    assert lib.name == "openblas" and lib.reason.startswith("auto: mkl did not load")
+    monkeypatch.setattr(_blaslib, "_BOUND", None)
+    monkeypatch.setenv("ATTNVIZ_BLAS", "mkl")
+    with pytest.raises(OSError):
+        _blaslib.bind()
