@@ -52,7 +52,8 @@ def mo(tex: str, text: str | None = None) -> Math:
 
 
 def text(s: str) -> Math:
-    # edge spaces as no-break spaces: MathML drops a token's leading and trailing spaces
+    assert not set(s) & set("\\{}&%$#_^~"), f"text {s!r} needs LaTeX escaping"
+    # spaces as no-break spaces: MathML drops a token's leading and trailing spaces
     shown = escape(s).replace(" ", "\u00a0")
     return Math(rf"\text{{{s}}}", f"<mtext>{shown}</mtext>")
 
@@ -65,7 +66,7 @@ def space(em: float = 0.3) -> Math:
 def num(x: float) -> Math:
     """A recorded float32 number, 6 significant digits; infinities and powers of ten typeset."""
     x = float(x)
-    sign = Math("-", "<mo>−</mo>") if x < 0 else None
+    sign = Math("-", '<mo form="prefix">−</mo>') if x < 0 else None  # unary, not binary
     if math.isinf(x):
         body = Math(r"\infty", "<mi>∞</mi>")
     else:
@@ -79,7 +80,7 @@ def num(x: float) -> Math:
             body = Math(s, f"<mn>{s}</mn>")
     if sign is None:
         return body
-    return Math("-" + body.tex, sign.mml + body.mml)
+    return Math("-" + body.tex, f"<mrow>{sign.mml}{body.mml}</mrow>")
 
 
 def num_operand(x: float) -> Math:

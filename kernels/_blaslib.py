@@ -12,14 +12,16 @@ symbols by name, the on-disk JIT cache stays valid whichever library a process b
   GEMMs ran 1.2-1.5x OpenBLAS's, which is the gap to PyTorch (whose CPU build uses MKL).
 
 ``ATTNVIZ_BLAS`` chooses: ``auto`` (default: MKL when it is installed and the CPU is
-Intel's, else OpenBLAS), ``openblas`` or ``mkl``. MKL is loaded with ``RTLD_LOCAL`` and only
-into processes that import the kernels; PyTorch in the same process would still see its
-layers (they bind globally), so the benchmark runs PyTorch in a process of its own.
+Intel's, else OpenBLAS), ``openblas`` or ``mkl``. Under ``auto`` an MKL that fails to load
+falls back to OpenBLAS (an MKL that cannot find its own libraries may instead end the
+process with its own fatal message, which no ``except`` sees). MKL is loaded with
+``RTLD_LOCAL`` and only into processes that import the kernels; PyTorch in the same process
+would still see its layers (they bind globally), so the benchmark runs PyTorch in a process
+of its own.
 """
 from __future__ import annotations
 
 import ctypes
-import glob
 import os
 from dataclasses import dataclass
 from importlib import metadata
@@ -56,14 +58,16 @@ def _mkl_path() -> str | None:
 
 
 def _openblas_path() -> str:
-    import scipy
+    """The OpenBLAS SciPy loaded (threadpoolctl sees the loaded copy, by its folder)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads it)
+    from threadpoolctl import threadpool_info
 
-    libs = glob.glob(os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs",
-                                  "libscipy_openblas*.so*"))
+    libs = [lib["filepath"] for lib in threadpool_info()
+            if lib.get("internal_api") == "openblas" and "scipy.libs" in lib["filepath"]]
     if not libs:
-        raise RuntimeError("SciPy's OpenBLAS (scipy.libs/libscipy_openblas*.so) not found; "
-                           "the kernels need SciPy's wheel (see requirements.txt)")
-    return os.path.realpath(sorted(libs)[0])
+        raise RuntimeError("SciPy's OpenBLAS (scipy.libs/libscipy_openblas*.so) is not loaded; "
+                           "the kernels need SciPy's PyPI wheel (see requirements.txt)")
+    return os.path.realpath(libs[0])
 
 
 def _intel_cpu() -> bool:
@@ -76,8 +80,13 @@ def _intel_cpu() -> bool:
 
 def _bind_mkl(path: str) -> tuple[dict[str, int], str]:
     lib = ctypes.CDLL(path, mode=os.RTLD_LOCAL)
-    lib.MKL_Set_Interface_Layer(_MKL_INTERFACE_LP64)  # before any other MKL call
-    lib.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL)
+    # before any other MKL call; each returns the layer in effect, which is not the one asked
+    # for when MKL was started earlier in this process (ILP64 would read our 32-bit ints
+    # as 64-bit ones)
+    if lib.MKL_Set_Interface_Layer(_MKL_INTERFACE_LP64) != _MKL_INTERFACE_LP64:
+        raise OSError("MKL already runs with another interface layer than LP64 here")
+    if lib.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL) != _MKL_THREADING_SEQUENTIAL:
+        raise OSError("MKL already runs with another threading layer than sequential here")
     buf = ctypes.create_string_buffer(256)
     lib.MKL_Get_Version_String(buf, len(buf))
     text = buf.value.decode(errors="replace")  # "Intel(R) oneAPI ... Version 2026.2-Product"
@@ -125,14 +134,15 @@ def bind() -> BlasLib:
         requested = os.environ.get("ATTNVIZ_BLAS")
         name, path, reason = choose(requested)
         try:
-            addr, version = (_bind_mkl if name == "mkl" else _bind_openblas)(
-                path or _openblas_path())
+            if name == "mkl":
+                addr, version = _bind_mkl(path)
         except (OSError, AttributeError) as e:  # a broken MKL install: auto falls back
-            if name != "mkl" or reason.startswith("ATTNVIZ_BLAS"):
+            if (requested or "auto").strip().lower() == "mkl":
                 raise
-            name, path, reason = "openblas", None, f"auto: mkl did not load ({e})"
-            addr, version = _bind_openblas(_openblas_path())
-        path = path or _openblas_path()
+            name, reason = "openblas", f"auto: mkl did not load ({e})"
+        if name == "openblas":
+            path = _openblas_path()
+            addr, version = _bind_openblas(path)
         for kind, symbol in SYMBOLS.items():
             llvm.add_symbol(symbol, addr[kind])
         _BOUND = BlasLib(name, version, path, reason)

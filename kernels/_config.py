@@ -49,7 +49,8 @@ def configure_numba() -> None:
 
 
 def limit_scipy_blas_to_one_thread() -> None:
-    """Pin SciPy's OpenBLAS (the one ``np.dot`` uses inside ``@njit``) to one thread.
+    """Pin SciPy's OpenBLAS (the one ``np.dot`` uses inside ``@njit``, and the kernels' tile
+    GEMMs unless ``_blaslib`` bound MKL) to one thread.
 
     NumPy's own BLAS is left alone, so the NumPy baseline keeps all cores. SciPy's BLAS must be
     loaded first, or threadpoolctl cannot see it.

@@ -46,6 +46,7 @@ def float_from_bits(b):
 _I32 = ir.IntType(32)
 _VOIDP = ir.IntType(8).as_pointer()
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # CBLAS enums
+_INT32_MAX = 2**31 - 1
 
 
 @intrinsic
@@ -111,7 +112,10 @@ def _gemm_jit(alpha, A, B, beta, C, trans_b):
             else:
                 C *= beta
             return
-        _cblas_gemm(trans_b, M, N, K, alpha, A, _ld(A), B, _ld(B), beta, C, _ld(C))
+        lda, ldb, ldc = _ld(A), _ld(B), _ld(C)
+        if max(M, N, K, lda, ldb, ldc) > _INT32_MAX:  # CBLAS takes 32-bit ints
+            raise ValueError("gemm: a dimension or row stride is above 2**31 - 1")
+        _cblas_gemm(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
 
     return impl
 

@@ -117,14 +117,20 @@ def test_each_library_binds_and_the_kernels_match_the_oracle(library, tmp_path):
 
 
 def test_a_broken_mkl_falls_back_to_openblas_unless_asked_for(monkeypatch):
+    import llvmlite.binding as llvm
+
     from kernels import _blaslib
 
+    bound = {}  # what would be bound; the process keeps its real binding
+    monkeypatch.setattr(llvm, "add_symbol", lambda name, addr: bound.__setitem__(name, addr))
     monkeypatch.setattr(_blaslib, "_BOUND", None)
     monkeypatch.setattr(_blaslib, "_mkl_path", lambda: "/nonexistent/libmkl_rt.so.3")
     monkeypatch.setattr(_blaslib, "_intel_cpu", lambda: True)
     monkeypatch.delenv("ATTNVIZ_BLAS", raising=False)
     lib = _blaslib.bind()
     assert lib.name == "openblas" and lib.reason.startswith("auto: mkl did not load")
+    assert set(bound) == set(_blaslib.SYMBOLS.values()) and all(bound.values())
+    assert "scipy.libs" in lib.path
     monkeypatch.setattr(_blaslib, "_BOUND", None)
     monkeypatch.setenv("ATTNVIZ_BLAS", "mkl")
     with pytest.raises(OSError):

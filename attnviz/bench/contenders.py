@@ -110,17 +110,17 @@ class TorchWorker:
     worker times its own calls."""
 
     def __init__(self):
-        env = {**os.environ, "PYTHONPATH": ""}  # nothing of ours on its path
-        self.proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),
-                                                                   "torchworker.py")],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        # -I: isolated, so neither this folder nor PYTHONPATH is on its path (nothing of ours)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", os.path.join(os.path.dirname(__file__), "torchworker.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def ask(self, *msg):
-        pickle.dump(msg, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self.proc.stdin.flush()
         try:
+            pickle.dump(msg, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.flush()
             status, reply = pickle.load(self.proc.stdout)
-        except EOFError:
+        except (EOFError, OSError):
             raise RuntimeError(f"the torch worker exited (code {self.proc.wait()})") from None
         if status != "ok":
             raise RuntimeError(f"torch worker: {reply}")
@@ -129,7 +129,11 @@ class TorchWorker:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.stdin.close()
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 _WORKER: TorchWorker | None = None
@@ -138,6 +142,8 @@ _WORKER: TorchWorker | None = None
 def torch_worker() -> TorchWorker:
     """The one worker of this process, started on first use."""
     global _WORKER
+    if _WORKER is not None and _WORKER.proc.poll() is not None:  # died (e.g. out of memory)
+        _WORKER = None
     if _WORKER is None:
         _WORKER = TorchWorker()
         atexit.register(_WORKER.close)

@@ -215,7 +215,6 @@ def machine_info() -> dict:
         "numba_threading_layer": layer,
         "blas": blas,
         "torch_threads": None,
-        "kernel_blas": None,
         "git": _git_commit(),
         "loadavg": list(os.getloadavg()),
         "dtype": "float32",
@@ -227,5 +226,5 @@ def machine_info() -> dict:
 
     info["kernel_blas"] = {"name": BLAS.name, "version": BLAS.version, "reason": BLAS.reason}
     info["torch_threads"] = torch_threads()
-    info["torch_process"] = "same" if torch_in_process() else "own (torchworker.py)"
+    info["torch_process"] = "the same" if torch_in_process() else "its own (torchworker.py)"
     return info

@@ -30,7 +30,7 @@ COLUMNS = (
 def describe_machine(m: dict) -> list[str]:
     """The machine as a few lines of text."""
     v = m["versions"]
-    blas = "; ".join(f"{b['owner']}: {b['api']} {b['version']} {b['arch']}, {b['threads']} "
+    blas = "; ".join(f"{b['owner']}: {b['api']} {b['version']} {b['arch'] or ''}, {b['threads']} "
                      f"thread{'s' * (b['threads'] != 1)}" for b in m["blas"])
     lines = [
         f"CPU: {m['cpu']}, {m['logical_cores']} logical cores ({m['physical_cores']} physical), "

@@ -51,9 +51,10 @@ _slider = component.boxed(
     html='<label><span></span><output></output></label><input type="range" min="0" step="1">',
     setup="""const input = box.querySelector("input"), out = box.querySelector("output");
     input.addEventListener("input", () => { out.textContent = input.value; fill(input); });
-    input.addEventListener("change", () => setTriggerValue("step", Number(input.value)));
+    input.addEventListener("change", () => box.send("step", Number(input.value)));
     input.addEventListener("keydown", (e) => e.stopPropagation());""",
-    update="""const input = box.querySelector("input");
+    update="""box.send = setTriggerValue;  // this render's, not the first one's
+  const input = box.querySelector("input");
   box.querySelector("span").textContent = data.label;
   input.max = data.last;
   input.value = data.value;

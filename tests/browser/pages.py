@@ -27,6 +27,13 @@ def wait_ready(page: Page, timeout: float = 90_000) -> None:
         f"() => {{ const img = document.querySelector('{TILEMAP}');"
         " return img && img.complete && img.naturalWidth > 0 && img.dataset.current; }",
         timeout=timeout)
+    # the components above and beside the map have drawn (a slider that appears later
+    # moves the map down), and one more frame for layout
+    page.wait_for_function(
+        "() => [['step_slider', 'input'], ['live_math', 'math']].every(([k, sel]) => {"
+        " const box = document.querySelector(`.st-key-${k}`);"
+        " return !box || box.querySelector(sel); })", timeout=timeout)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
 
 def figures_show_step(n: int) -> str:

@@ -115,6 +115,10 @@ def test_keyboard_steps(page: Page, app_url: str):
     page.keyboard.press("ArrowLeft")
     wait_for_step(page, 33)
     expect(slider).to_have_value("33")
+    page.wait_for_timeout(800)  # the page's Left shortcut did not fire as well (-> 32)
+    assert current_step(page)[0] == 33
+    assert page.locator(".st-key-live_math math").count() >= 2  # the MathML is laid out
+    assert page.locator(".st-key-live_math math").first.bounding_box()["height"] > 10
     box = slider.bounding_box()
     page.mouse.click(box["x"] + 0.02 * box["width"], box["y"] + box["height"] / 2)
     wait_for_step(page, 0)
