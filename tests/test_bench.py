@@ -313,7 +313,7 @@ def test_slow_calls_are_not_called_again_to_calibrate():
 @pytest.mark.skipif(not torch_available(), reason="torch not installed (requirements-bench.txt)")
 def test_the_torch_worker_computes_times_and_reports_errors():
     """torch in a process of its own (what the benchmark does when the kernels bound MKL)."""
-    from attnviz.bench.contenders import TorchWorker
+    from attnviz.bench.torchworker import TorchWorker
 
     worker = TorchWorker()
     try:

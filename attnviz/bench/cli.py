@@ -20,13 +20,8 @@ import time
 from dataclasses import asdict
 
 from . import cases as C
-from .contenders import (
-    ALL_NAMES,
-    default_contenders,
-    torch_available,
-    torch_in_process,
-    torch_worker,
-)
+from . import torchworker
+from .contenders import ALL_NAMES, default_contenders, torch_available, torch_in_process
 from .machine import (
     cold_start_seconds,
     cpu_snapshot,
@@ -153,7 +148,7 @@ def main(argv=None) -> int:
             if torch_in_process():
                 import torch  # noqa: F401
             else:
-                torch_worker()
+                torchworker.worker()
         set_threads(args.threads)
     if args.case:
         try:

@@ -5,7 +5,7 @@
 * ``numba_streaming`` ``kernels.streaming_attention``: online softmax over tiles
 * ``torch``           ``torch.nn.functional.scaled_dot_product_attention`` (CPU flash kernel),
                       only when torch is importable (``requirements-bench.txt``); in a
-                      process of its own (``torchworker.py``) when the kernels bound MKL
+                      process of its own (``torchworker``) when the kernels bound MKL
 
 ``Contender.prepare(case, q, k, v)`` does whatever conversion a contender needs *outside* the
 timed region (torch tensors, a mask) and returns a zero-argument call returning O
@@ -13,12 +13,7 @@ timed region (torch tensors, a mask) and returns a zero-argument call returning 
 """
 from __future__ import annotations
 
-import atexit
 import importlib.util
-import os
-import pickle
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +21,7 @@ import numpy as np
 
 from .. import memory
 from ..masks import row_spans, visible_mask
+from . import torchworker
 from .cases import Case
 
 Call = Callable[[], np.ndarray]
@@ -105,97 +101,14 @@ def torch_in_process() -> bool:
     return BLAS.name != "mkl"
 
 
-class TorchWorker:
-    """``torchworker.py`` in a subprocess: the inputs go over a pipe once per case, and the
-    worker times its own calls."""
-
-    def __init__(self):
-        # -I: isolated, so neither this folder nor PYTHONPATH is on its path (nothing of ours)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.join(os.path.dirname(__file__), "torchworker.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    def ask(self, *msg):
-        try:
-            pickle.dump(msg, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.proc.stdin.flush()
-            status, reply = pickle.load(self.proc.stdout)
-        except (EOFError, OSError):
-            raise RuntimeError(f"the torch worker exited (code {self.proc.wait()})") from None
-        if status != "ok":
-            raise RuntimeError(f"torch worker: {reply}")
-        return reply
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-_WORKER: TorchWorker | None = None
-
-
-def torch_worker() -> TorchWorker:
-    """The one worker of this process, started on first use."""
-    global _WORKER
-    if _WORKER is not None and _WORKER.proc.poll() is not None:  # died (e.g. out of memory)
-        _WORKER = None
-    if _WORKER is None:
-        _WORKER = TorchWorker()
-        atexit.register(_WORKER.close)
-    return _WORKER
-
-
-def torch_threads(n: int | None = None) -> int | None:
-    """Set (n) and report PyTorch's thread count, wherever it runs; None: not loaded."""
-    if _WORKER is not None:
-        return _WORKER.ask("threads", n)
-    if "torch" in sys.modules:
-        if n:
-            sys.modules["torch"].set_num_threads(n)
-        return sys.modules["torch"].get_num_threads()
-    return None
-
-
-class _RemoteCall:
-    """A torch call in the worker: ``call()`` returns O (to check it), ``timed(n)`` the
-    worker's own time for n calls (what ``measure.time_round_robin`` records)."""
-
-    def __init__(self, worker: TorchWorker):
-        self.worker = worker
-
-    def __call__(self) -> np.ndarray:
-        return self.worker.ask("out")
-
-    def timed(self, n: int) -> float:
-        return self.worker.ask("time", n)
-
-
 def _prepare_torch(case: Case, q, k, v) -> Call:
     kind, mask = torch_mask(case)
     if not torch_in_process():
-        worker = torch_worker()
-        worker.ask("load", q, k, v, kind == "is_causal", mask)
-        return _RemoteCall(worker)
-
-    import torch
-    import torch.nn.functional as F
-
-    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))  # zero-copy views
-    kwargs = {"is_causal": kind == "is_causal"}
-    if kind == "explicit":
-        kwargs["attn_mask"] = torch.from_numpy(mask)
-
-    def call():
-        with torch.inference_mode():
-            out = F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True, **kwargs)
-        return out.numpy()
-
-    return call
+        w = torchworker.worker()
+        w.ask("load", q, k, v, kind == "is_causal", mask)
+        return torchworker.RemoteCall(w)
+    call = torchworker.sdpa_call(q, k, v, kind == "is_causal", mask)
+    return lambda: call().numpy()
 
 
 # --- Numba kernels -----------------------------------------------------------------------------

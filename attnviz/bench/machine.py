@@ -110,10 +110,10 @@ def set_threads(n: int) -> None:
     import numba
     from threadpoolctl import ThreadpoolController
 
-    from .contenders import torch_threads
+    from . import torchworker
 
     numba.set_num_threads(n)
-    torch_threads(n)
+    torchworker.threads(n)
     for lib in ThreadpoolController().lib_controllers:
         if lib.user_api == "blas" and "scipy.libs" not in lib.filepath:
             lib.set_num_threads(n)
@@ -220,11 +220,10 @@ def machine_info() -> dict:
         "dtype": "float32",
         "check_finite": False,
     }
-    from kernels import BLAS
-
-    from .contenders import torch_in_process, torch_threads
+    from . import torchworker
+    from .contenders import torch_in_process
 
     info["kernel_blas"] = {"name": BLAS.name, "version": BLAS.version, "reason": BLAS.reason}
-    info["torch_threads"] = torch_threads()
+    info["torch_threads"] = torchworker.threads()
     info["torch_process"] = "the same" if torch_in_process() else "its own (torchworker.py)"
     return info

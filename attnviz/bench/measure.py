@@ -28,10 +28,7 @@ Method, in the order ``run_case`` applies it:
 from __future__ import annotations
 
 import gc
-import json
 import math
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -39,10 +36,10 @@ from typing import Callable
 import numpy as np
 
 from ..reference import attention_reference
-from ..rss import reset_peak
 from .cases import Case, attention_flops, kv_read_bytes, make_inputs
 from .contenders import Contender
-from .machine import GemmProbe, ReadProbe, child_env, cpu_snapshot, other_cores
+from .machine import GemmProbe, ReadProbe, cpu_snapshot, other_cores
+from .memprobe import probe_memory
 
 Progress = Callable[[str], None]
 
@@ -327,63 +324,6 @@ def run_case(case: Case, contenders: list[Contender], settings: Settings | None 
     if settings.memory:
         probe_memory(list(results.values()), settings, progress)
     return [results[c.name] for c in contenders]  # in the caller's order
-
-
-def probe_memory(results: list[Result], settings: Settings, progress: Progress = _quiet
-                 ) -> None:
-    """Fill ``measured_bytes`` of every ok or refused result of a built-in contender.
-
-    One fresh subprocess per contender runs its cases one after the other, resetting the
-    peak RSS before each call; where the reset is not allowed, one subprocess per call.
-    """
-    from .contenders import ALL_NAMES
-
-    todo: dict[str, list[Result]] = {}
-    for res in results:
-        if res.status not in ("ok", "refused"):
-            continue
-        if res.contender not in ALL_NAMES:
-            res.memory_note = "not probed (not a built-in contender)"
-            continue
-        todo.setdefault(res.contender, []).append(res)
-    batched = reset_peak()  # resettable: one probe process can measure many calls
-    for name, group in todo.items():
-        batches = [group] if batched else [[r] for r in group]
-        for batch in batches:
-            progress(f"peak memory: {name} on {len(batch)} case{'s' * (len(batch) > 1)} "
-                     "(fresh subprocess)")
-            probes = peak_memory([r.case for r in batch], name, seed=settings.seed,
-                                 q_block=settings.q_block, kv_block=settings.kv_block,
-                                 threads=settings.threads)
-            for res, probe in zip(batch, probes, strict=True):
-                if "extra_bytes" in probe:
-                    res.measured_bytes, res.memory_note = probe["extra_bytes"], probe["method"]
-                else:
-                    res.memory_note = probe.get("refused") or probe.get("error", "probe failed")
-
-
-def peak_memory(cases: list[Case], contender: str, *, seed: int = 0, q_block=None,
-                kv_block=None, threads: int | None = None, timeout_s: float | None = None
-                ) -> list[dict]:
-    """Peak extra memory of one call per case, in one fresh subprocess (``memprobe.py``)."""
-    spec = {"cases": [c.to_dict() for c in cases], "contender": contender, "seed": seed,
-            "q_block": q_block, "kv_block": kv_block, "threads": threads}
-    # glibc: a fixed mmap threshold, so every array of 64 KiB or more is a fresh mapping,
-    # counted when touched and unmapped when freed (by default the threshold grows up to
-    # 32 MiB as memory is freed, and later arrays may reuse resident heap unseen)
-    env = child_env() | {"MALLOC_MMAP_THRESHOLD_": "65536"}
-    if contender == "torch":  # torch's own memory, in that process: no MKL bound beside it
-        env["ATTNVIZ_BLAS"] = "openblas"
-    try:
-        proc = subprocess.run([sys.executable, "-m", "attnviz.bench.memprobe", json.dumps(spec)],
-                              capture_output=True, text=True, env=env, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return [{"error": f"memory probe timed out after {timeout_s} s"}] * len(cases)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return [{"error": f"memory probe failed ({proc.returncode}): {tail}"}] * len(cases)
-    return json.loads(lines[-1])
 
 
 def run_suite(cases: list[Case], contenders: list[Contender], settings: Settings | None = None,

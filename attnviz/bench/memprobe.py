@@ -1,4 +1,5 @@
-"""Peak extra memory of one attention call, measured in this (fresh) process.
+"""Peak extra memory of one attention call, measured in a fresh process: this module is
+both that process (``main``) and the parent's launcher (``probe_memory``, ``peak_memory``).
 
     python -m attnviz.bench.memprobe '{"cases": [{...}, ...], "contender": "numba_streaming"}'
 
@@ -16,12 +17,18 @@ from __future__ import annotations
 import gc
 import json
 import resource
+import subprocess
 import sys
 from dataclasses import fields, replace
+from typing import TYPE_CHECKING
 
 from ..rss import reset_peak, status_bytes
 from .cases import Case, make_inputs
-from .contenders import default_contenders
+from .contenders import ALL_NAMES, default_contenders
+from .machine import child_env
+
+if TYPE_CHECKING:
+    from .measure import Result, Settings
 
 
 def measure(cases: list[Case], contender: str, *, seed=0, q_block=None, kv_block=None
@@ -60,6 +67,63 @@ def measure(cases: list[Case], contender: str, *, seed=0, q_block=None, kv_block
         del q, k, v, call, result
         gc.collect()
     return out
+
+
+# --- the parent's side: one fresh subprocess per batch of cases ------------------------------
+
+def probe_memory(results: list[Result], settings: Settings, progress=lambda msg: None
+                 ) -> None:
+    """Fill ``measured_bytes`` of every ok or refused result of a built-in contender.
+
+    One fresh subprocess per contender runs its cases one after the other, resetting the
+    peak RSS before each call; where the reset is not allowed, one subprocess per call.
+    """
+    todo: dict[str, list[Result]] = {}
+    for res in results:
+        if res.status not in ("ok", "refused"):
+            continue
+        if res.contender not in ALL_NAMES:
+            res.memory_note = "not probed (not a built-in contender)"
+            continue
+        todo.setdefault(res.contender, []).append(res)
+    batched = reset_peak()  # resettable: one probe process can measure many calls
+    for name, group in todo.items():
+        batches = [group] if batched else [[r] for r in group]
+        for batch in batches:
+            progress(f"peak memory: {name} on {len(batch)} case{'s' * (len(batch) > 1)} "
+                     "(fresh subprocess)")
+            probes = peak_memory([r.case for r in batch], name, seed=settings.seed,
+                                 q_block=settings.q_block, kv_block=settings.kv_block,
+                                 threads=settings.threads)
+            for res, probe in zip(batch, probes, strict=True):
+                if "extra_bytes" in probe:
+                    res.measured_bytes, res.memory_note = probe["extra_bytes"], probe["method"]
+                else:
+                    res.memory_note = probe.get("refused") or probe.get("error", "probe failed")
+
+
+def peak_memory(cases: list[Case], contender: str, *, seed: int = 0, q_block=None,
+                kv_block=None, threads: int | None = None, timeout_s: float | None = None
+                ) -> list[dict]:
+    """Peak extra memory of one call per case, in one fresh subprocess (``memprobe.py``)."""
+    spec = {"cases": [c.to_dict() for c in cases], "contender": contender, "seed": seed,
+            "q_block": q_block, "kv_block": kv_block, "threads": threads}
+    # glibc: a fixed mmap threshold, so every array of 64 KiB or more is a fresh mapping,
+    # counted when touched and unmapped when freed (by default the threshold grows up to
+    # 32 MiB as memory is freed, and later arrays may reuse resident heap unseen)
+    env = child_env() | {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    if contender == "torch":  # torch's own memory, in that process: no MKL bound beside it
+        env["ATTNVIZ_BLAS"] = "openblas"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "attnviz.bench.memprobe", json.dumps(spec)],
+                              capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return [{"error": f"memory probe timed out after {timeout_s} s"}] * len(cases)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return [{"error": f"memory probe failed ({proc.returncode}): {tail}"}] * len(cases)
+    return json.loads(lines[-1])
 
 
 def main(argv=None) -> int:
