@@ -2,7 +2,11 @@
 
 * Cache: ``cache=True`` keys a cached kernel on its own file only, so an edit in a helper it
   calls from another file would load a stale binary. We point Numba's cache at a folder named
-  after a hash of all kernel sources: any edit in ``kernels/`` starts a fresh cache.
+  after a hash of all kernel sources: any edit in ``kernels/`` starts a fresh cache. The
+  folder is the same for ``make run``, the tests and plain Python (``~/.cache/attnviz/numba``,
+  or ``$ATTNVIZ_CACHE_DIR``), so a kernel compiled once is loaded everywhere after. When the
+  folder is new, a log line (stderr, unless logging is configured) says that the first calls
+  compile; folders of other kernel sources unused for 30 days are removed.
 * Threading layer: Streamlit serves each browser session from its own thread, and Numba's
   ``workqueue`` layer aborts the process when two threads launch parallel kernels at once.
   We ask for a thread-safe layer (OpenMP here; needs Debian's ``libgomp1``).
@@ -13,12 +17,18 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
+import time
 from pathlib import Path
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 _KERNEL_DIR = Path(__file__).resolve().parent
+_STALE_S = 30 * 86400  # a cache folder of other kernel sources unused this long is removed
+
+log = logging.getLogger("attnviz")
 
 
 def _source_hash() -> str:
@@ -36,13 +46,32 @@ def _default_cache_root() -> Path:
     return Path(xdg) / "attnviz" / "numba"
 
 
+def _prune_stale(root: Path, keep: Path) -> None:
+    """Remove cache folders of other kernel sources that nobody used for ``_STALE_S``."""
+    now = time.time()
+    for folder in root.iterdir():
+        try:
+            if folder != keep and folder.is_dir() and now - folder.stat().st_mtime > _STALE_S:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # another process removed or is using it: not ours to fight over
+
+
 def configure_numba() -> None:
     """Set cache folder and threading layer; must run before the kernels are decorated."""
-    cache_dir = _default_cache_root() / _source_hash()
+    root = _default_cache_root()
+    cache_dir = root / _source_hash()
+    fresh = not cache_dir.is_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
+    os.utime(cache_dir)  # marks it used (see _prune_stale)
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
     import numba  # noqa: E402  (imported after the environment is set)
 
+    if fresh:
+        _prune_stale(root, cache_dir)
+        if not numba.config.DISABLE_JIT:
+            log.warning("attnviz: compiling the Numba kernels on first use, once (~20-60 s); "
+                        "later runs load them from %s", cache_dir)
     numba.config.CACHE_DIR = str(cache_dir)
     if numba.config.THREADING_LAYER == "default":
         numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"]

@@ -42,6 +42,7 @@ def streamlit_server(timeout: float = 180.0):
     """Yield the base URL of a running app; stop the server (our own child) afterwards."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    ARTIFACTS.mkdir(exist_ok=True)  # a fresh clone has none until something makes it
     log = open(ARTIFACTS / "streamlit.log", "w")  # the last server's output
     env = {**os.environ, "NUMBA_THREADING_LAYER": os.environ.get("NUMBA_THREADING_LAYER", "omp")}
     proc = subprocess.Popen(
