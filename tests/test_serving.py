@@ -109,6 +109,38 @@ def test_cache_budget_from_the_environment_names_the_variable(monkeypatch, raw):
     assert cache.budget_bytes("ATTNVIZ_TRACE_CACHE_MB", 256) == 7 * MiB
 
 
+def test_at_most_two_traces_are_built_at_once(monkeypatch):
+    running, most = [], []
+    lock = threading.Lock()
+    real = cache.run_trace
+
+    def counted(*args, **kwargs):  # the real run_trace, counting who runs it at once
+        with lock:
+            running.append(1)
+            most.append(len(running))
+        try:
+            time.sleep(0.1)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running.pop()
+
+    monkeypatch.setattr(cache, "run_trace", counted)
+    keys = [cache.head_key(ViewConfig(L=200 + s, seed=77 + s)) for s in range(6)]
+    heads = [None] * len(keys)
+
+    def build(s):
+        heads[s] = cache._trace(keys[s])
+
+    threads = [threading.Thread(target=build, args=(s,)) for s in range(len(keys))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(most) == cache.TRACE_BUILDS == 2
+    assert [h.trace.config.Lq for h in heads] == [200 + s for s in range(6)]
+
+
 # --- the app: AppTest sessions against the server's caches -----------------------------------
 
 def _session(cfg: ViewConfig) -> AppTest:

@@ -17,6 +17,7 @@ never the cached values, in their session state (see ``tests/test_serving.py``).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,11 @@ from ..trace import Trace, run_trace
 from ..viewconfig import ViewConfig
 
 TRACE_CACHE_MB, FIGURE_CACHE_MB = 256, 128  # defaults of the two budgets
+# Traces built at once, server-wide: a build holds about twice the trace it makes (up to
+# ~85 MiB at the largest grid) and runs on the GIL, so a class asking for 20 new traces at
+# once gains nothing from 20 parallel builds but their memory. The others wait their turn.
+TRACE_BUILDS = 2
+_builds = threading.BoundedSemaphore(TRACE_BUILDS)
 
 
 @dataclass(frozen=True)
@@ -80,10 +86,11 @@ def head_key(cfg: ViewConfig) -> tuple:
 
 def _trace(key: tuple) -> TracedHead:
     Lq, Lk, D, Br, Bc, causal, q_offset, window, scenario, seed = key
-    q, k, v = one_head(scenario, Lq, Lk, D, seed=seed)
-    trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
-                      q_block=Br, kv_block=Bc)
-    O_ref, lse_ref = oracle(trace)
+    with _builds:
+        q, k, v = one_head(scenario, Lq, Lk, D, seed=seed)
+        trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
+                          q_block=Br, kv_block=Bc)
+        O_ref, lse_ref = oracle(trace)
     return TracedHead(key, trace, O_ref, lse_ref)
 
 

@@ -22,6 +22,8 @@ Reported per N:
   (the browser, other jobs) used meanwhile;
 * errors: exceptions shown in a page, JavaScript errors, failed requests, loads and clicks
   that timed out.
+The last session of each level saves what it sees at its end as
+``test-artifacts/load_N<N>.png``.
 
 The browser runs on the same 2 cores as the server, so with many sessions it competes with
 the server: the latencies are an upper bound for a class whose browsers run on their own
@@ -185,6 +187,8 @@ async def _session(s: int, browser, url: str, args, level: Level, deadline: floa
             shown = await page.locator('[data-testid="stException"]').count()
             if shown:
                 level.errors.append(f"session {s}: {shown} exception(s) shown with {name!r}")
+        if s == level.n - 1 and level.n:  # the last session to arrive, as it sees the page
+            await page.screenshot(path=str(ARTIFACTS / f"load_N{level.n}.png"))
     except Exception as e:  # a failed load or a closed page: counted, the others go on
         level.errors.append(f"session {s}: {type(e).__name__}: {str(e).splitlines()[0]}")
     finally:
