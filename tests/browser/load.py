@@ -53,7 +53,7 @@ from .server import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VIEWPORT, streamlit_serv
 
 _READY = (f"() => {{ const img = document.querySelector('{TILEMAP}');"
           " return img && img.complete && img.naturalWidth > 0 && img.dataset.current; }")
-_LOAD_TIMEOUT, _CLICK_TIMEOUT = 90.0, 30.0  # seconds
+_LOAD_TIMEOUT, _CLICK_TIMEOUT = 120.0, 30.0  # seconds
 
 
 def _shows_view(params: dict[str, str]) -> str:
@@ -275,11 +275,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="presets each session loads and steps through (default 2)")
     ap.add_argument("--think", type=float, default=1.0,
                     help="seconds between a session's clicks, ±50%% (default 1.0)")
-    ap.add_argument("--ramp", type=float, default=0.5,
-                    help="seconds between two sessions' first loads (default 0.5)")
-    ap.add_argument("--budget", type=float, default=180.0,
+    ap.add_argument("--ramp", type=float, default=1.0,
+                    help="seconds between two sessions' first loads (default 1.0)")
+    ap.add_argument("--budget", type=float, default=300.0,
                     help="seconds each level may take; clicks not made by then are "
-                         "reported (default 180)")
+                         "reported (default 300)")
     args = ap.parse_args(argv)
     for name in ("sessions", "clicks", "presets"):
         values = args.sessions if name == "sessions" else [getattr(args, name)]
