@@ -140,8 +140,9 @@ def _s(xs: list[float]) -> str:
 
 
 async def _choose_preset(page: Page, name: str) -> None:
-    await page.locator(".st-key-preset").click()
-    await page.get_by_role("option", name=name, exact=True).click()
+    # a starved renderer can take long to call the sidebar stable: as long as a first load
+    await page.locator(".st-key-preset").click(timeout=1e3 * _LOAD_TIMEOUT)
+    await page.get_by_role("option", name=name, exact=True).click(timeout=1e3 * _LOAD_TIMEOUT)
 
 
 async def _session(s: int, browser, url: str, args, level: Level, deadline: float) -> None:
@@ -154,6 +155,7 @@ async def _session(s: int, browser, url: str, args, level: Level, deadline: floa
     page.on("requestfailed", lambda r: level.errors.append(
         f"session {s}: request failed: {r.url[:80]} {r.failure}"))
     todo = args.presets * args.clicks  # clicks not made yet
+    phase = "first load"
     try:
         t0 = time.perf_counter()
         await page.goto(url, timeout=1e3 * _LOAD_TIMEOUT)
@@ -162,6 +164,7 @@ async def _session(s: int, browser, url: str, args, level: Level, deadline: floa
         for p in range(args.presets):
             name = names[(s + p + 1) % len(names)]  # the first load shows names[0]
             cfg = PRESETS[name].config
+            phase = f"loading preset {name!r}"
             t0 = time.perf_counter()
             await _choose_preset(page, name)
             await page.wait_for_function(_shows_view(to_query(cfg, step=0)),
@@ -170,6 +173,7 @@ async def _session(s: int, browser, url: str, args, level: Level, deadline: floa
             for n in range(args.clicks):
                 if time.monotonic() > deadline:
                     return
+                phase = f"step {n + 1} of {name!r}"
                 last = await page.locator(".st-key-next button").is_disabled()
                 if last:  # this preset has fewer steps than clicks
                     todo -= args.clicks - n
@@ -187,12 +191,16 @@ async def _session(s: int, browser, url: str, args, level: Level, deadline: floa
             shown = await page.locator('[data-testid="stException"]').count()
             if shown:
                 level.errors.append(f"session {s}: {shown} exception(s) shown with {name!r}")
-        if s == level.n - 1 and level.n:  # the last session to arrive, as it sees the page
-            await page.screenshot(path=str(ARTIFACTS / f"load_N{level.n}.png"))
     except Exception as e:  # a failed load or a closed page: counted, the others go on
-        level.errors.append(f"session {s}: {type(e).__name__}: {str(e).splitlines()[0]}")
+        level.errors.append(f"session {s}, {phase}: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0]}")
     finally:
         level.not_made += todo
+        if s == level.n - 1:  # the last session to arrive, as it sees the page at its end
+            try:
+                await page.screenshot(path=str(ARTIFACTS / f"load_N{level.n}.png"))
+            except Exception as e:  # the screenshot is a by-product: never an error here
+                print(f"no screenshot for N={level.n}: {type(e).__name__}", flush=True)
         await ctx.close()
 
 
