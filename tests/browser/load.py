@@ -2,8 +2,10 @@
 what it measures is reported, never asserted).
 
     .venv/bin/python -m tests.browser.load --sessions 1 5 10 20 --clicks 6
+    .venv/bin/python -m tests.browser.load --url http://teacher-host:8501   # a class's server
 
-Starts its own server (``server.streamlit_server``), warms it with one page load, then for
+Starts its own server (``server.streamlit_server``; or measures the one at ``--url``, whose
+memory and CPU it then cannot see), warms it with one page load, then for
 each N: one headless Chromium with N browser contexts (N separate Streamlit sessions, each
 on its own websocket, as N students' browsers would be), opened a ``--ramp`` apart. Each
 session loads a preset from the sidebar (session s starts at preset s), clicks "Next"
@@ -36,8 +38,11 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import threading
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psutil
@@ -73,9 +78,9 @@ class Level:
     presets: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     not_made: int = 0  # clicks left when the time budget ran out
-    rss_start: int = 0
-    rss_peak: int = 0
-    server_cpu: float = 0.0
+    rss_start: int | None = None  # None: a server elsewhere (--url), not measured
+    rss_peak: int | None = None
+    server_cpu: float | None = None
     others: float | None = None
     wall: float = 0.0
 
@@ -204,10 +209,11 @@ async def _session(s: int, browser, url: str, args, level: Level, deadline: floa
         await ctx.close()
 
 
-async def _level(browser, url: str, n: int, args, watch: ServerWatch) -> Level:
+async def _level(browser, url: str, n: int, args, watch: ServerWatch | None) -> Level:
     level = Level(n)
-    level.rss_start = watch.reset_peak()
-    cpu0, snap0, t0 = watch.cpu(), cpu_snapshot(), time.perf_counter()
+    if watch:
+        level.rss_start, cpu0 = watch.reset_peak(), watch.cpu()
+    snap0, t0 = cpu_snapshot(), time.perf_counter()
     deadline = time.monotonic() + args.budget
     tasks = [asyncio.create_task(_session(s, browser, url, args, level, deadline))
              for s in range(n)]
@@ -217,59 +223,71 @@ async def _level(browser, url: str, n: int, args, watch: ServerWatch) -> Level:
         level.errors.append("a session did not finish within the time budget")
     await asyncio.gather(*pending, return_exceptions=True)
     level.wall = time.perf_counter() - t0
-    level.server_cpu = watch.cpu() - cpu0
-    level.others = other_cores(snap0, cpu_snapshot())  # includes the browser: ours, not the server
-    level.rss_peak = max(watch.peak, watch.rss())
+    level.others = other_cores(snap0, cpu_snapshot())  # the server, browsers, other jobs
+    if watch:
+        level.server_cpu = watch.cpu() - cpu0
+        level.rss_peak = max(watch.peak, watch.rss())
     return level
 
 
 def _print(levels: list[Level], args) -> None:
     print(f"\n{'N':>3} {'clicks':>6} {'p50 ms':>7} {'p95 ms':>7} {'load p50/p95 s':>15} "
-          f"{'preset p50/p95 s':>17} {'RSS MiB start/peak':>19} {'srv CPU s/click':>16} "
-          f"{'other cores':>11} {'errors':>6} {'wall s':>6}")
+          f"{'preset p50/p95 s':>17} {'RSS MiB start/peak':>19} {'server CPU s (%)':>17} "
+          f"{'busy cores':>10} {'errors':>6} {'wall s':>6}")
     for lv in levels:
-        per_click = lv.server_cpu / len(lv.clicks) if lv.clicks else float("nan")
+        rss = ("-" if lv.rss_peak is None
+               else f"{lv.rss_start / 2**20:.0f} / {lv.rss_peak / 2**20:.0f}")
+        cpu = ("-" if lv.server_cpu is None
+               else f"{lv.server_cpu:.1f} ({100 * lv.server_cpu / lv.wall:.0f}%)")
+        busy = "-" if lv.others is None else f"{lv.others:.2f}"
         print(f"{lv.n:>3} {len(lv.clicks):>6} {_ms(lv.clicks, .5):>7} {_ms(lv.clicks, .95):>7} "
-              f"{_s(lv.loads):>15} {_s(lv.presets):>17} "
-              f"{f'{lv.rss_start / 2**20:.0f} / {lv.rss_peak / 2**20:.0f}':>19} "
-              f"{per_click:>16.3f} "
-              f"{'-' if lv.others is None else f'{lv.others:.2f}':>11} {len(lv.errors):>6} "
-              f"{lv.wall:>6.0f}")
-    for lv in levels:
-        for e in lv.errors[:10]:
-            print(f"  N={lv.n}: {e}")
-        if len(lv.errors) > 10:
-            print(f"  N={lv.n}: ... {len(lv.errors) - 10} more")
+              f"{_s(lv.loads):>15} {_s(lv.presets):>17} {rss:>19} {cpu:>17} {busy:>10} "
+              f"{len(lv.errors):>6} {lv.wall:>6.0f}")
+    for lv in levels:  # every error, grouped by kind (the session's number left out)
+        kinds = Counter(re.sub(r"^session \d+[,:] ", "", e) for e in lv.errors)
+        for kind, count in kinds.most_common():
+            print(f"  N={lv.n}: {count} x {kind}")
     print(f"\nclicks per session: {args.presets} presets x {args.clicks}; think time "
           f"{args.think} s (±50%); sessions opened {args.ramp} s apart; budget "
           f"{args.budget:.0f} s per level; clicks not made: "
-          + ", ".join(f"N={lv.n}: {lv.not_made}" for lv in levels))
+          + ", ".join(f"N={lv.n}: {lv.not_made}" for lv in levels)
+          + ".\nserver CPU: all the server's work during the level (% of one core); busy "
+            "cores: the machine's cores busy with anything but this script (server, browsers, "
+            "other jobs), of " + str(psutil.cpu_count()))
+
+
+@contextmanager
+def _server(url: str | None):
+    """(url, ServerWatch) of our own server, or (url, None) for one elsewhere."""
+    if url:
+        yield url.rstrip("/"), None
+        return
+    with streamlit_server() as own:
+        watch = ServerWatch(int(own.rsplit(":", 1)[1]))
+        try:
+            yield own, watch
+        finally:
+            watch.close()
 
 
 async def _main(args) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server() as url:
-        watch = ServerWatch(int(url.rsplit(":", 1)[1]))
-        try:
-            async with async_playwright() as p:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                warm = Level(0)
-                await _session(0, browser, url, argparse.Namespace(
-                    **{**vars(args), "presets": 1, "clicks": 1}), warm, time.monotonic() + 120)
-                print(f"server warmed (first load {warm.loads[0] if warm.loads else '-'} s; "
-                      f"errors: {warm.errors or 'none'}); RSS {watch.rss() / 2**20:.0f} MiB",
-                      flush=True)
-                levels = []
-                for n in args.sessions:
-                    levels.append(await _level(browser, url, n, args, watch))
-                    lv = levels[-1]
-                    print(f"N={n}: {len(lv.clicks)} clicks, p50 {_ms(lv.clicks, .5)} ms, "
-                          f"p95 {_ms(lv.clicks, .95)} ms, peak RSS "
-                          f"{lv.rss_peak / 2**20:.0f} MiB, {len(lv.errors)} errors",
-                          flush=True)
-                await browser.close()
-        finally:
-            watch.close()
+    levels = []
+    with _server(args.url) as (url, watch):
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            warm = Level(0)
+            await _session(0, browser, url, argparse.Namespace(
+                **{**vars(args), "presets": 1, "clicks": 1}), warm, time.monotonic() + 120)
+            print(f"server warmed: first load {_s(warm.loads)} s, errors: "
+                  f"{warm.errors or 'none'}"
+                  + (f"; RSS {watch.rss() / 2**20:.0f} MiB" if watch else ""), flush=True)
+            for n in args.sessions:
+                lv = await _level(browser, url, n, args, watch)
+                levels.append(lv)
+                print(f"N={n}: {len(lv.clicks)} clicks, p50 {_ms(lv.clicks, .5)} ms, "
+                      f"p95 {_ms(lv.clicks, .95)} ms, {len(lv.errors)} errors", flush=True)
+            await browser.close()
     _print(levels, args)
 
 
@@ -285,6 +303,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="seconds between a session's clicks, ±50%% (default 1.0)")
     ap.add_argument("--ramp", type=float, default=1.0,
                     help="seconds between two sessions' first loads (default 1.0)")
+    ap.add_argument("--url", help="measure the server at this address (started elsewhere, "
+                    "e.g. the class's; its memory and CPU are then not measured) instead "
+                    "of starting one here")
     ap.add_argument("--budget", type=float, default=300.0,
                     help="seconds each level may take; clicks not made by then are "
                          "reported (default 300)")
