@@ -72,7 +72,7 @@ class Caches:
     figures: ByteLRU  # (kind, TracedHead.key, ...) -> what ui.figures draws
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def caches() -> Caches:
     """The server's two caches (one per process, whichever session asks first)."""
     return Caches(ByteLRU(budget_bytes("ATTNVIZ_TRACE_CACHE_MB", TRACE_CACHE_MB)),
