@@ -11,8 +11,9 @@ the step view's figures.
 
 Both caches are ``bytecache.ByteLRU``s bounded by bytes (a trace is 0.1 to ~43 MiB, a
 step's figures ~0.3 MiB): ``ATTNVIZ_TRACE_CACHE_MB`` (default 256) and
-``ATTNVIZ_FIGURE_CACHE_MB`` (default 128), read when the server starts. Sessions keep keys,
-never the cached values, in their session state (see ``tests/test_serving.py``).
+``ATTNVIZ_FIGURE_CACHE_MB`` (default 128), read once per server (at its first page view).
+Sessions keep keys, never the cached values, in their session state (see
+``tests/test_serving.py``).
 """
 from __future__ import annotations
 
