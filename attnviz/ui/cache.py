@@ -1,28 +1,48 @@
-"""What is computed once and reused: warm kernels per server, one trace per configuration.
+"""What is computed once per server and shared by every session: warm kernels, traces,
+the step view's figures.
 
 * ``warm``: compiles (or loads from Numba's disk cache) the kernels and the traced driver's
   jitted routines when the server starts, so no user click waits for a JIT compile.
 * ``traced_head``: the trace of head 0 and its float64 oracle, keyed by the values that
-  define them. ``st.cache_resource`` (not ``cache_data``) because a Trace is never mutated
-  and a step click must not unpickle megabytes of it: stepping reads the cached object.
+  define them. Shared objects, not copies (``st.cache_data`` would unpickle megabytes per
+  step click): a Trace is never mutated, and stepping reads the cached object.
+* ``figures``: the cache of the step view's figures (``ui.figures``), a pure function of the
+  trace and the step, so that a class walking the same preset draws each step once.
+
+Both caches are ``bytecache.ByteLRU``s bounded by bytes (a trace is 0.1 to ~43 MiB, a
+step's figures ~0.3 MiB): ``ATTNVIZ_TRACE_CACHE_MB`` (default 256) and
+``ATTNVIZ_FIGURE_CACHE_MB`` (default 128), read once per server (at its first page view).
+Sessions keep keys, never the cached values, in their session state (see
+``tests/test_serving.py``).
 """
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
 
 from .. import warmup
+from ..bytecache import ByteLRU
 from ..scenarios import one_head
 from ..stats import oracle
 from ..timing import machine
 from ..trace import Trace, run_trace
 from ..viewconfig import ViewConfig
 
+TRACE_CACHE_MB, FIGURE_CACHE_MB = 256, 128  # defaults of the two budgets
+# Traces built at once, server-wide: a build holds about twice the trace it makes (up to
+# ~85 MiB at the largest grid) and runs on the GIL, so a class asking for 20 new traces at
+# once gains nothing from 20 parallel builds but their memory. The others wait their turn.
+TRACE_BUILDS = 2
+_builds = threading.BoundedSemaphore(TRACE_BUILDS)
+
 
 @dataclass(frozen=True)
 class TracedHead:
+    key: tuple  # what defines it: (Lq, Lk, D, Br, Bc, causal, q_offset, window, scenario, seed)
     trace: Trace
     O_ref: np.ndarray  # [Lq, D] float64 oracle
     lse_ref: np.ndarray  # [Lq]
@@ -35,15 +55,50 @@ def warm() -> dict:
     return machine()
 
 
-@st.cache_resource(max_entries=16, show_spinner="Tracing every tile...")
-def _traced(Lq, Lk, D, Br, Bc, causal, q_offset, window, scenario, seed) -> TracedHead:
-    q, k, v = one_head(scenario, Lq, Lk, D, seed=seed)
-    trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
-                      q_block=Br, kv_block=Bc)
-    O_ref, lse_ref = oracle(trace)
-    return TracedHead(trace, O_ref, lse_ref)
+def budget_bytes(name: str, default_mb: int) -> int:
+    """The environment variable ``name`` (MiB, an integer >= 1), in bytes."""
+    raw = os.environ.get(name, str(default_mb))
+    try:
+        mb = int(raw)
+    except ValueError:
+        mb = 0
+    if mb < 1:
+        raise ValueError(f"{name} must be a whole number of MiB >= 1, got {raw!r}")
+    return mb * 2**20
+
+
+@dataclass(frozen=True)
+class Caches:
+    traces: ByteLRU  # TracedHead.key -> TracedHead
+    figures: ByteLRU  # (kind, TracedHead.key, ...) -> what ui.figures draws
+
+
+@st.cache_resource(show_spinner=False)
+def caches() -> Caches:
+    """The server's two caches (one per process, whichever session asks first)."""
+    return Caches(ByteLRU(budget_bytes("ATTNVIZ_TRACE_CACHE_MB", TRACE_CACHE_MB)),
+                  ByteLRU(budget_bytes("ATTNVIZ_FIGURE_CACHE_MB", FIGURE_CACHE_MB)))
+
+
+def head_key(cfg: ViewConfig) -> tuple:
+    return (cfg.Lq, cfg.Lk, cfg.D, cfg.Br, cfg.Bc, cfg.causal, cfg.q_offset, cfg.window,
+            cfg.scenario, cfg.seed)
+
+
+def _trace(key: tuple) -> TracedHead:
+    Lq, Lk, D, Br, Bc, causal, q_offset, window, scenario, seed = key
+    with _builds:
+        q, k, v = one_head(scenario, Lq, Lk, D, seed=seed)
+        trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
+                          q_block=Br, kv_block=Bc)
+        O_ref, lse_ref = oracle(trace)
+    return TracedHead(key, trace, O_ref, lse_ref)
 
 
 def traced_head(cfg: ViewConfig) -> TracedHead:
-    return _traced(cfg.Lq, cfg.Lk, cfg.D, cfg.Br, cfg.Bc, cfg.causal, cfg.q_offset,
-                   cfg.window, cfg.scenario, cfg.seed)
+    """The shared trace of ``cfg`` (computed on the first request, with a spinner)."""
+    key, traces = head_key(cfg), caches().traces
+    if key in traces:
+        return traces.get(key, lambda: _trace(key))
+    with st.spinner("Tracing every tile..."):
+        return traces.get(key, lambda: _trace(key))

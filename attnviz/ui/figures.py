@@ -6,8 +6,11 @@ the step view for each batch that arrives. With the ~50 ms of figure drawing bet
 elements, one step reached the browser in several batches and cost several re-renders;
 drawn up front, the elements leave together and the browser renders the new step once.
 
-The output figure changes only when a Q block finishes, so it is kept (per session) until
-the number of finished rows changes.
+The figures are a pure function of the trace and (step, row, all rows), so they are kept
+per server (``cache.caches().figures``, bounded by bytes): a class walking the same preset
+draws each step once. The output figure changes only when a Q block finishes, so it is kept
+under the number of finished rows and reused, with a new text alternative, for the steps
+between.
 """
 from __future__ import annotations
 
@@ -18,9 +21,7 @@ import streamlit as st
 from .. import images
 from ..stats import output_error
 from . import rowtable, tilemap
-from .cache import TracedHead
-
-_OUTPUT_MEMO = "_output_figure"  # (head, rows finished, Shown)
+from .cache import TracedHead, caches
 
 
 @dataclass(frozen=True)
@@ -46,18 +47,19 @@ class StepFigures:
 
 
 def build(head: TracedHead, n: int, r: int, all_rows: bool) -> StepFigures:
-    """Every image of step n (row r's history)."""
+    """Every image of step n (row r's history), from the server's cache or drawn now."""
+    return caches().figures.get(("step", head.key, n, r, all_rows),
+                                lambda: _draw(head, n, r, all_rows))
+
+
+def _draw(head: TracedHead, n: int, r: int, all_rows: bool) -> StepFigures:
     trace = head.trace
     errors = output_error(trace, head.O_ref, head.lse_ref, n)
     done, err_o, _ = errors
     rows_done = int(done.sum())
-    memo = st.session_state.get(_OUTPUT_MEMO)
-    if memo and memo[0] is head and memo[1] == rows_done:
-        output = Shown(memo[2].url, memo[2].width,
-                       images.output_rows_alt(n, rows_done, trace.config.Lq))
-    else:
-        output = Shown.of(images.output_rows(trace, n, done, err_o))
-        st.session_state[_OUTPUT_MEMO] = (head, rows_done, output)
+    drawn = caches().figures.get(("output", head.key, rows_done),
+                                 lambda: Shown.of(images.output_rows(trace, n, done, err_o)))
+    output = Shown(drawn.url, drawn.width, images.output_rows_alt(n, rows_done, trace.config.Lq))
     return StepFigures(
         tile_map=tilemap.component_data(trace, n),
         tiles=Shown.of(images.step_tiles(trace, n)),
