@@ -210,3 +210,43 @@ def equal_bounds(Lk: int, C: int) -> list[int]:
     if C < 1:
         raise ValueError(f"the number of chunks C must be >= 1, got {C}")
     return [round(c * Lk / C) for c in range(C + 1)]
+
+
+# -- the lab's inputs and the engine's own check -----------------------------------------------
+
+def lab_inputs(scenario: str, Lk: int, D: int, g: int, seed: int = 0):
+    """(q_prefill [g, Lk, D], k [Lk, D], v [Lk, D]) for one KV head and its g query heads from
+    ``attnviz.scenarios``; the decode query is the last row, ``q_prefill[:, -1]``, which is
+    the decode view's query (head 0 is the token the stepper traces in decode mode)."""
+    from .scenarios import generate
+
+    q_dec, k, v = generate(scenario, 1, Lk, D, seed=seed, Hq=g, Hkv=1)
+    q_all = generate(scenario, Lk, Lk, D, seed=seed, Hq=g, Hkv=1)[0]
+    q_all[0, :, -1] = q_dec[0, :, 0]
+    return q_all[0], k[0, 0], v[0, 0]
+
+
+def prefill_check(q_prefill, k, v, *, causal=True, window=None) -> dict:
+    """The engine's own check: decoding token t (the last row) against the cache gives the
+    last row of a prefill of all t tokens. Both through ``kernels.streaming_attention`` (the
+    split-KV decode path and the Q-block prefill path), beside the float64 oracle."""
+    from kernels import streaming_attention
+
+    from .reference import attention_reference
+
+    kv = (k[None, None], v[None, None])  # [1, 1, Lk, D]: one KV head
+    O_pre, lse_pre = streaming_attention(q_prefill[None], *kv, causal=causal, window=window,
+                                         return_lse=True)  # [1, g, Lk, D]
+    O_dec, lse_dec = streaming_attention(q_prefill[None, :, -1:], *kv, causal=causal,
+                                         window=window, return_lse=True)  # [1, g, 1, D]
+    O_ref, lse_ref = attention_reference(q_prefill[:, -1:], k, v, causal=causal,
+                                         window=window)  # [g, 1, D]
+    last = (O_pre[0, :, -1], lse_pre[0, :, -1])
+    dec = (O_dec[0, :, 0], lse_dec[0, :, 0])
+    return {
+        "O_decode": dec[0], "lse_decode": dec[1], "O_prefill_last": last[0],
+        "lse_prefill_last": last[1], "O_ref": O_ref[:, 0], "lse_ref": lse_ref[:, 0],
+        "decode_vs_prefill": float(np.abs(dec[0] - last[0]).max()),
+        "decode_vs_oracle": float(np.abs(dec[0] - O_ref[:, 0]).max()),
+        "prefill_vs_oracle": float(np.abs(last[0] - O_ref[:, 0]).max()),
+    }

@@ -56,7 +56,8 @@ def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
         # inline code, not st.code: that one loads a 1.5 MB syntax highlighter on page load
         st.markdown(f"`?{urlencode(to_query(cfg, step=n, row=offset))}`")
         stem = f"attnviz_{cfg.mode}_Lq{cfg.Lq}_Lk{cfg.Lk}_D{cfg.D}_{cfg.Br}x{cfg.Bc}"
-        meta = {"view": to_query(cfg), "describe": cfg.describe()}
+        meta = {"view": to_query(cfg), "describe": cfg.describe(),
+                **({"source": head.source} if head.source else {})}
         c1, c2, c3, c4 = st.columns([1, 1, 2, 1.3], vertical_alignment="bottom")
         c1.download_button("Trace (JSON)", lambda: trace_json(head.trace, meta),
                            file_name=f"{stem}.json", mime="application/json",
