@@ -144,11 +144,11 @@ def render(cfg: ViewConfig) -> None:
         st.session_state[_MERGES] = []
         pool = _pool(states, [])
     names = list(pool)
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
     if len(names) > 1:
         for wkey in ("skv_a", "skv_b"):  # a state merged away is no longer an option
             if st.session_state.get(wkey) not in names:
                 st.session_state.pop(wkey, None)
-        c1, c2, c3, c4 = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
         a = c1.selectbox("State a", names, format_func=_name, key="skv_a")
         rest = [n for n in names if n != a]
         if st.session_state.get("skv_b") not in rest:
@@ -156,6 +156,7 @@ def render(cfg: ViewConfig) -> None:
         b = c2.selectbox("State b", rest, format_func=_name, key="skv_b")
         c3.button("Merge a and b", key="skv_merge", on_click=_merge, args=(a, b),
                   type="primary")
+    if st.session_state[_MERGES]:
         c4.button("Start over", key="skv_reset",
                   on_click=lambda: st.session_state.update({_MERGES: []}))
     log = []
