@@ -156,6 +156,7 @@ def render(cfg: ViewConfig) -> None:
         b = c2.selectbox("State b", rest, format_func=_name, key="skv_b")
         c3.button("Merge a and b", key="skv_merge", on_click=_merge, args=(a, b),
                   type="primary")
+    st.caption(f"{len(names)} state(s) now: {', '.join(_name(n) for n in names)}.")
     if st.session_state[_MERGES]:
         c4.button("Start over", key="skv_reset",
                   on_click=lambda: st.session_state.update({_MERGES: []}))
