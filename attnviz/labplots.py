@@ -27,13 +27,14 @@ def chunk_label(c: int, keys: tuple[int, int]) -> str:
 
 def merge_weights_chart(weights: np.ndarray, keys: list[tuple[int, int]]) -> go.Figure:
     """Grouped bars: chunk c's weight exp(LSE_c - LSE) for each query head (they sum to 1)."""
-    labels = [chunk_label(c, kk) for c, kk in enumerate(keys)]
+    labels = [f"c{c}<br>[{a}, {b})" for c, (a, b) in enumerate(keys)]
     fig = go.Figure([go.Bar(x=labels, y=weights[:, h], name=f"head {h}",
                             hovertemplate="%{x}: %{y:.4g}<extra>head " + str(h) + "</extra>")
                      for h in range(weights.shape[1])])
-    return _layout(fig, "Merge weights exp(LSE_c − LSE): each chunk's share of O",
-                   yaxis=dict(title="weight", range=[0, 1.02]), xaxis=dict(title="chunk"),
-                   barmode="group")
+    return _layout(fig, "Merge weights exp(LSE_c − LSE)", barmode="group",
+                   yaxis=dict(title="share of O", range=[0, 1.02]),
+                   xaxis=dict(tickangle=0), legend=dict(orientation="h", y=1.0, x=1,
+                                                        xanchor="right", yanchor="bottom"))
 
 
 def _log_series(fig, x, y, name, color, dash="solid", symbol="circle"):
@@ -60,8 +61,9 @@ def error_sweep_chart(e: ErrorSweep) -> go.Figure:
         fig.add_trace(go.Scatter(x=e.logit_std[bad], y=np.ones(bad.sum()), mode="markers",
                                  name="standard: NaN/Inf", yaxis="y",
                                  marker=dict(color=NAN_COLOR, symbol="x-thin-open", size=12)))
-    return _layout(fig, f"Error against float64, inputs in {e.dtype} (FlashAttention's measure)",
-                   xaxis=dict(title="std of the logits S", type="log"),
+    return _layout(fig, f"Error vs float64, inputs in {e.dtype}",
+                   xaxis=dict(title="std of the logits S", type="log",
+                              tickvals=list(e.logit_std), ticktext=[f"{x:g}" for x in e.logit_std]),
                    yaxis=dict(title="max |O − O_float64|", type="log", exponentformat="power"))
 
 
@@ -70,35 +72,40 @@ def accumulation_chart(a: Accumulation) -> go.Figure:
     _log_series(fig, a.n, a.err_low, f"acc in {a.dtype} (emulated: rounded after every add)",
                 "#ea580c")
     _log_series(fig, a.n, a.err_fp32, "acc in float32 (what the kernels do)", "#2563eb")
-    return _layout(fig, "P~V accumulated key by key: float32 vs " + a.dtype,
+    return _layout(fig, "P~V summed key by key",
                    xaxis=dict(title="keys summed n", type="log"),
                    yaxis=dict(title="max |O − O_float64|", type="log", exponentformat="power"))
 
 
 def overflow_chart(o: Overflow) -> go.Figure:
     """Error of softmax without max subtraction vs the top logit x, per dtype; where it is
-    NaN (exp overflowed) a marker sits on the top band; dashed lines at ln(max)."""
+    NaN (exp overflowed) a mark sits on the dtype's own line of the top band; dashed lines
+    at ln(max)."""
     fig = go.Figure()
-    top = 1.0
-    for name, err in o.naive.items():
+    for (name, err), band in zip(o.naive.items(), (10.0, 4.0, 1.6), strict=True):
         color = DTYPE_COLORS[name]
-        _log_series(fig, o.x, err, f"{name}, no max subtraction", color, symbol="circle")
+        fig.add_trace(go.Scatter(x=o.x, y=err, mode="lines", name=f"{name}, no max subtracted",
+                                 line=dict(color=color),
+                                 hovertemplate="x = %{x}: %{y:.3g}<extra>" + name + "</extra>"))
         bad = np.isnan(err)
-        fig.add_trace(go.Scatter(x=o.x[bad], y=np.full(bad.sum(), top), mode="markers",
-                                 name=f"{name}: NaN (exp overflowed)",
-                                 marker=dict(color=color, symbol="line-ns-open", size=10)))
-        fig.add_vline(x=o.limit[name], line=dict(color=color, dash="dash", width=1),
-                      annotation_text=f"ln(max {name}) = {o.limit[name]:.2f}",
-                      annotation_position="top left" if name == "float16" else "top right")
+        fig.add_trace(go.Scatter(x=o.x[bad], y=np.full(bad.sum(), band), mode="markers",
+                                 name=f"{name}: NaN", hoverinfo="skip",
+                                 marker=dict(color=color, symbol="line-ns-open", size=8)))
     for name, err in o.safe.items():
-        _log_series(fig, o.x, err, f"{name}, max subtracted", DTYPE_COLORS[name], dash="dot",
-                    symbol="x")
-    for tr in fig.data:
-        tr.mode = "lines" if tr.mode == "lines+markers" else tr.mode
-    return _layout(fig, "Softmax of a row whose top logit is x: with and without m",
-                   height=420, xaxis=dict(title="top logit x"),
-                   yaxis=dict(title="max |p − p_exact| (NaN on the top band)", type="log",
-                              exponentformat="power", range=[-9, 0.3]))
+        fig.add_trace(go.Scatter(x=o.x, y=err, mode="lines", name=f"{name}, max subtracted",
+                                 line=dict(color=DTYPE_COLORS[name], dash="dot"),
+                                 hovertemplate="x = %{x}: %{y:.3g}<extra>" + name + "</extra>"))
+    wide = max(o.limit["float32"], o.limit["bfloat16"])
+    fig.add_vline(x=o.limit["float16"], line=dict(color=DTYPE_COLORS["float16"], dash="dash"),
+                  annotation_text=f"ln(max fp16) = {o.limit['float16']:.2f}",
+                  annotation_position="bottom right")
+    fig.add_vline(x=wide, line=dict(color=DTYPE_COLORS["float32"], dash="dash"),
+                  annotation_text=f"ln(max fp32, bf16) = {wide:.2f}",
+                  annotation_position="bottom left")
+    return _layout(fig, "Softmax of a row with top logit x", height=440,
+                   xaxis=dict(title="top logit x", range=[0, 100]),
+                   yaxis=dict(title="max |p − p_exact|", type="log", exponentformat="power",
+                              range=[-9, 1.3]))
 
 
 def _cell_text(a: np.ndarray) -> list[list[str]]:
@@ -110,21 +117,21 @@ def masked_rows_chart(mr: MaskedRows) -> go.Figure:
     """P~ of the tile without the guard (NaN cells red) and with it, side by side."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(1, 2, subplot_titles=("without the guard: exp(S − m), m = −inf",
-                                              "with the guard: subtract 0 when m = −inf"),
-                        horizontal_spacing=0.08)
+    fig = make_subplots(1, 2, subplot_titles=("without the guard: exp(S − m)",
+                                              "with the guard"), horizontal_spacing=0.1)
     for col, P in ((1, mr.P_raw), (2, mr.P)):
         z = np.where(np.isnan(P), np.nan, P)
         fig.add_trace(go.Heatmap(z=z, text=_cell_text(P), texttemplate="%{text}",
-                                 colorscale="Blues", zmin=0, zmax=1, showscale=col == 2,
+                                 textfont=dict(size=11), colorscale="Blues", zmin=0, zmax=1,
+                                 showscale=col == 2,
                                  hovertemplate="row %{y}, key %{x}: %{text}<extra></extra>"),
                       1, col)
         nan_r, nan_c = np.nonzero(np.isnan(P))
         fig.add_trace(go.Scatter(x=nan_c, y=nan_r, mode="markers", showlegend=False,
-                                 marker=dict(symbol="square", size=34, color=NAN_COLOR,
+                                 marker=dict(symbol="square", size=30, color=NAN_COLOR,
                                              opacity=0.35), hoverinfo="skip"), 1, col)
-    fig.update_yaxes(autorange="reversed", title_text="row", col=1)
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title_text="key")
-    empty = ", ".join(str(r) for r in np.flatnonzero(mr.m == -np.inf))
-    return _layout(fig, f"P~ of a tile whose row(s) {empty} see no key", height=330)
+    fig.update_yaxes(autorange="reversed", dtick=1)
+    fig.update_yaxes(title_text="row", col=1)
+    fig.update_xaxes(title_text="key", dtick=1)
+    fig.update_layout(template=_TEMPLATE, height=330, margin=dict(l=50, r=20, t=40, b=50))
+    return fig

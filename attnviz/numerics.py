@@ -160,11 +160,12 @@ def accumulation(dtype: str, *, Lk: int = 4096, D: int = 64, rows: int = 8,
 
 @dataclass(frozen=True)
 class Overflow:
-    """Softmax of the row ``x + offsets`` with and without the max subtracted, per dtype."""
+    """Softmax of the row ``x + offsets`` (as stored in each dtype) with and without the max
+    subtracted, against the exact softmax of that stored row."""
 
     x: np.ndarray  # [n] the largest logit of the row
     offsets: np.ndarray  # [K] the row is x + offsets
-    naive: dict  # dtype name -> [n] max |p - p_exact| without max subtraction (NaN: overflow)
+    naive: dict  # dtype name -> [n] max |p - p_exact| without max subtraction (NaN: inf / inf)
     safe: dict  # dtype name -> [n] the same with the max subtracted
     first_bad: dict  # dtype name -> smallest x whose naive softmax is not finite (or None)
     limit: dict  # dtype name -> ln(max of dtype), where exp(x) overflows
@@ -172,14 +173,15 @@ class Overflow:
 
 def overflow(xs=None, offsets=(0.0, -0.5, -1.0, -2.0, -3.0, -4.0)) -> Overflow:
     """exp(S) / sum exp(S) computed in float32, float16 and bfloat16 for rows whose top
-    logit is x, against the exact (shift-invariant) softmax."""
+    logit is x, against the exact softmax of the same stored row (float64)."""
     xs = np.linspace(0.0, 100.0, 401) if xs is None else np.asarray(xs, float)
     off = np.asarray(offsets, float)
-    exact = np.exp(off - off.max())
-    exact /= exact.sum()  # [K], the same for every x
     naive, safe, first_bad, limit = {}, {}, {}, {}
     for name, dt in OVERFLOW_DTYPES.items():
         S = (xs[:, None] + off[None, :]).astype(dt)  # [n, K] the rows, stored in dt
+        S64 = S.astype(np.float64)  # the exact softmax of the stored row (rounding of the
+        exact = np.exp(S64 - S64.max(axis=1, keepdims=True))  # logits is not the subject)
+        exact /= exact.sum(axis=1, keepdims=True)
         with np.errstate(over="ignore", invalid="ignore"):
             e = np.exp(S).astype(dt)
             p_naive = (e / e.sum(axis=1, keepdims=True, dtype=dt)).astype(dt)
@@ -188,7 +190,8 @@ def overflow(xs=None, offsets=(0.0, -0.5, -1.0, -2.0, -3.0, -4.0)) -> Overflow:
         errs = []
         for p in (p_naive, p_safe):
             p = p.astype(np.float64)
-            err = np.abs(p - exact).max(axis=1)
+            with np.errstate(invalid="ignore"):
+                err = np.abs(p - exact).max(axis=1)
             err[~np.isfinite(p).all(axis=1)] = np.nan
             errs.append(err)
         naive[name], safe[name] = errs

@@ -97,7 +97,8 @@ def render() -> None:
     with right:
         st.caption(
             "softmax(S) = exp(S) / Σ exp(S) computed directly, for a row whose top logit is x "
-            "(the others a little below). exp(x) overflows to inf above ln(max): "
+            "(the others a little below), against the exact softmax of the same stored row. "
+            "exp(x) overflows to inf above ln(max): "
             + "; ".join(f"{n} {o.limit[n]:.2f}, first NaN on this grid at x = "
                         f"{o.first_bad[n]:g}" for n in o.limit)
             + ". Then inf / inf = NaN. In float16 the sum overflows a little earlier (p = 0, "
@@ -107,24 +108,24 @@ def render() -> None:
 
     st.markdown("##### 4. The masked-row guard")
     mr = _masked(int(seed))
+    empty = np.flatnonzero(mr.m == -np.inf)
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.plotly_chart(labplots.masked_rows_chart(mr), theme=None, key="num_masked")
     with right:
-        empty = np.flatnonzero(mr.m == -np.inf)
         st.caption(
-            "A row that sees no key (rows before position 0, or outside every window) has "
-            "m = max(−inf, ...) = −inf, and exp(S − m) = exp(−inf − (−inf)) = exp(NaN). "
-            "The guard subtracts 0 instead when m = −inf: P~ = 0, l = 0, and the row ends "
-            "with O = 0 and LSE = −inf. The kernel (streaming_attention) gives the same "
+            f"P~ of a score tile whose rows {', '.join(map(str, empty))} see no key (rows "
+            "before position 0, or outside every window). There m = max(−inf, ...) = −inf, "
+            "and exp(S − m) = exp(−inf − (−inf)) = exp(NaN): the NaN spreads to l, O and "
+            "LSE. The guard subtracts 0 instead when m = −inf: P~ = 0, l = 0, and the row "
+            "ends with O = 0 and LSE = −inf. The kernel (streaming_attention) gives the same "
             "for those rows.")
-        st.dataframe(pd.DataFrame({
-            "row": np.arange(len(mr.m)), "m": [_v(x) for x in mr.m],
-            "l without": [_v(x) for x in mr.l_raw], "LSE without": [_v(x) for x in mr.lse_raw],
-            "O₀ without": [_v(x) for x in mr.O_raw[:, 0]], "l with": [_v(x) for x in mr.l],
-            "LSE with": [_v(x) for x in mr.lse], "O₀ with": [_v(x) for x in mr.O[:, 0]],
-            "LSE kernel": [_v(x) for x in mr.lse_kernel],
-            "O₀ kernel": [_v(x) for x in mr.O_kernel[:, 0]]}),
-            hide_index=True, key="num_masked_table")
-        st.caption(f"Rows {', '.join(map(str, empty))} see no key; O₀ is the first entry "
-                   "of each output row.")
+    st.dataframe(pd.DataFrame({
+        "row": np.arange(len(mr.m)), "m": [_v(x) for x in mr.m],
+        "l without": [_v(x) for x in mr.l_raw], "LSE without": [_v(x) for x in mr.lse_raw],
+        "O₀ without": [_v(x) for x in mr.O_raw[:, 0]], "l with": [_v(x) for x in mr.l],
+        "LSE with": [_v(x) for x in mr.lse], "O₀ with": [_v(x) for x in mr.O[:, 0]],
+        "LSE kernel": [_v(x) for x in mr.lse_kernel],
+        "O₀ kernel": [_v(x) for x in mr.O_kernel[:, 0]]}),
+        hide_index=True, key="num_masked_table")
+    st.caption("O₀ is the first entry of each output row.")

@@ -123,7 +123,7 @@ def render(cfg: ViewConfig) -> None:
                          "m": _fmt(s.m[h]), "l": _fmt(s.l[h]),
                          "|acc|": _fmt(float(np.linalg.norm(s.acc[h]))),
                          "LSE_c": _fmt(lse_c[h]), "weight exp(LSE_c − LSE)": f"{w[c, h]:.4g}"})
-    left, right = st.columns([1, 1], gap="large")
+    left, right = st.columns([3, 2], gap="large")
     with left:
         st.markdown("##### Partial state of each chunk")
         st.dataframe(pd.DataFrame(rows), hide_index=True, key="skv_partials", height=300)
