@@ -16,8 +16,9 @@ DTYPE_COLORS = {"float32": "#2563eb", "float16": "#ea580c", "bfloat16": "#16a34a
 
 
 def _layout(fig: go.Figure, title: str, height: int = 360, **kw) -> go.Figure:
+    kw.setdefault("legend", dict(orientation="h", y=-0.22))
     fig.update_layout(template=_TEMPLATE, title=dict(text=title, x=0.01), height=height,
-                      margin=_MARGIN, legend=dict(orientation="h", y=-0.22), **kw)
+                      margin=_MARGIN, **kw)
     return fig
 
 
