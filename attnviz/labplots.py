@@ -28,14 +28,15 @@ def chunk_label(c: int, keys: tuple[int, int]) -> str:
 
 def merge_weights_chart(weights: np.ndarray, keys: list[tuple[int, int]]) -> go.Figure:
     """Grouped bars: chunk c's weight exp(LSE_c - LSE) for each query head (they sum to 1)."""
-    labels = [f"c{c}<br>[{a}, {b})" for c, (a, b) in enumerate(keys)]
-    fig = go.Figure([go.Bar(x=labels, y=weights[:, h], name=f"head {h}",
-                            hovertemplate="%{x}: %{y:.4g}<extra>head " + str(h) + "</extra>")
+    labels = [f"c{c}" for c in range(len(keys))]
+    spans = [f"keys [{a}, {b})" for a, b in keys]
+    fig = go.Figure([go.Bar(x=labels, y=weights[:, h], name=f"head {h}", customdata=spans,
+                            hovertemplate="%{x}, %{customdata}: %{y:.4g}<extra>head "
+                                          + str(h) + "</extra>")
                      for h in range(weights.shape[1])])
     return _layout(fig, "Merge weights exp(LSE_c − LSE)", barmode="group",
                    yaxis=dict(title="share of O", range=[0, 1.02]),
-                   xaxis=dict(tickangle=0), legend=dict(orientation="h", y=1.0, x=1,
-                                                        xanchor="right", yanchor="bottom"))
+                   xaxis=dict(title="chunk", tickangle=0))
 
 
 def _log_series(fig, x, y, name, color, dash="solid", symbol="circle"):
@@ -99,7 +100,7 @@ def overflow_chart(o: Overflow) -> go.Figure:
     wide = max(o.limit["float32"], o.limit["bfloat16"])
     fig.add_vline(x=o.limit["float16"], line=dict(color=DTYPE_COLORS["float16"], dash="dash"),
                   annotation_text=f"ln(max fp16) = {o.limit['float16']:.2f}",
-                  annotation_position="bottom right")
+                  annotation_position="top right")
     fig.add_vline(x=wide, line=dict(color=DTYPE_COLORS["float32"], dash="dash"),
                   annotation_text=f"ln(max fp32, bf16) = {wide:.2f}",
                   annotation_position="bottom left")
@@ -110,7 +111,7 @@ def overflow_chart(o: Overflow) -> go.Figure:
 
 
 def _cell_text(a: np.ndarray) -> list[list[str]]:
-    return [[("NaN" if np.isnan(x) else "−inf" if x == -np.inf else f"{x:.3g}") for x in row]
+    return [[("NaN" if np.isnan(x) else "−inf" if x == -np.inf else f"{x:.2f}") for x in row]
             for row in a]
 
 
@@ -118,12 +119,12 @@ def masked_rows_chart(mr: MaskedRows) -> go.Figure:
     """P~ of the tile without the guard (NaN cells red) and with it, side by side."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(1, 2, subplot_titles=("without the guard: exp(S − m)",
-                                              "with the guard"), horizontal_spacing=0.1)
+    fig = make_subplots(1, 2, subplot_titles=("without the guard", "with the guard"),
+                        horizontal_spacing=0.1)
     for col, P in ((1, mr.P_raw), (2, mr.P)):
         z = np.where(np.isnan(P), np.nan, P)
         fig.add_trace(go.Heatmap(z=z, text=_cell_text(P), texttemplate="%{text}",
-                                 textfont=dict(size=11), colorscale="Blues", zmin=0, zmax=1,
+                                 textfont=dict(size=9), colorscale="Blues", zmin=0, zmax=1,
                                  showscale=col == 2,
                                  hovertemplate="row %{y}, key %{x}: %{text}<extra></extra>"),
                       1, col)
@@ -133,6 +134,6 @@ def masked_rows_chart(mr: MaskedRows) -> go.Figure:
                                              opacity=0.35), hoverinfo="skip"), 1, col)
     fig.update_yaxes(autorange="reversed", dtick=1)
     fig.update_yaxes(title_text="row", col=1)
-    fig.update_xaxes(title_text="key", dtick=1)
+    fig.update_xaxes(title_text="key", dtick=1, range=[-0.5, mr.P.shape[1] - 0.5])
     fig.update_layout(template=_TEMPLATE, height=330, margin=dict(l=50, r=20, t=40, b=50))
     return fig
