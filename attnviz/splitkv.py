@@ -27,9 +27,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import decode_split, default_blocks
+from kernels import decode_split, default_blocks, tile
 from kernels.tile import attend_span, cdiv, finalize, init_state, merge_state, row_span
 from kernels.validate import as_float32, check_finite, mask_spec
+
+
+def _mask_args(causal: bool, window: int) -> tuple:
+    """The mask as ``attend_span`` takes it: ``(causal, window)``, or one ``Mask`` where the
+    kernels describe masks that way (the masks of issue #12 item 3, ``tile.plain_mask``)."""
+    plain = getattr(tile, "plain_mask", None)
+    return (plain(causal, window),) if plain is not None else (causal, window)
 
 
 @dataclass(frozen=True)
@@ -93,8 +100,9 @@ def _chunk_state(q, k, v, pos, a, b, causal, window, scale, Bc):
     n = b - a
     if n > 0:
         qpos = np.full(g, pos - a, np.int64)
-        attend_span(q, k[a:b], v[a:b], qpos, 0, cdiv(n, Bc), Bc, n, causal, window, scale,
-                    m, l, acc, np.empty(2 * g * Bc, np.float32), np.empty(g, np.float32))
+        attend_span(q, k[a:b], v[a:b], qpos, 0, cdiv(n, Bc), Bc, n,
+                    *_mask_args(causal, window), scale, m, l, acc,
+                    np.empty(2 * g * Bc, np.float32), np.empty(g, np.float32))
     return m, l, acc
 
 
