@@ -27,16 +27,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import decode_split, default_blocks, tile
+from kernels import decode_split, default_blocks
 from kernels.tile import attend_span, cdiv, finalize, init_state, merge_state, row_span
 from kernels.validate import as_float32, check_finite, mask_spec
 
 
-def _mask_args(causal: bool, window: int) -> tuple:
-    """The mask as ``attend_span`` takes it: ``(causal, window)``, or one ``Mask`` where the
-    kernels describe masks that way (the masks of issue #12 item 3, ``tile.plain_mask``)."""
-    plain = getattr(tile, "plain_mask", None)
-    return (plain(causal, window),) if plain is not None else (causal, window)
+def _mask_args(mask) -> tuple:
+    """The mask as ``attend_span`` takes it: ``(causal, window)``, or the one ``Mask`` of
+    ``MaskSpec.geometry()`` where the kernels have it (the masks of issue #12 item 3). A
+    causal/window mask reads the same on a chunk's own keys with shifted positions."""
+    geometry = getattr(mask, "geometry", None)
+    return (geometry(),) if geometry is not None else (mask.causal, mask.window)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _check_bounds(bounds, Lk: int) -> np.ndarray:
     return b.astype(np.int64)
 
 
-def _chunk_state(q, k, v, pos, a, b, causal, window, scale, Bc):
+def _chunk_state(q, k, v, pos, a, b, mask, scale, Bc):
     """State of the rows at position ``pos`` against keys [a, b): the kernel's tile walk over
     that chunk (tiles of ``Bc`` keys from ``a``; the same grid as the kernel's when ``a`` is
     a multiple of ``Bc``). Positions shift by ``-a`` so the mask sees the chunk's own keys."""
@@ -101,7 +102,7 @@ def _chunk_state(q, k, v, pos, a, b, causal, window, scale, Bc):
     if n > 0:
         qpos = np.full(g, pos - a, np.int64)
         attend_span(q, k[a:b], v[a:b], qpos, 0, cdiv(n, Bc), Bc, n,
-                    *_mask_args(causal, window), scale, m, l, acc,
+                    *_mask_args(mask), scale, m, l, acc,
                     np.empty(2 * g * Bc, np.float32), np.empty(g, np.float32))
     return m, l, acc
 
@@ -137,8 +138,7 @@ def partials(q, k, v, *, bounds, causal=True, q_offset=None, window=None) -> lis
     out = []
     for c in range(b.size - 1):
         lo, hi = int(b[c]), int(b[c + 1])
-        m, l, acc = _chunk_state(q, k, v, mask.q_offset, lo, hi, mask.causal, mask.window,
-                                 scale, Bc)
+        m, l, acc = _chunk_state(q, k, v, mask.q_offset, lo, hi, mask, scale, Bc)
         out.append(State(m, l, acc, (c,), ((lo, hi),)))
     return out
 
