@@ -102,7 +102,7 @@ if memory_tab.open:
         guarded(memory.render, cfg, machine["threads"], timing.measured_peaks())
 if timing_tab.open:
     with timing_tab:
-        guarded(timing.render, cfg, machine, own.timing_inputs() if own else None)
+        guarded(timing.render, cfg, machine)
 if splitkv_tab.open:
     with splitkv_tab:
         guarded(splitkv.render, cfg)

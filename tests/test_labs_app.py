@@ -163,10 +163,9 @@ def test_uploaded_arrays_go_through_the_stepper_memory_timing_and_export():
     # the trace export holds the upload's numbers and names its source
     dl = next(d for d in at.get("download_button") if d.key == "dl_upload")
     assert dl is not None
-    from attnviz.ui import cache
     from attnviz.ui.upload import _npz as export_npz
 
-    head = cache.traced_upload(_view(at), _loaded(at), 3)
+    head = _own(at).traced()
     got = np.load(io.BytesIO(export_npz(_own(at))), allow_pickle=False)
     np.testing.assert_array_equal(got["q"], q[3])
     np.testing.assert_array_equal(got["O"], expect.out)

@@ -3,8 +3,7 @@
 * ``warm``: compiles (or loads from Numba's disk cache) the kernels and the traced driver's
   jitted routines when the server starts, so no user click waits for a JIT compile.
 * ``traced_head``: the trace of head 0 and its float64 oracle, keyed by the values that
-  define them; ``traced_upload``: the same for a head of the user's own arrays, keyed by
-  their content hash. ``st.cache_resource`` (not ``cache_data``) because a Trace is never mutated
+  define them. ``st.cache_resource`` (not ``cache_data``) because a Trace is never mutated
   and a step click must not unpickle megabytes of it: stepping reads the cached object.
 """
 from __future__ import annotations
@@ -19,7 +18,6 @@ from ..scenarios import one_head
 from ..stats import oracle
 from ..timing import machine
 from ..trace import Trace, run_trace
-from ..upload import Uploaded
 from ..viewconfig import ViewConfig
 
 
@@ -28,7 +26,7 @@ class TracedHead:
     trace: Trace
     O_ref: np.ndarray  # [Lq, D] float64 oracle
     lse_ref: np.ndarray  # [Lq]
-    source: str | None = None  # where the inputs came from, when not a scenario
+    source: str | None = None  # where the inputs came from, when not a scenario (uploads)
 
 
 @st.cache_resource(show_spinner="Warming up the Numba kernels (once per server)...")
@@ -50,20 +48,3 @@ def _traced(Lq, Lk, D, Br, Bc, causal, q_offset, window, scenario, seed) -> Trac
 def traced_head(cfg: ViewConfig) -> TracedHead:
     return _traced(cfg.Lq, cfg.Lk, cfg.D, cfg.Br, cfg.Bc, cfg.causal, cfg.q_offset,
                    cfg.window, cfg.scenario, cfg.seed)
-
-
-@st.cache_resource(max_entries=8, show_spinner="Tracing every tile of your arrays...")
-def _traced_upload(digest, h, Br, Bc, causal, q_offset, window, _up: Uploaded) -> TracedHead:
-    q, k, v = _up.head(h)
-    trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
-                      q_block=Br, kv_block=Bc)
-    O_ref, lse_ref = oracle(trace)
-    return TracedHead(trace, O_ref, lse_ref,
-                      source=f"upload {', '.join(_up.sources)} sha256 {digest}, head {h}")
-
-
-def traced_upload(cfg: ViewConfig, up: Uploaded, h: int) -> TracedHead:
-    """Query head h of the uploaded arrays, traced with cfg's mask and blocks (``_up`` is
-    not hashed: the content hash ``digest`` keys the cache)."""
-    return _traced_upload(up.digest, h, cfg.Br, cfg.Bc, cfg.causal, cfg.q_offset, cfg.window,
-                          up)

@@ -73,7 +73,7 @@ def _run_table(res: dict) -> pd.DataFrame:
     } for r in (res["standard"], res["streaming"])])
 
 
-def _current(cfg: ViewConfig, machine: dict, inputs=None) -> None:
+def _current(cfg: ViewConfig, machine: dict) -> None:
     blocks = st.radio("Streaming blocks", list(BLOCK_CHOICES), format_func=BLOCK_CHOICES.get,
                       key="timing_blocks", horizontal=True)
     c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
@@ -83,7 +83,7 @@ def _current(cfg: ViewConfig, machine: dict, inputs=None) -> None:
     p = problem(cfg, blocks=blocks)
     if run:
         with st.spinner(f"Timing B={p.B}, Hq={p.Hq}, Lq={p.Lq}, Lk={p.Lk}, D={p.D} ..."):
-            q, k, v = inputs if inputs is not None else inputs_for(p, cfg.scenario, cfg.seed)
+            q, k, v = inputs_for(p, cfg.scenario, cfg.seed)
             res = compare(p, q, k, v, repeats=repeats, ram=psutil.virtual_memory().total)
         st.session_state[_RESULT] = {"cfg": cfg, "problem": p, "res": res}
     got = st.session_state.get(_RESULT)
@@ -188,8 +188,7 @@ def measured_peaks() -> dict[str, tuple[int, int]]:
     return out
 
 
-def render(cfg: ViewConfig, machine: dict, inputs=None) -> None:
-    """``inputs``: (q, k, v) [B, H, L, D] to time instead of the scenario's (uploads)."""
+def render(cfg: ViewConfig, machine: dict) -> None:
     st.markdown("#### Timing: the same Numba kernels, live")
     st.caption(
         "Standard attention computes all of S = QKᵀ, a softmax over it, then P·V; "
@@ -197,6 +196,6 @@ def render(cfg: ViewConfig, machine: dict, inputs=None) -> None:
         "(batch, head, Q block). Both skip nothing the mask lets through; GFLOP/s counts "
         "4·D FLOPs per visible (query, key) pair for both. Two warm-up calls are not timed. "
         "Runs only when you press a button; the machine is shared, so expect ±20%.")
-    _current(cfg, machine, inputs)
+    _current(cfg, machine)
     _sweep(cfg)
     _blocks(cfg)

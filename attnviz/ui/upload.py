@@ -5,7 +5,7 @@ before any data); a refusal shows its message. While "Step through my arrays" is
 page shows them instead of a scenario: the stepper traces the chosen query head (and the KV
 head it reads), keyed by the arrays' content hash; the sizes, heads and D come from the
 arrays (``upload.view_config``), the mask and blocks from the controls above; the memory
-panel, the timing of this configuration and the trace export use them too.
+and timing panels take the arrays' shapes, the trace export names their source.
 """
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import streamlit as st
 
 from .. import upload
+from ..stats import oracle
+from ..trace import run_trace
 from ..viewconfig import ViewConfig
-from . import cache
+from .cache import TracedHead
 
 FILES, HEAD, USE = "upload_files", "upload_head", "upload_use"
 _LOADED = "_upload_loaded"
@@ -29,12 +31,22 @@ class Own:
     h: int  # query head traced
     cfg: ViewConfig
 
-    def traced(self) -> cache.TracedHead:
-        return cache.traced_upload(self.cfg, self.up, self.h)
+    def traced(self) -> TracedHead:
+        """Query head h traced with the view's mask and blocks (cached by content hash)."""
+        c = self.cfg
+        return _traced(self.up.digest, self.h, c.Br, c.Bc, c.causal, c.q_offset, c.window,
+                       self.up)
 
-    def timing_inputs(self):
-        """(q, k, v) [1, H, L, D] for the timing panel."""
-        return self.up.q[None], self.up.k[None], self.up.v[None]
+
+@st.cache_resource(max_entries=8, show_spinner="Tracing every tile of your arrays...")
+def _traced(digest, h, Br, Bc, causal, q_offset, window, _up: upload.Uploaded) -> TracedHead:
+    """``_up`` is not hashed: ``digest``, the arrays' content hash, keys the cache."""
+    q, k, v = _up.head(h)
+    trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
+                      q_block=Br, kv_block=Bc)
+    O_ref, lse_ref = oracle(trace)
+    return TracedHead(trace, O_ref, lse_ref,
+                      source=f"upload {', '.join(_up.sources)} sha256 {digest}, head {h}")
 
 
 def _npz(own: Own) -> bytes:
@@ -88,8 +100,9 @@ def render(cfg: ViewConfig) -> Own | None:
         sb.warning(note, icon="⚠️")
     own = Own(up, h, view)
     sb.caption("Sizes, heads and D come from your arrays; mask, blocks and alignment from "
-               "the controls above. The timing of this configuration runs on your arrays "
-               "(the sweeps use generated inputs of each size).")
+               "the controls above. The memory and timing panels use your arrays' shapes "
+               "(the timing runs the kernels on generated inputs of those shapes: their "
+               "time does not depend on the values).")
     sb.download_button("Your arrays with O and LSE (.npz)", lambda: _npz(own),
                        file_name=f"attnviz_upload_{up.digest[:12]}_head{h}.npz",
                        mime="application/octet-stream", key="dl_upload", on_click="ignore")
