@@ -48,7 +48,7 @@ def test_splitkv_lab_shows_the_kernels_chunks_and_merges_in_the_learners_order()
     at = open_lab("Split-KV decode", mode="decode", cache=2999, D=64, Hq=4, Hkv=1,
                   scenario="late_spike")
     bounds = splitkv.kernel_bounds(3000, 64, B=1, Hkv=1)
-    assert len(bounds) > 3  # several chunks for 3000 keys on this 2-core machine
+    assert len(bounds) > 2  # several chunks for 3000 keys (4 on a 2-core machine)
     assert f"bounds {bounds}" in caption(at, "The kernel's cut for B=1, Hkv=1")
     # the partial states as shown, against the lab computed here
     q_all, k, v = splitkv.lab_inputs("late_spike", 3000, 64, 4, 0)
@@ -82,7 +82,8 @@ def test_splitkv_lab_shows_the_kernels_chunks_and_merges_in_the_learners_order()
     assert len(log) == 4 * len(order) and set(log["merge"]) == set(range(1, len(order) + 1))
     assert names  # every chunk took part
     done = at.success[0].value
-    assert done.startswith(f"All {C} chunks merged (c{C - 1}+c0 → c{C - 2}+c{C - 1}+c0")
+    assert done.startswith(f"All {C} chunks merged (c{C - 1}+c0"
+                           + (f" → c{C - 2}+c{C - 1}+c0" if C > 2 else ")"))
     err_ref, err_lse_ref, err_k, err_lse_k = numbers(done)
     assert err_ref < 1e-5 and err_lse_ref < 1e-5 and err_k < 1e-5 and err_lse_k < 1e-5
     check = numbers(caption(at, "Token t = 3000"))

