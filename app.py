@@ -105,7 +105,7 @@ if timing_tab.open:
         guarded(timing.render, cfg, machine)
 if splitkv_tab.open:
     with splitkv_tab:
-        guarded(splitkv.render, cfg)
+        guarded(splitkv.render, cfg, own)
 if numerics_tab.open:
     with numerics_tab:
         guarded(numerics.render)

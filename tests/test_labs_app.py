@@ -183,6 +183,17 @@ def test_uploaded_arrays_go_through_the_stepper_memory_timing_and_export():
     ok(at.button(key="run_timing").click().run())
     diff = caption(at, "max |O_standard")
     assert f"over all B·Hq·Lq·D = {4 * 40 * 24} outputs" in diff
+    # the split-KV lab on the group of query head 3: KV head 1, heads 2 and 3, last row
+    at.session_state["panel"] = "Split-KV decode"
+    ok(at.run())
+    df = frame(at, "skv_partials")
+    states = splitkv.partials(q[2:4, -1], k[1], v[1], bounds=splitkv.kernel_bounds(
+        100, 24, Hkv=2))
+    assert len(df) == 2 * len(states)
+    assert float(df["m"][1]) == pytest.approx(float(states[0].m[1]), rel=1e-5)
+    check = caption(at, "Token t = 100")
+    assert "a chunked prefill of your last 40 tokens after the cache" in check
+    assert max(numbers(check)) < 1e-5
     # switched off: back to the scenario
     at.toggle(key="upload_use").set_value(False).run()
     assert ok(at).query_params["D"] == "16"

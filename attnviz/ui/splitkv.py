@@ -23,13 +23,26 @@ CHUNKINGS = {"kernel": "as the decode kernel cuts them", "equal": "equal chunks 
 _MERGES, _FOR = "skv_merges", "skv_for"
 
 
+def inputs(cfg: ViewConfig, g: int, own=None):
+    """(source key, q_all [g, Lq, D], k [Lk, D], v [Lk, D]): the scenario's KV head 0 and its
+    first g query heads, or with uploaded arrays in use (``own``) the KV head that the
+    chosen query head reads and the first g heads of its group (their last Lq positions)."""
+    if own is None:
+        key = ("scenario", cfg.scenario, cfg.Lk, cfg.D, g, cfg.seed)
+        return (key, *splitkv.lab_inputs(cfg.scenario, cfg.Lk, cfg.D, g, cfg.seed))
+    up = own.up
+    G = up.Hq // up.Hkv
+    hk = own.h // G
+    return ("upload", up.digest, hk, g), up.q[hk * G: hk * G + g], up.k[hk], up.v[hk]
+
+
 @st.cache_data(max_entries=8, show_spinner="Computing the chunks' partial states...")
-def _lab(scenario, Lk, D, g, seed, causal, window, bounds):
-    q_all, k, v = splitkv.lab_inputs(scenario, Lk, D, g, seed)
-    q = q_all[:, -1]
-    states = splitkv.partials(q, k, v, bounds=list(bounds), causal=causal, window=window)
-    O_ref, lse_ref = _oracle(q, k, v, causal, window)
-    return q_all, k, v, states, O_ref, lse_ref
+def _lab(source, causal, window, bounds, _q_all, _k, _v):
+    """``source`` keys the inputs (the arrays themselves are not hashed)."""
+    q = _q_all[:, -1]
+    states = splitkv.partials(q, _k, _v, bounds=list(bounds), causal=causal, window=window)
+    O_ref, lse_ref = _oracle(q, _k, _v, causal, window)
+    return states, O_ref, lse_ref
 
 
 def _oracle(q, k, v, causal, window):
@@ -40,9 +53,8 @@ def _oracle(q, k, v, causal, window):
 
 
 @st.cache_data(max_entries=4, show_spinner="Running the prefill of every token...")
-def _check(scenario, Lk, D, g, seed, causal, window):
-    q_all, k, v = splitkv.lab_inputs(scenario, Lk, D, g, seed)
-    return splitkv.prefill_check(q_all, k, v, causal=causal, window=window)
+def _check(source, causal, window, _q_all, _k, _v):
+    return splitkv.prefill_check(_q_all, _k, _v, causal=causal, window=window)
 
 
 def _kernel_decode(q, k, v, causal, window):
@@ -74,7 +86,8 @@ def _merge(a, b) -> None:
     st.session_state[_MERGES] = [*st.session_state.get(_MERGES, []), (a, b)]
 
 
-def render(cfg: ViewConfig) -> None:
+def render(cfg: ViewConfig, own=None) -> None:
+    """``own``: the uploaded arrays in use (``ui.upload.Own``), or None for the scenario."""
     st.markdown("#### Split-KV decode: the chunks, their partial states, and the merge")
     g_all = cfg.Hq // cfg.Hkv
     g = min(g_all, MAX_HEADS)
@@ -88,7 +101,8 @@ def render(cfg: ViewConfig) -> None:
         "l = l_a·e^(m_a−m) + l_b·e^(m_b−m), acc likewise; O = acc / l, LSE = m + log l. "
         "The merge is associative and commutative, so any order gives the same result."
         + ("" if cfg.mode == "decode" else " (This configuration is not in decode mode: the "
-           "lab takes the decode step of its last position.)"))
+           "lab takes the decode step of its last position.)")
+        + (f" Inputs: your arrays, the group of query head {own.h}." if own else ""))
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     how = c1.radio("Chunks", list(CHUNKINGS), format_func=CHUNKINGS.get, key="skv_chunking",
                    horizontal=True)
@@ -98,10 +112,11 @@ def render(cfg: ViewConfig) -> None:
     else:
         C = c2.number_input("C (chunks)", 1, MAX_CHUNKS, value=4, key="skv_C")
         bounds = splitkv.equal_bounds(Lk, int(C))
-    key = (cfg.scenario, Lk, cfg.D, g, cfg.seed, causal, window, tuple(bounds))
+    source, q_all, k, v = inputs(cfg, g, own)
+    key = (source, causal, window, tuple(bounds))
     if st.session_state.get(_FOR) != key:
         st.session_state[_FOR], st.session_state[_MERGES] = key, []
-    q_all, k, v, states, O_ref, lse_ref = _lab(*key)
+    states, O_ref, lse_ref = _lab(*key, q_all, k, v)
     if how == "kernel":
         st.caption(f"The kernel's cut for B={cfg.B}, Hkv={cfg.Hkv} on this machine "
                    "(kernels.decode_split: enough chunks to feed every thread, none under "
@@ -196,10 +211,13 @@ def render(cfg: ViewConfig) -> None:
             icon=":material/check_circle:")
 
     st.markdown("##### The engine's own check: decode of token t = last row of a prefill of t")
-    chk = _check(cfg.scenario, Lk, cfg.D, g, cfg.seed, causal, window)
+    chk = _check(source, causal, window, q_all, k, v)
     st.caption(
         f"Token t = {Lk} (position {Lk - 1}): streaming_attention decoding it against the "
-        f"cache (split-KV path) and a prefill of all {Lk} tokens (Q-block path), last row, "
+        "cache (split-KV path) and " + (
+            f"a prefill of all {Lk} tokens" if q_all.shape[1] == Lk else
+            f"a chunked prefill of your last {q_all.shape[1]} tokens after the cache")
+        + " (Q-block path), last row, "
         f"for {g} head(s): max |O_decode − O_prefill,last| = {chk['decode_vs_prefill']:.2e}; "
         f"against the float64 oracle: decode {chk['decode_vs_oracle']:.2e}, prefill "
         f"{chk['prefill_vs_oracle']:.2e}. (Different paths sum in different orders: equal "
