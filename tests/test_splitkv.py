@@ -114,6 +114,7 @@ def test_the_kernel_splits_long_caches_into_several_chunks():
     assert splitkv.kernel_bounds(100, 64) == [0, 100]
 
 
+@pytest.mark.nojit
 def test_merge_weights_sum_to_one_and_recombine_the_chunk_outputs():
     q, k, v = _inputs(4, 1000, 32, 3)
     states = splitkv.partials(q, k, v, bounds=[0, 10, 10, 400, 999, 1000], window=700)
@@ -125,6 +126,7 @@ def test_merge_weights_sum_to_one_and_recombine_the_chunk_outputs():
     np.testing.assert_allclose(O_mix, O, atol=1e-5)
 
 
+@pytest.mark.nojit
 def test_an_empty_chunk_is_the_identity_of_the_merge():
     q, k, v = _inputs(2, 50, 16, 4)
     states = splitkv.partials(q, k, v, bounds=[0, 20, 50], q_offset=10)  # keys > 10 unseen
@@ -137,6 +139,7 @@ def test_an_empty_chunk_is_the_identity_of_the_merge():
         np.testing.assert_array_equal(m.acc, states[0].acc)
 
 
+@pytest.mark.nojit
 def test_bad_arguments_get_clear_errors():
     q, k, v = _inputs(2, 10, 8, 0)
     with pytest.raises(ValueError, match=r"bounds must start at 0 and end at Lk=10"):
