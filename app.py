@@ -14,12 +14,15 @@ from attnviz.ui import (
     detail,
     figures,
     memory,
+    numerics,
     share,
     sidebar,
+    splitkv,
     state,
     stepper,
     tilemap,
     timing,
+    upload,
 )
 
 
@@ -36,6 +39,8 @@ st.set_page_config(page_title="attnviz: streaming attention, tile by tile", page
 machine = cache.warm()
 cfg = state.sync_config()
 sidebar.render(cfg)
+own = upload.render(cfg)  # your own Q, K, V (sidebar): None unless in use
+cfg = own.cfg if own else cfg
 stepper.render_speed()
 
 st.title("Streaming attention, tile by tile")
@@ -47,7 +52,7 @@ st.markdown(
     "new tile raises the max, the old sums are rescaled by **alpha = exp(m_old − m_new)**. "
     "The result is exact, and S never exists in memory. Step through it below.")
 try:
-    head = cache.traced_head(cfg)
+    head = own.traced() if own else cache.traced_head(cfg)
 except (ValueError, TypeError, MemoryError) as e:
     st.error(f"This configuration cannot be traced: {e}")
     st.stop()
@@ -90,10 +95,17 @@ step_view()
 st.divider()
 # Only the open tab is drawn: every element on the page costs the browser time on each
 # step click, even outside the step view (the closed tab's ~40 ms per click, measured).
-memory_tab, timing_tab = st.tabs(["Memory", "Timing"], key=state.PANEL, on_change="rerun")
+memory_tab, timing_tab, splitkv_tab, numerics_tab = st.tabs(
+    ["Memory", "Timing", "Split-KV decode", "Numerics"], key=state.PANEL, on_change="rerun")
 if memory_tab.open:
     with memory_tab:
         guarded(memory.render, cfg, machine["threads"], timing.measured_peaks())
 if timing_tab.open:
     with timing_tab:
         guarded(timing.render, cfg, machine)
+if splitkv_tab.open:
+    with splitkv_tab:
+        guarded(splitkv.render, cfg, own)
+if numerics_tab.open:
+    with numerics_tab:
+        guarded(numerics.render)

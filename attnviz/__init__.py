@@ -22,3 +22,6 @@ def warmup() -> None:
     x = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
     trace = run_trace(x, x, x, q_block=2, kv_block=3)
     trace.tiles(0)
+    from . import splitkv  # the split-KV lab calls the tile routines from Python
+
+    splitkv.merge(splitkv.partials(x[:2], x, x, bounds=[0, 2, 5]), [1, 0])

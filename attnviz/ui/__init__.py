@@ -12,4 +12,7 @@ Streamlit (with ``app.py``, which wires these panels into a page).
     memory    full score matrix vs streaming working set
     timing    standard vs streaming on the real kernels, on request
     share     URL, trace downloads, figure PNG
+    splitkv   the split-KV decode lab: chunks, partial states, merges in any order
+    numerics  the numerics lab: float16/bfloat16 error, accumulation, overflow, masked rows
+    upload    your own Q, K, V: upload, checks, head picker (sidebar)
 """

@@ -46,6 +46,7 @@ class TracedHead:
     trace: Trace
     O_ref: np.ndarray  # [Lq, D] float64 oracle
     lse_ref: np.ndarray  # [Lq]
+    source: str | None = None  # where the inputs came from, when not a scenario (uploads)
 
 
 @st.cache_resource(show_spinner="Warming up the Numba kernels (once per server)...")

@@ -55,10 +55,11 @@ def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
         offset = r - head.trace.config.rows(head.trace.steps[n].i)[0]
         # inline code, not st.code: that one loads a 1.5 MB syntax highlighter on page load
         st.markdown(f"`?{urlencode(to_query(cfg, step=n, row=offset))}`")
+        source = {"source": head.source} if head.source else {}  # e.g. uploaded arrays
         stem = f"attnviz_{cfg.mode}_Lq{cfg.Lq}_Lk{cfg.Lk}_D{cfg.D}_{cfg.Br}x{cfg.Bc}"
         meta = {"view": to_query(cfg), "describe": cfg.describe()}
         c1, c2, c3, c4 = st.columns([1, 1, 2, 1.3], vertical_alignment="bottom")
-        c1.download_button("Trace (JSON)", lambda: trace_json(head.trace, meta),
+        c1.download_button("Trace (JSON)", lambda: trace_json(head.trace, {**meta, **source}),
                            file_name=f"{stem}.json", mime="application/json",
                            key="dl_json", on_click="ignore")
         c2.download_button("Trace (CSV)", lambda: trace_csv(head.trace),

@@ -16,7 +16,7 @@ from ..viewconfig import DEFAULT, FIELDS, ViewConfig, clamp, from_query, to_quer
 
 # view keys (not part of the configuration): the step cursor and what the step panel shows
 STEP, ROW, PLAYING, SPEED, ALL_ROWS = "step", "row", "playing", "speed", "all_rows"
-PANEL = "panel"  # the open tab below the step view: "Memory" or "Timing"
+PANEL = "panel"  # the open tab below the step view: "Memory", "Timing", a lab
 SPEEDS = (0.5, 1.0, 2.0, 4.0)  # steps per second when playing
 _NOTICES, _NOTICES_FOR, _INIT, _NAV = "_notices", "_notices_for", "_init", "_nav"
 _URL_CURSOR = "_url_cursor"
