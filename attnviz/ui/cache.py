@@ -37,7 +37,7 @@ TRACE_CACHE_MB, FIGURE_CACHE_MB = 256, 128  # defaults of the two budgets
 # ~85 MiB at the largest grid) and runs on the GIL, so a class asking for 20 new traces at
 # once gains nothing from 20 parallel builds but their memory. The others wait their turn.
 TRACE_BUILDS = 2
-_builds = threading.BoundedSemaphore(TRACE_BUILDS)
+build_slots = threading.BoundedSemaphore(TRACE_BUILDS)  # held while a trace is built
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def head_key(cfg: ViewConfig) -> tuple:
 
 def _trace(key: tuple) -> TracedHead:
     Lq, Lk, D, Br, Bc, causal, q_offset, window, scenario, seed = key
-    with _builds:
+    with build_slots:
         q, k, v = one_head(scenario, Lq, Lk, D, seed=seed)
         trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
                           q_block=Br, kv_block=Bc)

@@ -17,7 +17,7 @@ from .. import upload
 from ..stats import oracle
 from ..trace import run_trace
 from ..viewconfig import ViewConfig
-from .cache import TracedHead
+from .cache import TracedHead, build_slots, caches
 
 FILES, HEAD, USE = "upload_files", "upload_head", "upload_use"
 _LOADED = "_upload_loaded"
@@ -32,21 +32,26 @@ class Own:
     cfg: ViewConfig
 
     def traced(self) -> TracedHead:
-        """Query head h traced with the view's mask and blocks (cached by content hash)."""
+        """Query head h traced with the view's mask and blocks, in the server's trace cache
+        (bounded by bytes, shared by sessions), keyed by the arrays' content hash."""
         c = self.cfg
-        return _traced(self.up.digest, self.h, c.Br, c.Bc, c.causal, c.q_offset, c.window,
-                       self.up)
+        key = ("upload", self.up.digest, self.h, c.Br, c.Bc, c.causal, c.q_offset, c.window)
+        traces = caches().traces
+        if key in traces:
+            return traces.get(key, lambda: _trace(key, self.up))
+        with st.spinner("Tracing every tile of your arrays..."):
+            return traces.get(key, lambda: _trace(key, self.up))
 
 
-@st.cache_resource(max_entries=8, show_spinner="Tracing every tile of your arrays...")
-def _traced(digest, h, Br, Bc, causal, q_offset, window, _up: upload.Uploaded) -> TracedHead:
-    """``_up`` is not hashed: ``digest``, the arrays' content hash, keys the cache."""
-    q, k, v = _up.head(h)
-    trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
-                      q_block=Br, kv_block=Bc)
-    O_ref, lse_ref = oracle(trace)
-    return TracedHead(trace, O_ref, lse_ref,
-                      source=f"upload {', '.join(_up.sources)} sha256 {digest}, head {h}")
+def _trace(key: tuple, up: upload.Uploaded) -> TracedHead:
+    _, digest, h, Br, Bc, causal, q_offset, window = key
+    with build_slots:
+        q, k, v = up.head(h)
+        trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
+                          q_block=Br, kv_block=Bc)
+        O_ref, lse_ref = oracle(trace)
+    return TracedHead(key, trace, O_ref, lse_ref,
+                      source=f"upload {', '.join(up.sources)} sha256 {digest}, head {h}")
 
 
 def _npz(own: Own) -> bytes:
