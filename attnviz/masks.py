@@ -65,12 +65,26 @@ def visible_pairs(Lq: int, Lk: int, *, causal: bool, q_offset: int | None = None
         return int((hi - lo).sum())
     if q_offset is None:
         q_offset = Lk - Lq
-    total = 0
-    for r0 in range(0, Lq, 256):  # a band of rows of the dense mask at a time
-        total += int(visible_mask(min(256, Lq - r0), Lk, causal=causal, q_offset=q_offset + r0,
-                                  window=window or 0, sinks=sinks or 0, prefix=prefix or 0,
-                                  doc_ids=doc_ids).sum())
-    return total
+    p = np.arange(Lq, dtype=np.int64) + q_offset  # [Lq] positions
+    last = np.where(p >= 0, np.maximum(p, (prefix or 0) - 1), p)
+    hi = np.clip(last + 1, 0, Lk)  # keys [0, hi) pass the causal (prefix-LM) rule
+    lo = np.clip(p - window + 1, 0, Lk) if window else np.zeros(Lq, np.int64)
+    lo = np.minimum(lo, hi)
+    n = hi - lo
+    if window and sinks:  # sink keys [0, min(S, hi)) below the window add to it
+        n += np.clip(np.minimum(sinks, hi), 0, lo)
+    if doc_ids is not None:  # keys of the query's own document, within [lo, hi)
+        ids = np.asarray(doc_ids)
+        start = np.searchsorted(ids, ids, side="left")  # [Lk] first key of each key's document
+        inside = (p >= 0) & (p < Lk)
+        first = np.maximum(lo, start[np.clip(p, 0, Lk - 1)])
+        n = np.where(inside, np.maximum(hi - first, 0), 0)
+    return int(n.sum())
+
+
+def packed_doc_ids(Lk: int, docs: int) -> np.ndarray:
+    """doc_ids for ``docs`` packed documents of (nearly) equal length over Lk keys: [Lk] int64."""
+    return np.arange(Lk, dtype=np.int64) * min(docs, Lk) // Lk
 
 
 def tile_status(Lq: int, Lk: int, Br: int, Bc: int, *, causal: bool, q_offset: int,

@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import streamlit as st
@@ -36,14 +36,13 @@ def warm() -> dict:
 
 
 @st.cache_resource(max_entries=16, show_spinner="Tracing every tile...")
-def _traced(Lq, Lk, D, Br, Bc, causal, q_offset, window, scenario, seed) -> TracedHead:
-    q, k, v = one_head(scenario, Lq, Lk, D, seed=seed)
-    trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
-                      q_block=Br, kv_block=Bc)
+def _traced(cfg: ViewConfig) -> TracedHead:
+    q, k, v = one_head(cfg.scenario, cfg.Lq, cfg.Lk, cfg.D, seed=cfg.seed)
+    trace = run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, **cfg.mask_kwargs())
     O_ref, lse_ref = oracle(trace)
     return TracedHead(trace, O_ref, lse_ref)
 
 
 def traced_head(cfg: ViewConfig) -> TracedHead:
-    return _traced(cfg.Lq, cfg.Lk, cfg.D, cfg.Br, cfg.Bc, cfg.causal, cfg.q_offset,
-                   cfg.window, cfg.scenario, cfg.seed)
+    # keyed by the fields that define the trace (not B, Hq, Hkv nor the unused sizes)
+    return _traced(replace(cfg, B=1, Hq=1, Hkv=1))
