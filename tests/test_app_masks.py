@@ -98,7 +98,7 @@ def test_sink_logit_is_the_initial_state_of_every_row():
     at = open_app()
     at.number_input(key="sink_logit").set_value(2.5).run()
     cfg = config(ok(at))
-    assert cfg.sink_logit == 2.5
+    assert cfg.sink_logit == 2.5 and not at.warning
     assert any("Every row starts from m = 2.5, l = 1" in c.value for c in at.sidebar.caption)
     first = trace_of(at).steps[0]
     assert (first.m_before == 2.5).all() and (first.l_before == 1.0).all()

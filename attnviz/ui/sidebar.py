@@ -90,7 +90,7 @@ def render(cfg: ViewConfig) -> None:
                         help="Prefix-LM: positions below P see the whole prefix [0, P); later "
                              "positions are causal.")
     sb.number_input("Sink logit s (empty: none)", -MAX_SINK_LOGIT, MAX_SINK_LOGIT, step=0.5,
-                    key="sink_logit", placeholder="none",
+                    value=None, key="sink_logit", placeholder="none",  # clearable: None
                     help="gpt-oss: one extra logit per head in every row's softmax, adding "
                          "nothing to the output. In the online softmax it is the initial "
                          "state m = s, l = 1, acc = 0; a row that sees no key gets O = 0, "
