@@ -40,15 +40,10 @@ Mask = namedtuple("Mask", "causal window sinks prefix doc_start")
 Mask.__doc__ = """The mask as the jitted code takes it (``validate.MaskSpec.geometry`` builds it).
 
 causal (bool): keys <= p, or with ``prefix`` P > 0 keys <= max(p, P - 1) (prefix-LM);
-window (int, 0 = none): also keys >= p - W + 1, except the first ``sinks`` keys;
+window (int, 0 = none): also keys >= p - W + 1, except the first ``sinks`` (int) keys;
 doc_start (int64 [Lk], empty when unused): the first key of the document of each position;
     a query at p sees keys >= doc_start[p], and nothing when p is outside [0, Lk).
 """
-
-
-def plain_mask(causal, window) -> Mask:
-    """The Mask of causal / window alone (no sinks, no prefix, no documents)."""
-    return Mask(bool(causal), int(window), 0, 0, np.empty(0, np.int64))
 
 # exp(x) = 2^(x log2 e) = 2^n * 2^f with n = round(x log2 e), f in [-1/2, 1/2]. 2^f is a
 # degree-6 polynomial (relative-error fit, max rel. error 1.0e-7 in float32); 2^n is added to

@@ -1,6 +1,7 @@
 """The masks of real models, timed side by side in one process:
 
-    python -m attnviz.bench.masks [--H 8] [--D 128] [--repeats 5] [--Ls 4096 8192 16384]
+    python -m attnviz.bench.masks [--threads 1] [--H 8] [--D 128] [--repeats 5]
+                                  [--Ls 4096 8192 16384]
 
 * packed documents: prefill L = 4096 with 4 documents of 1024 tokens against the causal
   L = 4096 call on the same inputs. Cross-document tiles are skipped, so the document mask
@@ -11,7 +12,8 @@
 
 Times are per call: the min over rounds of ``measure.time_round_robin`` (warm calls only,
 samples of >= 0.05 s, the contenders of a group interleaved), with the median beside it and
-the cores' worth of CPU other processes took meanwhile (``machine.other_cores``). The work
+the cores' worth of CPU other processes took meanwhile (``machine.other_cores``). On a busy
+shared host ``--threads 1`` gives the cleaner ratios. The work
 ratio printed beside them is counted from the kernels' own tile classes (``masks.tile_status``)
 at the kernel's default blocks: the share of score entries in computed tiles.
 """
@@ -25,7 +27,7 @@ import numpy as np
 from kernels import default_blocks, streaming_attention
 
 from ..masks import tile_status
-from .machine import cpu_snapshot, other_cores
+from .machine import cpu_snapshot, other_cores, set_threads
 from .measure import time_round_robin
 
 
@@ -105,6 +107,7 @@ def sinks_window(Ls: list[int], sinks: int, W: int, H: int, D: int,
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m attnviz.bench.masks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=None, help="Numba threads (default: all)")
     ap.add_argument("--H", type=int, default=8, help="heads (default 8)")
     ap.add_argument("--D", type=int, default=128, help="head dim (default 128)")
     ap.add_argument("--repeats", type=int, default=5, help="timing rounds (default 5)")
@@ -115,6 +118,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sinks", type=int, default=4)
     ap.add_argument("--window", type=int, default=512)
     a = ap.parse_args(argv)
+    if a.threads:
+        set_threads(a.threads)
     lines = documents(a.L, a.docs, a.H, a.D, a.repeats)
     lines += [""] + sinks_window(a.Ls, a.sinks, a.window, a.H, a.D, a.repeats)
     print("\n".join(lines))  # the CLI's output: a Markdown section
