@@ -46,6 +46,11 @@ def decode_split(B: int, Hkv: int, Lk: int, Bc: int, *, q_offset: int, causal: b
     """
     docs = None if doc_ids is None else tuple(doc_ids)
     mk = MaskSpec(causal, q_offset, window, sinks, prefix, docs).geometry()
+    return _split(B, Hkv, Lk, Bc, q_offset, mk)
+
+
+def _split(B: int, Hkv: int, Lk: int, Bc: int, q_offset: int, mk) -> tuple[int, int]:
+    """``decode_split`` for the Mask ``mk``."""
     pos = np.full(1, q_offset, np.int64)
     s_hi, lo, hi = mask_spans(q_offset, Lk, mk)
     j_sink, j_lo, j_hi = visible_tiles(pos, Lk, Bc, mk)
@@ -107,9 +112,7 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sin
     lse = np.empty((B, Hq, Lq), np.float32)
     mk, sink = mask.geometry(), mask.sink_array(Hq)
     if Lq == 1:
-        per, _ = decode_split(B, k.shape[1], Lk, Bc, q_offset=mask.q_offset,
-                              causal=mask.causal, window=mask.window, sinks=mask.sinks,
-                              prefix=mask.prefix, doc_ids=mask.doc_ids)
+        per, _ = _split(B, k.shape[1], Lk, Bc, mask.q_offset, mk)
         decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Bc, per)
     else:
         prefill_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Br, Bc)

@@ -108,7 +108,7 @@ def check_doc_ids(doc_ids, Lk: int) -> tuple[int, ...]:
         at = int(np.argmax(np.diff(ids) < 0))
         raise ValueError(f"doc_ids must be non-decreasing (packed documents in order), but "
                          f"doc_ids[{at}]={ids[at]} > doc_ids[{at + 1}]={ids[at + 1]}")
-    return tuple(int(x) for x in ids)
+    return tuple(ids.astype(np.int64).tolist())
 
 
 def check_sink_logits(sink_logits, Hq: int) -> tuple[float, ...]:
