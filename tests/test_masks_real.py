@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from attnviz.masks import tile_status, visible_mask, visible_pairs
 from attnviz.reference import attention_reference
@@ -264,3 +266,40 @@ def test_trace_takes_one_sink_logit_per_traced_head():
     q, k, v = qkv(1, 1, 1, 10, 10, D)
     with pytest.raises(ValueError, match=r"sink_logits must have shape \[Hq\] = \(1,\)"):
         run_trace(q[0, 0], k[0, 0], v[0, 0], sink_logits=[1.0, 2.0])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(Lq=st.integers(1, 60), Lk=st.integers(1, 60), Br=st.integers(1, 20),
+       Bc=st.integers(1, 20), kind=st.sampled_from(["sinks", "docs", "docs_window", "prefix"]),
+       offset=st.floats(0, 1), W=st.integers(1, 30), S=st.integers(1, 10),
+       n_docs=st.integers(1, 6), sink=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_masks_kernels_trace_and_tiles(Lq, Lk, Br, Bc, kind, offset, W, S, n_docs, sink,
+                                              seed):
+    """Any geometry: streaming (prefill or decode), standard and the trace equal the oracle,
+    and the tile classes equal the dense mask's."""
+    q_offset = int(round((1 - Lq) + offset * (Lk - 1 - (1 - Lq))))  # in [1 - Lq, Lk - 1]
+    kw = {"sinks": {"window": W, "sinks": min(S, Lk)},
+          "docs": {"doc_ids": packed_docs(Lk, n_docs, seed)},
+          "docs_window": {"doc_ids": packed_docs(Lk, n_docs, seed), "window": W},
+          "prefix": {"prefix": min(S * 5, Lk)}}[kind]
+    status = tile_status(Lq, Lk, Br, Bc, causal=True, q_offset=q_offset, **kw)
+    vis = visible_mask(Lq, Lk, causal=True, q_offset=q_offset, **kw)
+    for i in range(status.shape[0]):
+        for j in range(status.shape[1]):
+            tile = vis[i * Br:(i + 1) * Br, j * Bc:(j + 1) * Bc]
+            assert status[i, j] == ("full" if tile.all() else
+                                    "skipped" if not tile.any() else "partial")
+    if sink:
+        kw["sink_logits"] = np.linspace(-1.0, 2.0, HQ).astype(np.float32)
+    q, k, v = qkv(1, HQ, HKV, Lq, Lk, 8, seed=seed)
+    for out, lse in (streaming_attention(q, k, v, q_offset=q_offset, q_block=Br, kv_block=Bc,
+                                         return_lse=True, **kw),
+                     standard_attention(q, k, v, q_offset=q_offset, return_lse=True, **kw)):
+        assert_matches_oracle(out, lse, q, k, v, q_offset=q_offset, **kw)
+    if sink:
+        kw["sink_logits"] = float(kw["sink_logits"][0])
+    trace = run_trace(q[0, 0], k[0, 0], v[0, 0], q_offset=q_offset, q_block=Br, kv_block=Bc,
+                      **kw)
+    O_ref, lse_ref = attention_reference(q[0, 0], k[0, 0], v[0, 0], q_offset=q_offset, **kw)
+    assert rel_err(trace.out, O_ref) <= 1e-5 and rel_err(trace.lse, lse_ref) <= 1e-5
+    assert np.array_equal(trace.tile_status, status)
