@@ -50,7 +50,7 @@ PRESETS: dict[str, Preset] = {
     "three packed documents": Preset(
         ViewConfig(mode="prefill", L=400, D=32, Br=32, Bc=32, mask="docs", docs=3),
         "Three documents packed in one sequence: each query sees its own document, "
-        "causally; the tiles across documents are skipped (about 2/3 of the causal work)."),
+        "causally; the tiles across documents are skipped, never computed."),
     "prefix-LM": Preset(
         ViewConfig(mode="prefill", L=256, D=32, Br=16, Bc=16, mask="prefix", prefix=96),
         "The first 96 positions see the whole prefix (bidirectional), later ones are causal: "
