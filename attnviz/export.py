@@ -28,7 +28,10 @@ def trace_dict(trace: Trace, meta: dict | None = None) -> dict:
         "meta": meta or {},
         "config": {"Lq": c.Lq, "Lk": c.Lk, "D": c.D, "Br": c.Br, "Bc": c.Bc, "Tr": c.Tr,
                    "Tc": c.Tc, "causal": c.mask.causal, "q_offset": c.mask.q_offset,
-                   "window": c.mask.window, "scale": c.scale},
+                   "window": c.mask.window, "sinks": c.mask.sinks, "prefix": c.mask.prefix,
+                   "doc_ids": None if c.mask.doc_ids is None else list(c.mask.doc_ids),
+                   "sink_logit": None if c.mask.sink_logits is None else c.mask.sink_logits[0],
+                   "scale": c.scale},
         "tile_status": trace.tile_status.tolist(),
         "counts": trace.counts,
         "steps": [

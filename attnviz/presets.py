@@ -43,6 +43,23 @@ PRESETS: dict[str, Preset] = {
     "late spike": Preset(
         ViewConfig(mode="prefill", L=256, D=32, Br=32, Bc=32, scenario="late_spike"),
         "A key at 3/4 of the sequence: rows that reach it rescale by a tiny alpha."),
+    "StreamingLLM (sinks + window)": Preset(
+        ViewConfig(mode="prefill", L=512, D=32, Br=32, Bc=32, mask="sinks", W=128, sinks=4),
+        "The first 4 keys stay visible to every row beside a window of 128: one column of "
+        "sink tiles at the left, the band, and every tile between them skipped."),
+    "three packed documents": Preset(
+        ViewConfig(mode="prefill", L=400, D=32, Br=32, Bc=32, mask="docs", docs=3),
+        "Three documents packed in one sequence: each query sees its own document, "
+        "causally; the tiles across documents are skipped, never computed."),
+    "prefix-LM": Preset(
+        ViewConfig(mode="prefill", L=256, D=32, Br=16, Bc=16, mask="prefix", prefix=96),
+        "The first 96 positions see the whole prefix (bidirectional), later ones are causal: "
+        "the diagonal starts at the prefix's corner."),
+    "gpt-oss sink logits": Preset(
+        ViewConfig(mode="prefill", L=256, D=64, Br=32, Bc=32, mask="window", W=128,
+                   sink_logit=1.0),
+        "A sliding window of 128 with a learned sink logit per head: every row starts from "
+        "m = s, l = 1, acc = 0, so the sink takes its share of the softmax and adds nothing."),
 }
 
 DEFAULT_PRESET = "first look"

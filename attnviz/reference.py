@@ -2,7 +2,9 @@
 
 Materializes S, applies the mask from ``masks.visible_mask``, softmaxes each row with the max
 subtracted, multiplies by V. GQA by repeating K/V heads (fine for an oracle). A row that sees
-no key gets O = 0 and LSE = -inf, the convention the kernels follow.
+no key gets O = 0 and LSE = -inf, the convention the kernels follow. A sink logit s per query
+head is one more term of every row's denominator: m = max(m, s), l += exp(s - m); a row
+that sees no key then gets O = 0 and LSE = s.
 """
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import numpy as np
 from .masks import visible_mask
 
 
-def attention_reference(q, k, v, *, causal=True, q_offset=None, window=None, scale=None):
-    """q [..., Hq, Lq, D] or [Lq, D]; k, v [..., Hkv, Lk, D] or [Lk, D] -> (O, LSE) in float64."""
+def attention_reference(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None,
+                        prefix=None, doc_ids=None, sink_logits=None, scale=None):
+    """q [..., Hq, Lq, D] or [Lq, D]; k, v [..., Hkv, Lk, D] or [Lk, D] -> (O, LSE) in float64.
+
+    sink_logits: [Hq] (a number for one head [Lq, D])."""
     q = np.asarray(q, dtype=np.float64)
     k = np.asarray(k, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
@@ -26,13 +31,20 @@ def attention_reference(q, k, v, *, causal=True, q_offset=None, window=None, sca
         q_offset = Lk - Lq
     if scale is None:
         scale = 1.0 / np.sqrt(D)
-    vis = visible_mask(Lq, Lk, causal=causal, q_offset=q_offset, window=window or 0)
+    vis = visible_mask(Lq, Lk, causal=causal, q_offset=q_offset, window=window or 0,
+                       sinks=sinks or 0, prefix=prefix or 0, doc_ids=doc_ids)
     S = scale * (q @ np.swapaxes(k, -1, -2))  # [..., Lq, Lk]
     S = np.where(vis, S, -np.inf)
     m = S.max(axis=-1, keepdims=True)
-    seen = np.isfinite(m)  # rows that see at least one key
+    s = np.array(-np.inf)
+    if sink_logits is not None:
+        s = np.asarray(sink_logits, np.float64)
+        # [Hq, 1, 1] broadcasts over [..., Hq, Lq, 1]; one head's number over [Lq, 1]
+        s = s.reshape(s.shape + (1, 1)) if q.ndim > 2 else s.reshape(1, 1)
+        m = np.maximum(m, s)
+    seen = np.isfinite(m)  # rows that see at least one key (or a sink logit)
     P = np.exp(S - np.where(seen, m, 0.0))
-    l = P.sum(axis=-1, keepdims=True)
+    l = P.sum(axis=-1, keepdims=True) + np.exp(s - np.where(seen, m, 0.0))
     O = np.where(seen, (P @ v) / np.where(seen, l, 1.0), 0.0)
     lse = np.where(seen, m + np.log(np.where(seen, l, 1.0)), -np.inf)[..., 0]
     return O, lse

@@ -32,14 +32,6 @@ from kernels.tile import attend_span, cdiv, finalize, init_state, merge_state, r
 from kernels.validate import as_float32, check_finite, mask_spec
 
 
-def _mask_args(mask) -> tuple:
-    """The mask as ``attend_span`` takes it: ``(causal, window)``, or the one ``Mask`` of
-    ``MaskSpec.geometry()`` where the kernels have it (the masks of issue #12 item 3). A
-    causal/window mask reads the same on a chunk's own keys with shifted positions."""
-    geometry = getattr(mask, "geometry", None)
-    return (geometry(),) if geometry is not None else (mask.causal, mask.window)
-
-
 @dataclass(frozen=True)
 class State:
     """A partial online-softmax state of the g query rows (one per query head).
@@ -102,7 +94,7 @@ def _chunk_state(q, k, v, pos, a, b, mask, scale, Bc):
     if n > 0:
         qpos = np.full(g, pos - a, np.int64)
         attend_span(q, k[a:b], v[a:b], qpos, 0, cdiv(n, Bc), Bc, n,
-                    *_mask_args(mask), scale, m, l, acc,
+                    mask.geometry(), scale, m, l, acc,
                     np.empty(2 * g * Bc, np.float32), np.empty(g, np.float32))
     return m, l, acc
 

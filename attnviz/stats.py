@@ -58,7 +58,8 @@ def tile_work(trace: Trace) -> TileWork:
         full=counts["full"], partial=counts["partial"], skipped=counts["skipped"],
         entries=c.Lq * c.Lk, computed_entries=computed,
         visible=visible_pairs(c.Lq, c.Lk, causal=m.causal, q_offset=m.q_offset,
-                              window=m.window),
+                              window=m.window, sinks=m.sinks, prefix=m.prefix,
+                              doc_ids=m.doc_ids),
     )
 
 
@@ -95,9 +96,9 @@ def oracle(trace: Trace, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     lse = np.empty(c.Lq)
     for a in range(0, c.Lq, chunk):
         b = min(a + chunk, c.Lq)
-        O[a:b], lse[a:b] = attention_reference(
-            trace.q[a:b], trace.k, trace.v, causal=m.causal,
-            q_offset=m.q_offset + a if m.causal else None, window=m.window, scale=c.scale)
+        kw = {**m.keywords(), "q_offset": m.q_offset + a if m.causal else None}
+        O[a:b], lse[a:b] = attention_reference(trace.q[a:b], trace.k, trace.v, **kw,
+                                               scale=c.scale)
     return O, lse
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from kernels import standard_attention, streaming_attention
 
+from .masks import packed_doc_ids
 from .rss import peak_extra_bytes
 from .scenarios import generate
 from .stats import attention_flops, visible_pairs
@@ -53,14 +54,32 @@ class Problem:
     window: int | None = None
     Br: int | None = None
     Bc: int | None = None
+    sinks: int = 0  # the masks of real models (0 / None: unused), as ViewConfig has them
+    prefix: int = 0
+    docs: int = 0  # packed documents of equal length
+    sink_logit: float | None = None  # the same for every head
 
     def mask_kwargs(self) -> dict:
-        return {"causal": self.causal, "q_offset": self.q_offset, "window": self.window}
+        kw = {"causal": self.causal, "q_offset": self.q_offset, "window": self.window}
+        kw.update(self._extra_masks())
+        if self.sink_logit is not None:
+            kw["sink_logits"] = np.full(self.Hq, self.sink_logit, np.float32)
+        return kw
+
+    def _extra_masks(self) -> dict:
+        kw = {}
+        if self.sinks:
+            kw["sinks"] = min(self.sinks, self.Lk)
+        if self.prefix:
+            kw["prefix"] = min(self.prefix, self.Lk)
+        if self.docs:
+            kw["doc_ids"] = packed_doc_ids(self.Lk, self.docs)
+        return kw
 
     @property
     def flops(self) -> int:
         pairs = visible_pairs(self.Lq, self.Lk, causal=self.causal, q_offset=self.q_offset,
-                              window=self.window)
+                              window=self.window, **self._extra_masks())
         return attention_flops(pairs, self.D, self.B, self.Hq)
 
     @property

@@ -1,8 +1,9 @@
 """The instrumented driver: block-wise streaming attention for one head, step by step.
 
 ``run_trace`` walks the tiles in the kernel's order (Q block i outer, KV block j inner) and
-calls the *same* jitted routines as the fast kernel (``kernels.tile.tile_class``,
-``tile_update``, ``finalize``), so what the stepper shows is what the timed kernel computes.
+calls the *same* jitted routines as the fast kernel (``kernels.tile.mask_tile_class``,
+``init_state``, ``tile_update``, ``finalize``), so what the stepper shows is what the timed
+kernel computes. With a sink logit s, every row starts from m = s, l = 1, acc = 0.
 Along the way it announces events to hooks:
 
     hook.on_skip(i, j)                     a tile with no visible key, not computed
@@ -23,7 +24,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernels.api import default_blocks
-from kernels.tile import FULL, PARTIAL, SKIPPED, cdiv, finalize, init_state, tile_class, tile_update
+from kernels.tile import (
+    FULL,
+    PARTIAL,
+    SKIPPED,
+    cdiv,
+    finalize,
+    init_state,
+    mask_tile_class,
+    tile_update,
+)
 from kernels.validate import MaskSpec, check_block, check_qkv, check_scale, mask_spec
 
 from .masks import TILE_NAMES
@@ -137,7 +147,7 @@ class Trace:
         S = np.empty((rows, cols), np.float32)
         P = np.empty((rows, cols), np.float32)
         tile_update(self.q[i0:i1], self.k[k0:k1], self.v[k0:k1], c.qpos(step.i), k0, c.Lk,
-                    c.mask.causal, c.mask.window, step.kind == "partial", np.float32(c.scale),
+                    c.mask.geometry(), step.kind == "partial", np.float32(c.scale),
                     m, l, acc, S, P, np.empty(rows, np.float32))
         return S, P
 
@@ -153,31 +163,37 @@ class Trace:
                 for name in ("full", "partial", "skipped")}
 
 
-def trace_config(Lq, Lk, D, *, causal=True, q_offset=None, window=None, scale=None,
-                 q_block=None, kv_block=None) -> TraceConfig:
+def trace_config(Lq, Lk, D, *, causal=True, q_offset=None, window=None, sinks=None,
+                 prefix=None, doc_ids=None, sink_logits=None, scale=None, q_block=None,
+                 kv_block=None) -> TraceConfig:
     """Validate the keywords once and freeze them (shared by run_trace and the app)."""
     Br0, Bc0 = default_blocks(D)
     return TraceConfig(
         Lq=Lq, Lk=Lk, D=D,
         Br=check_block("q_block", q_block, Br0),
         Bc=check_block("kv_block", kv_block, Bc0),
-        mask=mask_spec(Lq, Lk, causal, q_offset, window),
+        mask=mask_spec(Lq, Lk, causal, q_offset, window, sinks=sinks, prefix=prefix,
+                       doc_ids=doc_ids, sink_logits=sink_logits, Hq=1),
         scale=check_scale(scale, D),
     )
 
 
-def run_trace(q, k, v, *, causal=True, q_offset=None, window=None, scale=None,
-              q_block=32, kv_block=64, hooks=()) -> Trace:
+def run_trace(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None, prefix=None,
+              doc_ids=None, sink_logits=None, scale=None, q_block=32, kv_block=64,
+              hooks=()) -> Trace:
     """Block-wise streaming attention on one head, recording every tile.
 
     q [Lq, D], k/v [Lk, D] (float16/32/64; computed in float32). Keywords as in
-    ``kernels.streaming_attention``. ``hooks``: extra objects with any of ``on_skip``,
-    ``on_step``, ``on_block_done``; they see the events in order after the recorder.
+    ``kernels.streaming_attention``; ``sink_logits`` is the traced head's one number.
+    ``hooks``: extra objects with any of ``on_skip``, ``on_step``, ``on_block_done``; they
+    see the events in order after the recorder.
     """
     q, k, v = check_qkv(q, k, v, ndim=2, finite=True)
     (Lq, D), Lk = q.shape, k.shape[0]
-    c = trace_config(Lq, Lk, D, causal=causal, q_offset=q_offset, window=window, scale=scale,
+    c = trace_config(Lq, Lk, D, causal=causal, q_offset=q_offset, window=window, sinks=sinks,
+                     prefix=prefix, doc_ids=doc_ids, sink_logits=sink_logits, scale=scale,
                      q_block=q_block, kv_block=kv_block)
+    mk, sink = c.mask.geometry(), c.mask.sink_array(1)[0]
     status = np.empty((c.Tr, c.Tc), dtype=object)
     trace = Trace(config=c, q=q, k=k, v=v, tile_status=status,
                   out=np.zeros((Lq, D), np.float32), lse=np.zeros(Lq, np.float32))
@@ -197,10 +213,10 @@ def run_trace(q, k, v, *, causal=True, q_offset=None, window=None, scale=None,
         m = np.empty(rows, np.float32)
         l = np.empty(rows, np.float32)
         acc = np.empty((rows, D), np.float32)
-        init_state(m, l, acc)
+        init_state(m, l, acc, sink)
         for j in range(c.Tc):
             k0, k1 = c.keys(j)
-            cls = tile_class(qpos, k0, k1, Lk, c.mask.causal, c.mask.window)
+            cls = mask_tile_class(qpos, k0, k1, Lk, mk)
             status[i, j] = TILE_NAMES[cls]
             if cls == SKIPPED:
                 announce("on_skip", i, j)
@@ -209,8 +225,8 @@ def run_trace(q, k, v, *, causal=True, q_offset=None, window=None, scale=None,
             S = np.empty((rows, k1 - k0), np.float32)
             P = np.empty_like(S)
             alpha = np.empty(rows, np.float32)
-            tile_update(q[i0:i1], k[k0:k1], v[k0:k1], qpos, k0, Lk, c.mask.causal,
-                        c.mask.window, cls == PARTIAL, scale32, m, l, acc, S, P, alpha)
+            tile_update(q[i0:i1], k[k0:k1], v[k0:k1], qpos, k0, Lk, mk, cls == PARTIAL,
+                        scale32, m, l, acc, S, P, alpha)
             step = Step(
                 n=len(trace.steps), i=i, j=j, kind=TILE_NAMES[cls],
                 m_before=m_before, m=m.copy(), l_before=l_before, l=l.copy(), alpha=alpha,

@@ -10,16 +10,19 @@ combination can crash the app or exhaust memory:
   tile, and the oracle needs a row chunk of the score matrix in float64);
 * the tile grid has ``Tr, Tc <= MAX_GRID`` and ``Tr * Tc <= MAX_TILES`` (blocks are raised
   until it fits: the tile map stays readable and the trace small);
-* ``Hkv`` divides ``Hq`` (each KV head serves a whole group of query heads).
+* ``Hkv`` divides ``Hq`` (each KV head serves a whole group of query heads);
+* the masks of real models stay within the keys: ``sinks``, ``prefix`` and ``docs`` <= Lk.
 
 The URL carries the same keys as strings (``to_query`` / ``from_query``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from kernels.tile import cdiv
 
+from .masks import packed_doc_ids
 from .scenarios import SCENARIOS
 
 MODES = {
@@ -27,7 +30,9 @@ MODES = {
     "chunked": "chunked prefill (KV cache + new chunk)",
     "decode": "decode (one new token)",
 }
-MASKS = {"causal": "causal", "window": "sliding window", "none": "none (full attention)"}
+MASKS = {"causal": "causal", "window": "sliding window", "none": "none (full attention)",
+         "sinks": "sinks + window (StreamingLLM)", "docs": "packed documents",
+         "prefix": "prefix-LM"}
 ALIGNS = {
     "bottom-right": "bottom-right (FlashAttention >= 2.1, KV cache)",
     "top-left": "top-left (PyTorch is_causal)",
@@ -39,6 +44,8 @@ MAX_TRACE_LEN = 4096  # Lq and Lk of the traced head
 MAX_GRID = 128  # Tr and Tc each
 MAX_TILES = 8192  # Tr * Tc
 MAX_B, MAX_H, MAX_SEED = 16, 64, 2**31 - 1
+MAX_DOCS = 64  # packed documents
+MAX_SINK_LOGIT = 30.0  # |sink logit|
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,11 @@ class ViewConfig:
     Br: int = 16  # Q block (rows per tile)
     Bc: int = 16  # KV block (keys per tile)
     mask: str = "causal"  # "causal" | "window" | "none"
-    W: int = 64  # sliding window, keys per query (mask == "window")
+    W: int = 64  # sliding window, keys per query (mask == "window" or "sinks")
+    sinks: int = 4  # attention sinks: first keys every row sees (mask == "sinks")
+    docs: int = 3  # packed documents of equal length (mask == "docs")
+    prefix: int = 32  # prefix-LM: positions below it see the whole prefix (mask == "prefix")
+    sink_logit: float | None = None  # gpt-oss: one extra logit in every row's softmax
     B: int = 1  # batch (memory and timing panels)
     Hq: int = 8  # query heads
     Hkv: int = 8  # KV heads (GQA when < Hq)
@@ -83,7 +94,7 @@ class ViewConfig:
 
     @property
     def window(self) -> int | None:
-        return self.W if self.mask == "window" else None
+        return self.W if self.mask in ("window", "sinks") else None
 
     @property
     def Tr(self) -> int:
@@ -94,12 +105,27 @@ class ViewConfig:
         return cdiv(self.Lk, self.Bc)
 
     def mask_kwargs(self) -> dict:
-        """causal / q_offset / window, as ``run_trace`` and the kernels take them."""
-        return {"causal": self.causal, "q_offset": self.q_offset, "window": self.window}
+        """causal / q_offset / window (and sinks, prefix, doc_ids, sink_logits when used), as
+        ``run_trace`` takes them (the sink logit is the traced head's number)."""
+        kw = {"causal": self.causal, "q_offset": self.q_offset, "window": self.window}
+        if self.mask == "sinks":
+            kw["sinks"] = self.sinks
+        if self.mask == "prefix":
+            kw["prefix"] = self.prefix
+        if self.mask == "docs":
+            kw["doc_ids"] = packed_doc_ids(self.Lk, self.docs)
+        if self.sink_logit is not None:
+            kw["sink_logits"] = self.sink_logit
+        return kw
 
     def describe(self) -> str:
         """One line for captions and file names' companions."""
-        mask = {"causal": "causal", "none": "no mask", "window": f"window {self.W}"}[self.mask]
+        mask = {"causal": "causal", "none": "no mask", "window": f"window {self.W}",
+                "sinks": f"{self.sinks} sinks + window {self.W}",
+                "docs": f"{self.docs} packed documents", "prefix": f"prefix-LM {self.prefix}",
+                }[self.mask]
+        if self.sink_logit is not None:
+            mask += f", sink logit {self.sink_logit:g}"
         return (f"{self.mode}: Lq={self.Lq}, Lk={self.Lk}, D={self.D}, Br={self.Br}, "
                 f"Bc={self.Bc}, {mask}, {self.scenario}, seed {self.seed}")
 
@@ -158,6 +184,25 @@ class _Clamper:
             self.note(name, got, getattr(DEFAULT, name),
                       f"is not one of {', '.join(CHOICES[name])}")
 
+    def number(self, name, lo, hi):
+        """A float in [lo, hi], or None (empty: off)."""
+        got = self.raw.get(name, getattr(DEFAULT, name))
+        if got is None or got in ("", "None", "none"):
+            self.values[name] = None
+            return
+        try:
+            value = float(got)
+            if not math.isfinite(value):
+                raise ValueError
+        except (TypeError, ValueError):
+            self.note(name, got, getattr(DEFAULT, name), "is not a finite number")
+            return
+        used = min(max(value, lo), hi)
+        if used != value:
+            self.note(name, got, used, f"is outside [{lo:g}, {hi:g}]")
+        else:
+            self.values[name] = used
+
     def option(self, name, options):
         self.integer(name, options[0], options[-1])
         v = self.values[name]
@@ -177,6 +222,10 @@ def clamp(raw: dict) -> tuple[ViewConfig, list[str]]:
     c.option("Br", BLOCK_OPTIONS)
     c.option("Bc", BLOCK_OPTIONS)
     c.integer("W", 1, MAX_TRACE_LEN)
+    c.integer("sinks", 1, MAX_TRACE_LEN)
+    c.integer("docs", 1, MAX_DOCS)
+    c.integer("prefix", 1, MAX_TRACE_LEN)
+    c.number("sink_logit", -MAX_SINK_LOGIT, MAX_SINK_LOGIT)
     c.integer("B", 1, MAX_B)
     c.integer("Hq", 1, MAX_H)
     c.integer("Hkv", 1, MAX_H)
@@ -186,6 +235,10 @@ def clamp(raw: dict) -> tuple[ViewConfig, list[str]]:
     if v["mode"] == "chunked" and v["cache"] + v["chunk"] > MAX_TRACE_LEN:
         c.note("cache", v["cache"], MAX_TRACE_LEN - v["chunk"],
                f"+ chunk {v['chunk']} exceeds Lk <= {MAX_TRACE_LEN}")
+    Lk = ViewConfig(**v).Lk
+    for name in ("sinks", "docs", "prefix"):  # the masks of real models, within the keys
+        if v["mask"] == name and v[name] > Lk:
+            c.note(name, v[name], Lk, f"exceeds Lk={Lk}")
     if v["Hkv"] > v["Hq"] or v["Hq"] % v["Hkv"]:
         c.note("Hkv", v["Hkv"], _largest_divisor_at_most(v["Hq"], v["Hkv"]),
                f"must divide Hq={v['Hq']}")
@@ -210,8 +263,11 @@ def to_query(cfg: ViewConfig, **extra) -> dict[str, str]:
     """URL parameters for ``cfg`` (only the sizes its mode uses) plus ``extra`` (step, row)."""
     unused = {"prefill": {"chunk", "cache", "align"}, "chunked": {"L"},
               "decode": {"L", "chunk", "align"}}[cfg.mode]
-    if cfg.mask != "window":
+    if cfg.mask not in ("window", "sinks"):
         unused = unused | {"W"}
+    unused = unused | {m for m in ("sinks", "docs", "prefix") if cfg.mask != m}
+    if cfg.sink_logit is None:
+        unused = unused | {"sink_logit"}
     params = {k: str(v) for k, v in asdict(cfg).items() if k not in unused}
     params.update({k: str(v) for k, v in extra.items()})
     return params

@@ -7,8 +7,8 @@ import numpy as np
 
 from .standard import standard_kernel
 from .streaming import DECODE_MIN_CHUNK, decode_kernel, prefill_kernel
-from .tile import cdiv, row_span
-from .validate import check_block, check_qkv, check_scale, mask_spec
+from .tile import cdiv, mask_spans, visible_tiles
+from .validate import MaskSpec, check_block, check_qkv, check_scale, mask_spec
 
 # Default (Q block, KV block) per head dim, from `python -m attnviz.bench --sweep-blocks`
 # on this project's 2-core machine (see BENCHMARKS.md). Other D take the nearest entry.
@@ -35,18 +35,28 @@ def _num_threads() -> int:
 
 
 def decode_split(B: int, Hkv: int, Lk: int, Bc: int, *, q_offset: int, causal: bool = True,
-                 window: int = 0) -> tuple[int, int]:
+                 window: int = 0, sinks: int = 0, prefix: int = 0,
+                 doc_ids=None) -> tuple[int, int]:
     """How the decode path cuts the visible keys: (KV tiles per chunk, number of chunks C).
 
     Enough chunks that B * Hkv * C tasks keep every thread busy (two per thread), none
     shorter than DECODE_MIN_CHUNK keys. The kernel computes each chunk's partial (m, l, acc)
-    and merges them; the memory model needs C for the partials' size.
+    and merges them; the memory model needs C for the partials' size. The visible tiles are
+    the sink tiles, then the main run (``tile.visible_tiles``).
     """
-    lo, hi = row_span(q_offset, Lk, causal, window)
-    j_lo = lo // Bc
-    tiles = max(cdiv(hi, Bc), j_lo + 1) - j_lo
+    docs = None if doc_ids is None else tuple(doc_ids)
+    mk = MaskSpec(causal, q_offset, window, sinks, prefix, docs).geometry()
+    return _split(B, Hkv, Lk, Bc, q_offset, mk)
+
+
+def _split(B: int, Hkv: int, Lk: int, Bc: int, q_offset: int, mk) -> tuple[int, int]:
+    """``decode_split`` for the Mask ``mk``."""
+    pos = np.full(1, q_offset, np.int64)
+    s_hi, lo, hi = mask_spans(q_offset, Lk, mk)
+    j_sink, j_lo, j_hi = visible_tiles(pos, Lk, Bc, mk)
+    tiles = max(j_sink + j_hi - j_lo, 1)
     tasks_per_head = max(1, 2 * _num_threads() // max(1, B * Hkv))
-    n_chunks = max(1, min(tasks_per_head, (hi - lo) // DECODE_MIN_CHUNK))
+    n_chunks = max(1, min(tasks_per_head, (s_hi + hi - lo) // DECODE_MIN_CHUNK))
     per = cdiv(tiles, n_chunks)
     return per, cdiv(tiles, per)
 
@@ -58,7 +68,8 @@ def _empty_result(q, return_lse):
     return (out, lse) if return_lse else out
 
 
-def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, scale=None,
+def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None,
+                        prefix=None, doc_ids=None, sink_logits=None, scale=None,
                         q_block=None, kv_block=None, return_lse=False, check_finite=True):
     """Exact attention by block-wise streaming (online softmax), never materializing S.
 
@@ -69,6 +80,16 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sca
     q_offset : default ``Lk - Lq`` (bottom-right alignment, as a KV cache needs); allowed in
         ``[1 - Lq, Lk - 1]``. Rows before position 0 see no key: O = 0, LSE = -inf.
     window : sliding window W (needs causal): keys ``>= q_offset + r - W + 1`` only.
+    sinks : S (needs window): the first S keys stay visible to every row (StreamingLLM); a
+        row at p sees [0, S) and [p - W + 1, p], causally.
+    prefix : P (causal, no window): prefix-LM; keys ``<= max(p, P - 1)``.
+    doc_ids : int [Lk], non-decreasing (causal): packed documents; a query at p sees only
+        keys of its own document, causally; a position outside [0, Lk) sees nothing.
+        Tiles across documents are skipped.
+    sink_logits : float [Hq]: one extra logit per query head in every row's softmax
+        denominator, adding nothing to O (gpt-oss). A row that sees no key gets O = 0 and
+        LSE = sink_logits[h].
+    Unsupported combinations raise ValueError (see ``validate.mask_spec``).
     scale : default ``1 / sqrt(D)``.
     q_block, kv_block : tile sizes Br, Bc; any positive ints (default per D, measured).
     return_lse : also return LSE = m + log(l) [B, Hq, Lq], natural log.
@@ -79,7 +100,8 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sca
     q, k, v = check_qkv(q, k, v, ndim=4, finite=check_finite)
     B, Hq, Lq, D = q.shape
     Lk = k.shape[2]
-    mask = mask_spec(Lq, Lk, causal, q_offset, window)
+    mask = mask_spec(Lq, Lk, causal, q_offset, window, sinks=sinks, prefix=prefix,
+                     doc_ids=doc_ids, sink_logits=sink_logits, Hq=Hq)
     scale = np.float32(check_scale(scale, D))
     Br0, Bc0 = default_blocks(D)
     Br = check_block("q_block", q_block, Br0)
@@ -88,18 +110,17 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sca
         return _empty_result(q, return_lse)
     out = np.empty((B, Hq, Lq, D), np.float32)
     lse = np.empty((B, Hq, Lq), np.float32)
+    mk, sink = mask.geometry(), mask.sink_array(Hq)
     if Lq == 1:
-        per, _ = decode_split(B, k.shape[1], Lk, Bc, q_offset=mask.q_offset,
-                              causal=mask.causal, window=mask.window)
-        decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mask.causal, mask.window,
-                      Bc, per)
+        per, _ = _split(B, k.shape[1], Lk, Bc, mask.q_offset, mk)
+        decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Bc, per)
     else:
-        prefill_kernel(q, k, v, out, lse, scale, mask.q_offset, mask.causal, mask.window,
-                       Br, Bc)
+        prefill_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Br, Bc)
     return (out, lse) if return_lse else out
 
 
-def standard_attention(q, k, v, *, causal=True, q_offset=None, window=None, scale=None,
+def standard_attention(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None,
+                       prefix=None, doc_ids=None, sink_logits=None, scale=None,
                        return_lse=False, check_finite=True, max_bytes=None):
     """Exact attention the standard way: materialize S = scale Q K^T [B, Hq, Lq, Lk] float32,
     softmax it into P in place, O = P V. Same arguments and masks as ``streaming_attention``.
@@ -110,7 +131,8 @@ def standard_attention(q, k, v, *, causal=True, q_offset=None, window=None, scal
     q, k, v = check_qkv(q, k, v, ndim=4, finite=check_finite)
     B, Hq, Lq, D = q.shape
     Lk = k.shape[2]
-    mask = mask_spec(Lq, Lk, causal, q_offset, window)
+    mask = mask_spec(Lq, Lk, causal, q_offset, window, sinks=sinks, prefix=prefix,
+                     doc_ids=doc_ids, sink_logits=sink_logits, Hq=Hq)
     scale = np.float32(check_scale(scale, D))
     if Lq == 0:
         return _empty_result(q, return_lse)
@@ -125,7 +147,8 @@ def standard_attention(q, k, v, *, causal=True, q_offset=None, window=None, scal
     S = np.empty((B, Hq, Lq, Lk), np.float32)
     out = np.empty((B, Hq, Lq, D), np.float32)
     lse = np.empty((B, Hq, Lq), np.float32)
-    standard_kernel(q, k, v, S, out, lse, scale, mask.q_offset, mask.causal, mask.window)
+    standard_kernel(q, k, v, S, out, lse, scale, mask.q_offset, mask.geometry(),
+                    mask.sink_array(Hq))
     return (out, lse) if return_lse else out
 
 

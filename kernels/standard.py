@@ -7,7 +7,8 @@ S buffer with one GEMM, runs a three-pass softmax over each row (max, exp and su
 normalize), and multiplies by V. A block is ROWS rows of one head in prefill, and in decode
 the g query heads that share a KV head (K/V read once per group, as streaming does).
 Nothing is tiled along Lk: that is the point of the comparison. The exp is the streaming
-kernel's (``tile.exp_shifted``), so the two differ only in what they hold.
+kernel's (``tile.exp_shifted``), so the two differ only in what they hold. So are the masks
+(``tile.mask_spans``); a sink logit joins each row's max and sum.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from numba import njit, prange
 
 from ._config import FASTMATH
 from .blas import gemm
-from .tile import cdiv, exp_shifted, mask_max, row_span
+from .tile import cdiv, exp_shifted, mask_max, mask_spans
 
 ROWS = 64  # query rows per parallel task
 
@@ -61,22 +62,25 @@ def matmul_nn(A, B, beta, C):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def standard_rows(Qr, K, V, Sr, Or, LSEr, qpos, scale, causal, window):
-    """Rows Qr [M, D] at absolute positions qpos [M] against all of K, V [Lk, D]: the score
-    rows Sr [M, Lk] (a slice of the full S), softmaxed in place into P, then Or = P V [M, D]
-    and LSEr [M]."""
+def standard_rows(Qr, K, V, Sr, Or, LSEr, qpos, scale, mk, sink):
+    """Rows Qr [M, D] at absolute positions qpos [M] against all of K, V [Lk, D] under the
+    Mask mk: the score rows Sr [M, Lk] (a slice of the full S), softmaxed in place into P,
+    then Or = P V [M, D] and LSEr [M]. sink [M]: each row's sink logit (-inf: none), one
+    more term of the softmax's denominator."""
     Lk = K.shape[0]
     matmul_nt(scale, Qr, K, Sr)  # scaled score rows (BLAS unless few)
     P_row = np.empty(Lk, np.float32)  # exp output (must not alias its input)
     for r in range(Qr.shape[0]):
-        lo, hi = row_span(qpos[r], Lk, causal, window)
+        s_hi, lo, hi = mask_spans(qpos[r], Lk, mk)
         row = Sr[r]
-        mx = mask_max(row, lo, hi, np.float32(-np.inf))  # the streaming tile's masking
+        mx = mask_max(row, lo, hi, sink[r], s_hi)  # the streaming tile's masking
         if mx == -np.inf:  # the row sees no key: P = 0, O = 0, LSE = -inf
             row[:] = 0.0
             LSEr[r] = -np.inf
             continue
         total = exp_shifted(row, mx, P_row)  # the same exp as the streaming kernel
+        if sink[r] != -np.inf:
+            total += math.exp(sink[r] - mx)  # the sink's term (P keeps no column for it)
         inv = np.float32(1.0) / total
         for c in range(Lk):
             row[c] = P_row[c] * inv  # P, normalized
@@ -85,8 +89,9 @@ def standard_rows(Qr, K, V, Sr, Or, LSEr, qpos, scale, causal, window):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, causal, window):
-    """Q [B, Hq, Lq, D], K/V [B, Hkv, Lk, D], S [B, Hq, Lq, Lk] workspace -> O, LSE.
+def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, mk, sink):
+    """Q [B, Hq, Lq, D], K/V [B, Hkv, Lk, D], S [B, Hq, Lq, Lk] workspace -> O, LSE; mk the
+    Mask, sink [Hq] the sink logits (-inf: none).
 
     Prefill: one task per (b, h, block of ROWS query rows). Decode (Lq == 1): one task per
     (b, KV head) whose rows are its g = Hq / Hkv query heads, so each K/V row is read once
@@ -105,7 +110,7 @@ def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, causal, window):
             standard_rows(Q[b].reshape((Hq, D))[h0:h1], K[b, hk], V[b, hk],
                           S[b].reshape((Hq, Lk))[h0:h1], O[b].reshape((Hq, D))[h0:h1],
                           LSE[b].reshape(Hq)[h0:h1], np.full(group, q_offset), scale,
-                          causal, window)
+                          mk, sink[h0:h1])
         return
     Tr = cdiv(Lq, ROWS)
     for task in prange(B * Hq * Tr):
@@ -115,4 +120,5 @@ def standard_kernel(Q, K, V, S, O, LSE, scale, q_offset, causal, window):
         i0 = i * ROWS
         i1 = min(i0 + ROWS, Lq)
         standard_rows(Q[b, h, i0:i1], K[b, hk], V[b, hk], S[b, h, i0:i1], O[b, h, i0:i1],
-                      LSE[b, h, i0:i1], np.arange(i0, i1) + q_offset, scale, causal, window)
+                      LSE[b, h, i0:i1], np.arange(i0, i1) + q_offset, scale, mk,
+                      np.full(i1 - i0, sink[h]))

@@ -10,13 +10,18 @@ Both drivers only decide *which rows meet which keys on which thread*; the arith
   heads that share a KV head are stacked as the rows of one block (GQA by indexing, K/V read
   once per group), the visible key range is cut into chunks computed in parallel, and the
   partial (m, l, acc) of the chunks are merged exactly (Flash-Decoding).
+
+Masks (``tile.Mask``) reach the drivers as the visible tiles of a block: the sink tiles, then
+the main run (``tile.visible_tiles``); decode cuts that list, in visit order, into chunks.
+A sink logit per query head (``sink`` [Hq], -inf = none) is the initial state of that head's
+rows; in decode only chunk 0 starts from it, so it enters the merged state exactly once.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from .tile import attend_span, cdiv, finalize, init_state, merge_state, row_span
+from .tile import NEG_INF, attend_span, cdiv, finalize, init_state, merge_state, visible_tiles
 
 # Chunks of at least this many keys per decode task: below it, scheduling costs more than it
 # gains; above it, enough chunks to feed every core.
@@ -32,8 +37,9 @@ def _zigzag(t, Tr):
 
 
 @njit(parallel=True, cache=True)
-def prefill_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Br, Bc):
-    """Q [B, Hq, Lq, D], K/V [B, Hkv, Lk, D] float32 -> O [B, Hq, Lq, D], LSE [B, Hq, Lq]."""
+def prefill_kernel(Q, K, V, O, LSE, scale, q_offset, mk, sink, Br, Bc):
+    """Q [B, Hq, Lq, D], K/V [B, Hkv, Lk, D] float32 -> O [B, Hq, Lq, D], LSE [B, Hq, Lq];
+    mk the Mask, sink [Hq] the sink logits (-inf: none)."""
     B, Hq, Lq, D = Q.shape
     Hkv, Lk = K.shape[1], K.shape[2]
     group = Hq // Hkv
@@ -52,29 +58,29 @@ def prefill_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Br, Bc):
         acc = np.empty((n, D), np.float32)
         alpha = np.empty(n, np.float32)
         S = np.empty(2 * n * Bc, np.float32)  # S and P~ tiles
-        init_state(m, l, acc)
-        # KV tiles any row of this block can see: from the first row's lo to the last row's
-        # hi (spans move right with the row); the rest are skipped without being visited
-        j_lo = row_span(qpos[0], Lk, causal, window)[0] // Bc
-        j_hi = cdiv(row_span(qpos[n - 1], Lk, causal, window)[1], Bc)
-        attend_span(Q[b, h, i0:i1], K[b, hk], V[b, hk], qpos, j_lo, j_hi, Bc, Lk,
-                    causal, window, scale, m, l, acc, S, alpha)
+        init_state(m, l, acc, sink[h])
+        # KV tiles any row of this block can see (the sink tiles, then the main run); the
+        # rest are skipped without being visited
+        j_sink, j_lo, j_hi = visible_tiles(qpos, Lk, Bc, mk)
+        attend_span(Q[b, h, i0:i1], K[b, hk], V[b, hk], qpos, 0, j_sink, Bc, Lk, mk, scale,
+                    m, l, acc, S, alpha)
+        attend_span(Q[b, h, i0:i1], K[b, hk], V[b, hk], qpos, j_lo, j_hi, Bc, Lk, mk, scale,
+                    m, l, acc, S, alpha)
         finalize(m, l, acc, O[b, h, i0:i1], LSE[b, h, i0:i1])
 
 
 @njit(parallel=True, cache=True)
-def decode_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Bc, per):
+def decode_kernel(Q, K, V, O, LSE, scale, q_offset, mk, sink, Bc, per):
     """Q [B, Hq, 1, D], K/V [B, Hkv, Lk, D] -> O [B, Hq, 1, D], LSE [B, Hq, 1] (split-KV,
-    ``per`` KV tiles per chunk: see ``api.decode_split``)."""
+    ``per`` KV tiles per chunk: see ``api.decode_split``); mk the Mask, sink [Hq]."""
     B, Hq, _, D = Q.shape
     Hkv, Lk = K.shape[1], K.shape[2]
     g = Hq // Hkv
-    # every row of a decode group sits at the same position: one span of tiles for all,
-    # cut into C chunks of `per` tiles each
-    kv_lo, kv_hi = row_span(q_offset, Lk, causal, window)
-    j_lo = kv_lo // Bc
-    j_hi = max(cdiv(kv_hi, Bc), j_lo + 1)
-    C = cdiv(j_hi - j_lo, per)
+    # every row of a decode group sits at the same position: one list of tiles for all (the
+    # sink tiles, then the main run), cut into C chunks of `per` tiles each
+    j_sink, j_lo, j_hi = visible_tiles(np.full(1, q_offset), Lk, Bc, mk)
+    n_tiles = max(j_sink + j_hi - j_lo, 1)
+    C = cdiv(n_tiles, per)
     m_part = np.empty((B, Hkv, C, g), np.float32)
     l_part = np.empty((B, Hkv, C, g), np.float32)
     acc_part = np.empty((B, Hkv, C, g, D), np.float32)
@@ -85,11 +91,22 @@ def decode_kernel(Q, K, V, O, LSE, scale, q_offset, causal, window, Bc, per):
         Qg = Q[b, h0:h0 + g, 0].copy()  # the g query heads of this KV head, [g, D]
         qpos = np.full(g, q_offset)
         m, l, acc = m_part[b, hk, c], l_part[b, hk, c], acc_part[b, hk, c]
-        init_state(m, l, acc)
-        lo = j_lo + c * per
-        hi = min(lo + per, j_hi)
-        attend_span(Qg, K[b, hk], V[b, hk], qpos, lo, hi, Bc, Lk, causal, window, scale,
-                    m, l, acc, np.empty(2 * g * Bc, np.float32), np.empty(g, np.float32))
+        # the heads' sink logits enter once: in chunk 0's initial state
+        sink_c = np.full(g, np.float32(NEG_INF))
+        if c == 0:
+            sink_c[:] = sink[h0:h0 + g]
+        init_state(m, l, acc, sink_c)
+        # chunk c is the tiles [t0, t1) of the list; list entry t < j_sink is sink tile t,
+        # the others are main tiles from j_lo on
+        t0 = c * per
+        t1 = min(t0 + per, n_tiles)
+        S = np.empty(2 * g * Bc, np.float32)
+        alpha = np.empty(g, np.float32)
+        attend_span(Qg, K[b, hk], V[b, hk], qpos, min(t0, j_sink), min(t1, j_sink), Bc, Lk,
+                    mk, scale, m, l, acc, S, alpha)
+        attend_span(Qg, K[b, hk], V[b, hk], qpos, j_lo + max(t0 - j_sink, 0),
+                    min(j_lo + max(t1 - j_sink, 0), j_hi), Bc, Lk, mk, scale, m, l, acc,
+                    S, alpha)
     for bh in prange(B * Hkv):
         b, hk = divmod(np.int64(bh), Hkv)
         m, l, acc = m_part[b, hk, 0], l_part[b, hk, 0], acc_part[b, hk, 0]

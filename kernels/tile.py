@@ -12,13 +12,15 @@ all call it. Per query row the state is ``(m, l, acc)``; for a KV tile j with sc
     acc' = alpha * acc + P~ V_j
     end:  O = acc / l,  LSE = m + log(l)
 
-Masks are described by the absolute position of each query row (``qpos``) and two numbers:
-``causal`` and ``window`` (0 = no window). Every such mask gives each row one contiguous span
-of visible keys ``[lo, hi)`` (``row_span``), which is what lets whole tiles be skipped.
+Masks are described by the absolute position of each query row (``qpos``) and a ``Mask``
+(causal, window, sinks, prefix, doc_start). Every such mask gives each row at most two spans
+of visible keys, the sink span ``[0, s_hi)`` and the main span ``[lo, hi)``
+(``mask_spans``), which is what lets whole tiles be skipped.
 """
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -33,6 +35,15 @@ PARTIAL = 2  # some entries masked: the causal diagonal or a window edge
 
 NO_WINDOW = 0
 NEG_INF = -np.inf
+
+Mask = namedtuple("Mask", "causal window sinks prefix doc_start")
+Mask.__doc__ = """The mask as the jitted code takes it (``validate.MaskSpec.geometry`` builds it).
+
+causal (bool): keys <= p, or with ``prefix`` P > 0 keys <= max(p, P - 1) (prefix-LM);
+window (int, 0 = none): also keys >= p - W + 1, except the first ``sinks`` (int) keys;
+doc_start (int64 [Lk], empty when unused): the first key of the document of each position;
+    a query at p sees keys >= doc_start[p], and nothing when p is outside [0, Lk).
+"""
 
 # exp(x) = 2^(x log2 e) = 2^n * 2^f with n = round(x log2 e), f in [-1/2, 1/2]. 2^f is a
 # degree-6 polynomial (relative-error fit, max rel. error 1.0e-7 in float32); 2^n is added to
@@ -50,39 +61,93 @@ def cdiv(a, b):
 
 
 @njit(cache=True)
-def row_span(pos, Lk, causal, window):
-    """Keys visible from a query at absolute position ``pos``: the half-open span [lo, hi).
+def mask_spans(pos, Lk, mk):
+    """Keys visible from a query at absolute position ``pos`` under the Mask ``mk``: the sink
+    span [0, s_hi) and the main span [lo, hi), with 0 <= s_hi < lo <= hi <= Lk or s_hi = 0.
 
-    causal: keys ``<= pos``; window W (with causal): keys ``>= pos - W + 1``; neither: all
-    ``Lk`` keys. An empty span (``lo == hi``) is a row that sees no key.
+    causal: keys ``<= pos`` (``<= max(pos, P - 1)`` with a prefix P); window W: keys
+    ``>= pos - W + 1``, but the first ``sinks`` keys stay visible (causally); documents:
+    keys ``>= doc_start[pos]``; neither causal nor documents: all ``Lk`` keys. A row before
+    position 0 sees nothing, and so does a row past the last key under documents.
     """
+    s_hi = 0
     lo = 0
     hi = Lk
-    if causal:
-        hi = min(Lk, pos + 1)
-        if window > 0:
-            lo = max(0, pos - window + 1)
+    if mk.causal:
+        last = max(pos, mk.prefix - 1) if pos >= 0 else pos  # last visible key
+        hi = min(Lk, last + 1)
+        if mk.window > 0:
+            lo = max(0, pos - mk.window + 1)
+            s_hi = max(min(mk.sinks, hi), 0)
+        if mk.doc_start.shape[0] > 0:
+            if 0 <= pos < Lk:
+                lo = max(lo, mk.doc_start[pos])
+            else:
+                hi = 0
     hi = max(hi, 0)  # a row before position 0 sees nothing
     lo = min(lo, hi)  # a window that starts past the last key sees nothing
-    return lo, hi  # 0 <= lo <= hi <= Lk
+    if s_hi >= lo:  # the sinks reach the window: one span
+        lo = 0
+        s_hi = 0
+    return s_hi, lo, hi
 
 
 @njit(cache=True)
-def tile_class(qpos, k0, k1, Lk, causal, window):
+def row_span(pos, Lk, causal, window):
+    """[lo, hi) of the plain masks (causal, window): ``mask_spans`` without sinks, prefix or
+    documents, whose rows see one span."""
+    _, lo, hi = mask_spans(pos, Lk, Mask(causal, window, 0, 0, np.empty(0, np.int64)))
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _overlap(a0, a1, b0, b1):
+    """Length of [a0, a1) intersected with [b0, b1)."""
+    return max(0, min(a1, b1) - max(a0, b0))
+
+
+@njit(cache=True)
+def mask_tile_class(qpos, k0, k1, Lk, mk):
     """SKIPPED, FULL or PARTIAL for the rows at positions ``qpos`` [Br] and keys [k0, k1)."""
     n_full = 0
     n_empty = 0
     for r in range(qpos.shape[0]):
-        lo, hi = row_span(qpos[r], Lk, causal, window)
-        if lo <= k0 and hi >= k1:
+        s_hi, lo, hi = mask_spans(qpos[r], Lk, mk)
+        seen = _overlap(0, s_hi, k0, k1) + _overlap(lo, hi, k0, k1)  # the spans are disjoint
+        if seen == k1 - k0:
             n_full += 1
-        elif hi <= k0 or lo >= k1 or hi <= lo:
+        elif seen == 0:
             n_empty += 1
     if n_full == qpos.shape[0]:
         return FULL
     if n_empty == qpos.shape[0]:
         return SKIPPED
     return PARTIAL
+
+
+@njit(cache=True)
+def tile_class(qpos, k0, k1, Lk, causal, window):
+    """``mask_tile_class`` of the plain masks (causal, window)."""
+    return mask_tile_class(qpos, k0, k1, Lk, Mask(causal, window, 0, 0, np.empty(0, np.int64)))
+
+
+@njit(cache=True)
+def visible_tiles(qpos, Lk, Bc, mk):
+    """The KV tiles (of Bc keys) that rows at positions ``qpos`` may see, as two runs in visit
+    order: the sink tiles [0, j_sink), then the main tiles [j_lo, j_hi), j_sink <= j_lo <= j_hi.
+    Tiles outside them hold no visible key and are never visited."""
+    s_max = 0
+    lo_min = Lk
+    hi_max = 0
+    for r in range(qpos.shape[0]):
+        s_hi, lo, hi = mask_spans(qpos[r], Lk, mk)
+        s_max = max(s_max, s_hi)
+        if hi > lo:
+            lo_min = min(lo_min, lo)
+            hi_max = max(hi_max, hi)
+    j_sink = cdiv(s_max, Bc)
+    j_lo = max(lo_min // Bc, j_sink)
+    return j_sink, j_lo, max(cdiv(hi_max, Bc), j_lo)
 
 
 @njit(cache=True, inline="always")
@@ -96,20 +161,23 @@ _NEG_INF_KEY = np.int32(-2139095041)  # _order_key of -inf's bits (0xff800000)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def mask_max(row, c_lo, c_hi, m_old):
-    """-inf outside the visible columns [c_lo, c_hi) of a score row; returns
-    max(m_old, max(row)).
+def mask_max(row, c_lo, c_hi, m_old, c_sink=0):
+    """-inf outside the visible columns [0, c_sink) and [c_lo, c_hi) of a score row (c_sink <=
+    c_lo: the sink keys and the main span); returns max(m_old, max(row)).
 
     The max is taken on order-preserving int32 keys of the floats' bits: a float max keeps
     NaN semantics that stop LLVM from vectorizing the reduction (0.8 ns per score here), an
     integer max vectorizes (0.07 ns per score on long rows). An empty span gives -inf.
     """
-    for c in range(c_lo):
+    for c in range(c_sink, c_lo):
         row[c] = NEG_INF
     for c in range(c_hi, row.shape[0]):
         row[c] = NEG_INF
     bits = row.view(np.int32)
     best = _NEG_INF_KEY
+    for c in range(c_sink):
+        key = _order_key(bits[c])
+        best = key if key > best else best
     for c in range(c_lo, c_hi):
         key = _order_key(bits[c])
         best = key if key > best else best
@@ -140,11 +208,11 @@ def exp_shifted(x, shift, out):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def tile_update(Qi, Kj, Vj, qpos, k0, Lk, causal, window, masked, scale,
-                m, l, acc, S, P, alpha):
+def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, alpha):
     """One online-softmax step of the rows ``Qi`` against the KV tile starting at key ``k0``.
 
-    Inputs:  Qi [Br, D], Kj [Bc, D], Vj [Bc, D] float32; qpos [Br] absolute row positions.
+    Inputs:  Qi [Br, D], Kj [Bc, D], Vj [Bc, D] float32; qpos [Br] absolute row positions;
+             mk the Mask.
     State (updated in place): m [Br], l [Br], acc [Br, D].
     Outputs: S [Br, Bc] the scaled, masked scores; P [Br, Bc] P~ = exp(S - m');
              alpha [Br] the rescale factor applied to the old (l, acc).
@@ -158,13 +226,14 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, causal, window, masked, scale,
     rescale = False
     for r in range(Br):
         # -- mask, and the new running max
-        c_lo, c_hi = 0, Bc  # visible columns of this row in the tile
+        c_sink, c_lo, c_hi = 0, 0, Bc  # visible columns of this row in the tile
         if masked:
-            lo, hi = row_span(qpos[r], Lk, causal, window)
+            s_hi, lo, hi = mask_spans(qpos[r], Lk, mk)
             c_lo = min(max(lo - k0, 0), Bc)
             c_hi = max(min(hi - k0, Bc), c_lo)
+            c_sink = min(max(s_hi - k0, 0), c_lo)
         m_old = m[r]
-        m_new = mask_max(S[r], c_lo, c_hi, m_old)
+        m_new = mask_max(S[r], c_lo, c_hi, m_old, c_sink)
         # -- rescale factor; a row that has seen no key yet keeps m = -inf and P~ = 0
         a = np.float32(1.0) if m_new == m_old else math.exp(m_old - m_new)
         m_ref = m_new if m_new != NEG_INF else np.float32(0.0)
@@ -186,16 +255,20 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, causal, window, masked, scale,
 
 
 @njit(cache=True)
-def init_state(m, l, acc):
-    """The empty state: m = -inf, l = 0, acc = 0 (a row that has seen nothing)."""
-    m[:] = NEG_INF
-    l[:] = 0.0
+def init_state(m, l, acc, sink=NEG_INF):
+    """The state of a row that has seen no key yet: m = -inf, l = 0, acc = 0; or, with a sink
+    logit s (a number, or one per row), m = s, l = 1, acc = 0: an extra logit in the
+    denominator that adds nothing to the output (gpt-oss). s = -inf means no sink."""
+    m[:] = sink
+    for r in range(m.shape[0]):
+        l[r] = 0.0 if m[r] == NEG_INF else 1.0
     acc[:] = 0.0
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def finalize(m, l, acc, O, lse):
-    """O = acc / l and LSE = m + log(l); a row that saw no key gets O = 0, LSE = -inf."""
+    """O = acc / l and LSE = m + log(l); a row that saw no key gets O = 0, LSE = -inf (or
+    LSE = s with a sink logit s: l = 1, acc = 0)."""
     for r in range(m.shape[0]):
         if l[r] > 0.0:
             inv = np.float32(1.0) / l[r]
@@ -226,8 +299,7 @@ def merge_state(m, l, acc, m_b, l_b, acc_b):
 
 
 @njit(cache=True)
-def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, causal, window, scale,
-                m, l, acc, S, alpha):
+def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, mk, scale, m, l, acc, S, alpha):
     """Walk KV tiles j_lo <= j < j_hi of ``K, V`` [Lk, D] in order (tile j = keys
     [j*Bc, min((j+1)*Bc, Lk)), the same grid everywhere, so every driver does the same sums).
 
@@ -240,10 +312,10 @@ def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, causal, window, scale,
     for j in range(j_lo, j_hi):
         k0 = j * Bc
         k1 = min(k0 + Bc, Lk)
-        cls = tile_class(qpos, k0, k1, Lk, causal, window)
+        cls = mask_tile_class(qpos, k0, k1, Lk, mk)
         if cls == SKIPPED:
             continue
         St = S[: Br * (k1 - k0)].reshape((Br, k1 - k0))
         Pt = S[half: half + Br * (k1 - k0)].reshape((Br, k1 - k0))
-        tile_update(Qi, K[k0:k1], V[k0:k1], qpos, k0, Lk, causal, window, cls == PARTIAL,
-                    scale, m, l, acc, St, Pt, alpha)
+        tile_update(Qi, K[k0:k1], V[k0:k1], qpos, k0, Lk, mk, cls == PARTIAL, scale,
+                    m, l, acc, St, Pt, alpha)

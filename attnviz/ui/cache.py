@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import streamlit as st
@@ -42,7 +43,7 @@ build_slots = threading.BoundedSemaphore(TRACE_BUILDS)  # held while a trace is 
 
 @dataclass(frozen=True)
 class TracedHead:
-    key: tuple  # what defines it: (Lq, Lk, D, Br, Bc, causal, q_offset, window, scenario, seed)
+    key: Hashable  # what defines it: head_key(cfg), or an upload's content hash and view
     trace: Trace
     O_ref: np.ndarray  # [Lq, D] float64 oracle
     lse_ref: np.ndarray  # [Lq]
@@ -81,17 +82,16 @@ def caches() -> Caches:
                   ByteLRU(budget_bytes("ATTNVIZ_FIGURE_CACHE_MB", FIGURE_CACHE_MB)))
 
 
-def head_key(cfg: ViewConfig) -> tuple:
-    return (cfg.Lq, cfg.Lk, cfg.D, cfg.Br, cfg.Bc, cfg.causal, cfg.q_offset, cfg.window,
-            cfg.scenario, cfg.seed)
+def head_key(cfg: ViewConfig) -> ViewConfig:
+    """What defines the traced head: the configuration without B, Hq, Hkv (the memory and
+    timing panels' sizes), which the stepper's single head does not depend on."""
+    return replace(cfg, B=1, Hq=1, Hkv=1)
 
 
-def _trace(key: tuple) -> TracedHead:
-    Lq, Lk, D, Br, Bc, causal, q_offset, window, scenario, seed = key
+def _trace(key: ViewConfig) -> TracedHead:
     with build_slots:
-        q, k, v = one_head(scenario, Lq, Lk, D, seed=seed)
-        trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
-                          q_block=Br, kv_block=Bc)
+        q, k, v = one_head(key.scenario, key.Lq, key.Lk, key.D, seed=key.seed)
+        trace = run_trace(q, k, v, q_block=key.Br, kv_block=key.Bc, **key.mask_kwargs())
         O_ref, lse_ref = oracle(trace)
     return TracedHead(key, trace, O_ref, lse_ref)
 

@@ -15,8 +15,10 @@ from ..viewconfig import (
     D_OPTIONS,
     MASKS,
     MAX_B,
+    MAX_DOCS,
     MAX_H,
     MAX_SEED,
+    MAX_SINK_LOGIT,
     MAX_TRACE_LEN,
     MODES,
     ViewConfig,
@@ -73,8 +75,29 @@ def render(cfg: ViewConfig) -> None:
     sb.subheader("Mask")
     sb.radio("Mask", list(MASKS), format_func=MASKS.get, key="mask",
              label_visibility="collapsed")
-    if cfg.mask == "window":
+    if cfg.mask in ("window", "sinks"):
         sb.number_input("Window W (keys each query sees)", 1, MAX_TRACE_LEN, step=16, key="W")
+    if cfg.mask == "sinks":
+        sb.number_input("Sinks S (first keys every row sees)", 1, MAX_TRACE_LEN, key="sinks",
+                        help="StreamingLLM: a row at position p sees keys [0, S) and "
+                             "[p - W + 1, p], causally.")
+    if cfg.mask == "docs":
+        sb.number_input("Packed documents", 1, MAX_DOCS, key="docs",
+                        help="Documents of equal length packed into one sequence: a query "
+                             "sees only keys of its own document, causally.")
+    if cfg.mask == "prefix":
+        sb.number_input("Prefix P", 1, MAX_TRACE_LEN, step=16, key="prefix",
+                        help="Prefix-LM: positions below P see the whole prefix [0, P); later "
+                             "positions are causal.")
+    sb.number_input("Sink logit s (empty: none)", -MAX_SINK_LOGIT, MAX_SINK_LOGIT, step=0.5,
+                    value=None, key="sink_logit", placeholder="none",  # clearable: None
+                    help="gpt-oss: one extra logit per head in every row's softmax, adding "
+                         "nothing to the output. In the online softmax it is the initial "
+                         "state m = s, l = 1, acc = 0; a row that sees no key gets O = 0, "
+                         "LSE = s.")
+    if cfg.sink_logit is not None:
+        sb.caption(f"Every row starts from m = {cfg.sink_logit:g}, l = 1, acc = 0 (not -inf, 0, "
+                   "0): the sink is already in the denominator before the first tile.")
 
     sb.subheader("Inputs")
     sb.selectbox("Scenario", list(SCENARIOS), format_func=lambda s: SCENARIOS[s].label,

@@ -107,7 +107,8 @@ def render(trace: Trace, data: dict) -> None:
         "tiles need no mask; **partial** tiles straddle the diagonal or the window edge and "
         "mask some scores. The loop visits each row of tiles left to right. Click a tile "
         "to jump to its step.",
-        f"**{w.full + w.partial}** of {w.tiles} tiles computed ({w.full} full, {w.partial} "
+        f"**{w.full + w.partial}** of {w.tiles} tiles computed "
+        f"(**{100 * (w.full + w.partial) / w.tiles:.1f}%**: {w.full} full, {w.partial} "
         f"partial), **{w.skipped}** skipped: the mask saved **{100 * w.saved_fraction:.1f}%** "
         f"of the score matrix; {100 * w.wasted_fraction:.1f}% of the computed scores were "
         "masked inside partial tiles.")

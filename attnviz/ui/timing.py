@@ -42,7 +42,10 @@ def problem(cfg: ViewConfig, L: int | None = None, blocks: str = "kernel") -> Pr
                   "decode": (1, L)}[cfg.mode]
     Br, Bc = (cfg.Br, cfg.Bc) if blocks == "stepper" else (None, None)
     return Problem(cfg.B, cfg.Hq, cfg.Hkv, Lq, Lk, cfg.D, causal=cfg.causal,
-                   q_offset=cfg.q_offset, window=cfg.window, Br=Br, Bc=Bc)
+                   q_offset=cfg.q_offset, window=cfg.window, Br=Br, Bc=Bc,
+                   sinks=cfg.sinks if cfg.mask == "sinks" else 0,
+                   prefix=cfg.prefix if cfg.mask == "prefix" else 0,
+                   docs=cfg.docs if cfg.mask == "docs" else 0, sink_logit=cfg.sink_logit)
 
 
 def _blocks_used(p: Problem) -> str:

@@ -17,7 +17,7 @@ from .. import upload
 from ..stats import oracle
 from ..trace import run_trace
 from ..viewconfig import ViewConfig
-from .cache import TracedHead, build_slots, caches
+from .cache import TracedHead, build_slots, caches, head_key
 
 FILES, HEAD, USE = "upload_files", "upload_head", "upload_use"
 _LOADED = "_upload_loaded"
@@ -34,8 +34,7 @@ class Own:
     def traced(self) -> TracedHead:
         """Query head h traced with the view's mask and blocks, in the server's trace cache
         (bounded by bytes, shared by sessions), keyed by the arrays' content hash."""
-        c = self.cfg
-        key = ("upload", self.up.digest, self.h, c.Br, c.Bc, c.causal, c.q_offset, c.window)
+        key = ("upload", self.up.digest, self.h, head_key(self.cfg))
         traces = caches().traces
         if key in traces:
             return traces.get(key, lambda: _trace(key, self.up))
@@ -44,11 +43,10 @@ class Own:
 
 
 def _trace(key: tuple, up: upload.Uploaded) -> TracedHead:
-    _, digest, h, Br, Bc, causal, q_offset, window = key
+    _, digest, h, cfg = key
     with build_slots:
         q, k, v = up.head(h)
-        trace = run_trace(q, k, v, causal=causal, q_offset=q_offset, window=window,
-                          q_block=Br, kv_block=Bc)
+        trace = run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, **cfg.mask_kwargs())
         O_ref, lse_ref = oracle(trace)
     return TracedHead(key, trace, O_ref, lse_ref,
                       source=f"upload {', '.join(up.sources)} sha256 {digest}, head {h}")
