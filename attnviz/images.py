@@ -296,7 +296,8 @@ def output_rows(trace: Trace, n: int, done: np.ndarray, err_o: np.ndarray,
     cv.rect(box, outline=(160, 166, 176))
     po.xticks(index_ticks(0, c.D, 8), title="d (head dim)")
     po.yticks(index_ticks(0, c.Lq, 8), title="query row")
-    every = f" (every {stride}th row)" if stride > 1 else ""
+    nth = {2: "2nd", 3: "3rd"}.get(stride, f"{stride}th")
+    every = f" (every {nth} row)" if stride > 1 else ""
     po.title("O rows finished so far" + every)
     colorbar(cv, (box[2] + 8, top, box[2] + 18, top + ph), DIVERGING, -span, span)
     legend(cv, 62, 2, [("not finished yet", "s", PENDING_COLOR)], 260)
