@@ -371,3 +371,12 @@ def test_play_and_pause_set_the_state_so_a_repeated_click_cannot_flip_it_back():
     at.button(key="next").click().run()
     at.button(key="next").click().run()
     assert step(ok(at)) == 2  # Next moves from the step it was drawn at, one at a time
+
+
+def test_a_single_step_configuration_stops_playing():
+    at = open_app()
+    at.button(key="play").click().run()
+    at.radio(key="mode").set_value("decode").run()
+    at.radio(key="mask").set_value("window").run()
+    at.number_input(key="W").set_value(1).run()  # one tile: no slider, no ticks
+    assert not at.session_state["playing"] and at.button(key="play").label == "Play"

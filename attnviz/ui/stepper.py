@@ -161,6 +161,8 @@ def render(trace: Trace) -> int:
     """The controls; returns the current step n."""
     last = len(trace.steps) - 1
     n = st.session_state[state.STEP]
+    if last == 0:  # nothing to play, and no slider to send ticks
+        st.session_state[state.PLAYING] = False
     playing = bool(st.session_state.get(state.PLAYING))
     row = st.container(horizontal=True, vertical_alignment="bottom")  # one block, not six
     moves = (  # key, label, icon, target, shortcut, disabled
