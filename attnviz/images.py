@@ -17,7 +17,11 @@ Conventions the app and tests rely on:
   the grid's box as fractions of the image (the click target), ``meta["current"]`` the
   outlined tile (i, j);
 * masked scores are ``MASK_COLOR`` in both S and P~; rows not finished yet are
-  ``PENDING_COLOR`` in the output heatmap.
+  ``PENDING_COLOR`` in the output heatmap;
+* the tile map's legend (``tile_map_legend``) holds every colour a tile can take
+  (``tile_colors``), visited ones included;
+* a step n is written ``step_label(n)`` (1-based: "step 36" is the last of 36), also in the
+  text alternatives; ``Trace.steps`` and the URL stay 0-based.
 """
 from __future__ import annotations
 
