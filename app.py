@@ -59,12 +59,10 @@ except (ValueError, TypeError, MemoryError) as e:
 stepper.clamp_cursor(head.trace, cfg)
 for note in state.notices(cfg):
     st.warning(note, icon="⚠️")
-defined_interval = stepper.interval()
 
 
 def step_panels() -> None:
     trace = head.trace
-    stepper.tick(trace, defined_interval)
     n = st.session_state[state.STEP]
     r = detail.current_row(trace, n)
     # every image first, so the panels below reach the browser together (one re-render)
@@ -85,7 +83,7 @@ def step_panels() -> None:
     state.write_url(cfg, n, st.session_state[state.ROW])
 
 
-@st.fragment(run_every=defined_interval)
+@st.fragment
 def step_view() -> None:
     guarded(step_panels)
 

@@ -17,7 +17,11 @@ Conventions the app and tests rely on:
   the grid's box as fractions of the image (the click target), ``meta["current"]`` the
   outlined tile (i, j);
 * masked scores are ``MASK_COLOR`` in both S and P~; rows not finished yet are
-  ``PENDING_COLOR`` in the output heatmap.
+  ``PENDING_COLOR`` in the output heatmap;
+* the tile map's legend (``tile_map_legend``) holds every colour a tile can take
+  (``tile_colors``), visited ones included;
+* a step n is written ``step_label(n)`` (1-based: "step 36" is the last of 36), also in the
+  text alternatives; ``Trace.steps`` and the URL stay 0-based.
 """
 from __future__ import annotations
 
@@ -43,8 +47,9 @@ from .raster import (
     log_ticks,
     nice_ticks,
     rgb,
+    tick_label,
 )
-from .trace import Trace
+from .trace import Trace, step_label
 
 STATUS_CODE = {"skipped": 0, "full": 1, "partial": 2}
 STATUS_COLOR = {"skipped": "#e5e7eb", "full": "#3b82f6", "partial": "#f59e0b"}
@@ -54,6 +59,7 @@ RESCALE_COLOR = "#dc2626"
 MASK_COLOR = "#9aa0a8"  # darker than the diverging scale's white zero: never mistaken for S = 0
 PENDING_COLOR = "#eceef1"
 M_COLOR, L_COLOR, ERR_COLOR, ROWS_COLOR = "#2563eb", "#16a34a", "#7c3aed", "#b4bcc8"
+EXACT_COLOR = "#0d9488"  # rows whose error is exactly 0, on the error chart's floor
 COLORWAY = ["#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#0891b2", "#ca8a04", "#db2777"]
 
 
@@ -96,48 +102,84 @@ class Figure:
         return out.png()
 
 
+def tile_colors(status: str, visited: bool) -> tuple[int, int, int]:
+    """The colour of a tile of class ``status``: its class colour, darkened once visited.
+    The tile map's legend shows every colour this gives (a skipped tile is never visited)."""
+    if visited:
+        return blend(STATUS_COLOR[status], VISITED_SHADE, VISITED_ALPHA)
+    return rgb(STATUS_COLOR[status])
+
+
 def tile_status_colors(trace: Trace, n: int) -> np.ndarray:
     """[Tr, Tc, 3]: each tile's class colour, darkened where visited up to step n."""
     status = trace.tile_status
     out = np.zeros((*status.shape, 3), np.uint8)
-    for name, color in STATUS_COLOR.items():
-        out[status == name] = rgb(color)
+    for name in STATUS_COLOR:
+        out[status == name] = tile_colors(name, False)
     for s in trace.steps[: n + 1]:
-        out[s.i, s.j] = blend(STATUS_COLOR[status[s.i, s.j]], VISITED_SHADE, VISITED_ALPHA)
+        out[s.i, s.j] = tile_colors(status[s.i, s.j], True)
     return out
+
+
+def tile_map_legend() -> list[tuple[str, str, tuple[int, int, int]]]:
+    """(label, "s", colour) of every colour a tile can have, and the current tile's outline."""
+    return [("skipped", "s", tile_colors("skipped", False)),
+            ("full", "s", tile_colors("full", False)),
+            ("partial", "s", tile_colors("partial", False)),
+            ("full, visited", "s", tile_colors("full", True)),
+            ("partial, visited", "s", tile_colors("partial", True)),
+            ("current (outline)", "s", rgb(CURRENT_COLOR))]
+
+
+# The tile map's grid: square cells of at most 40 px, the grid at most 300 px a side, but at
+# least MIN_GRID_W x MIN_GRID_H px (cells then stretch), so that a grid of 1 x 128 or 128 x 1
+# tiles stays visible and clickable.
+MAX_CELL, MAX_GRID_SIDE, MIN_GRID_W, MIN_GRID_H = 40.0, 300.0, 160.0, 28.0
 
 
 def tile_map(trace: Trace, n: int) -> Figure:
     """The [Tr, Tc] grid coloured by tile class, tiles visited up to step n shaded, step n's
-    tile outlined; square cells, the grid at most 300 px a side (the page's left column)."""
+    tile outlined; square cells unless the grid would be thinner than its minimum size."""
     c = trace.config
-    cell = min(40.0, 300 / max(c.Tr, c.Tc))
-    left, right, bottom = 58, 14, 46
-    w, h = cell * c.Tc, cell * c.Tr
+    cell = min(MAX_CELL, MAX_GRID_SIDE / max(c.Tr, c.Tc))
+    cw, ch = max(cell, MIN_GRID_W / c.Tc), max(cell, MIN_GRID_H / c.Tr)
+    w, h = cw * c.Tc, ch * c.Tr
+    probe = Canvas(1, 1)
+    # the y-axis title runs along the grid only where it fits; on a short grid (decode, a
+    # few Q blocks) it stands horizontally left of the ticks, never into the legend above
+    y_ticks = index_ticks(0, c.Tr)
+    tick_w = max(probe.text_width(tick_label(v), 11) for v in y_ticks)
+    y_title = next((t for t in ("Q block i (query rows)", "Q block i")
+                    if probe.text_width(t, 12) + 12 <= h), None)
+    flat = "Q block i"
+    left = 58 if y_title else 14 + probe.text_width(flat, 12) + 8 + tick_w + 10
+    right, bottom = 14, 46
     W = int(max(left + w + right, 340))
-    entries = ([(k, "s", v) for k, v in STATUS_COLOR.items()]
-               + [("visited (shaded)", "s", blend("#3b82f6", VISITED_SHADE, VISITED_ALPHA)),
-                  ("current", "s", CURRENT_COLOR)])
-    top = 12 + legend(Canvas(W, 1), 6, 4, entries, W - 12, draw=False)
+    entries = tile_map_legend()
+    top = 12 + legend(probe, 6, 4, entries, W - 12, draw=False)
     H = int(top + h + bottom)
     cv = Canvas(W, H)
     box = (left, top, left + w, top + h)
     p = Plot(cv, box, Axis(-0.5, c.Tc - 0.5), Axis(-0.5, c.Tr - 0.5, flip=True))
     p.cells(tile_status_colors(trace, n))
-    if cell >= 6:  # white borders while cells are big enough to keep them
+    if cw >= 6:  # white borders while cells are big enough to keep them
         for j in range(1, c.Tc):
             cv.line([p.xy(j - 0.5, -0.5), p.xy(j - 0.5, c.Tr - 0.5)], WHITE, 1)
+    if ch >= 6:
         for i in range(1, c.Tr):
             cv.line([p.xy(-0.5, i - 0.5), p.xy(c.Tc - 0.5, i - 0.5)], WHITE, 1)
     cur = trace.steps[n]
     (x0, y0), (x1, y1) = p.xy(cur.j - 0.5, cur.i - 0.5), p.xy(cur.j + 0.5, cur.i + 0.5)
-    cv.rect((x0, y0, x1, y1), outline=CURRENT_COLOR, width=3 if cell >= 12 else 2)
+    cv.rect((x0, y0, x1, y1), outline=CURRENT_COLOR, width=3 if min(cw, ch) >= 12 else 2)
     p.xticks(index_ticks(0, c.Tc), title="KV block j (keys)")
-    p.yticks(index_ticks(0, c.Tr), title="Q block i" if c.Tr < 4 else "Q block i (query rows)")
+    p.yticks(y_ticks, title=y_title or "")
+    if not y_title:
+        cv.text((left - tick_w - 14, top + h / 2), flat, size=12, anchor="rm")
     legend(cv, 6, 4, entries, W - 12)
-    return Figure(cv, {"tiles": p}, f"tile map, step {n}: Q block {cur.i} × KV block {cur.j} "
-                  f"outlined", {
-        "grid": [box[0] / W, box[1] / H, box[2] / W, box[3] / H], "current": [cur.i, cur.j]})
+    return Figure(cv, {"tiles": p}, f"tile map, step {step_label(n)}: Q block {cur.i} × "
+                  f"KV block {cur.j} outlined", {
+        "grid": [box[0] / W, box[1] / H, box[2] / W, box[3] / H], "current": [cur.i, cur.j],
+        "y_title": y_title or flat})
 
 
 def _matrix_axes(p: Plot, i0: int, i1: int, k0: int, k1: int, *, y_title: bool) -> None:
@@ -174,7 +216,7 @@ def step_tiles(trace: Trace, n: int) -> Figure:
                  None if name == "S" else [0, 0.25, 0.5, 0.75, 1])
         panels[name] = p
     legend(cv, 52, 2, [("masked (S = −∞, so P~ = 0)", "s", MASK_COLOR)], W - 60)
-    return Figure(cv, panels, f"S and P~ tiles, step {n}: rows {i0}–{i1 - 1} × keys "
+    return Figure(cv, panels, f"S and P~ tiles, step {step_label(n)}: rows {i0}–{i1 - 1} × keys "
                   f"{k0}–{k1 - 1}", {"span": span})
 
 
@@ -207,7 +249,7 @@ def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> Figu
     x_axis = Axis(min(all_js) - 0.5, max(all_js) + 0.5)
     entries = [(f"m (row {r})", "-", M_COLOR), (f"l (row {r})", "--", L_COLOR),
                ("rescale (alpha < 1)", "^", RESCALE_COLOR),
-               (f"step {n} (KV block {trace.steps[n].j})", "--", CURRENT_COLOR)]
+               (f"step {step_label(n)} (KV block {trace.steps[n].j})", "--", CURRENT_COLOR)]
     if all_rows:
         entries.append((f"m of rows {i0}–{i0 + M.shape[0] - 1}", "-", ROWS_COLOR))
     W = 400
@@ -232,7 +274,8 @@ def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> Figu
     pl.yticks(nice_ticks(0.0, l_hi, 6), title="running denominator l", right=True,
               color=L_COLOR)
     legend(cv, 8, 222 + 48, entries, W - 16)
-    return Figure(cv, {"m": pm, "l": pl}, f"row history of query row {r} up to step {n}", {
+    alt = f"row history of query row {r} up to step {step_label(n)}"
+    return Figure(cv, {"m": pm, "l": pl}, alt, {
         "j": js, "m": m, "l": ls, "all_rows": M.shape[0],
         "rescale": [(s.j, float(s.alpha[t]), s.n) for s in resc]})
 
@@ -257,32 +300,54 @@ def output_rows(trace: Trace, n: int, done: np.ndarray, err_o: np.ndarray,
     cv.rect(box, outline=(160, 166, 176))
     po.xticks(index_ticks(0, c.D, 8), title="d (head dim)")
     po.yticks(index_ticks(0, c.Lq, 8), title="query row")
-    every = f" (every {stride}th row)" if stride > 1 else ""
+    nth = {2: "2nd", 3: "3rd"}.get(stride, f"{stride}th")
+    every = f" (every {nth} row)" if stride > 1 else ""
     po.title("O rows finished so far" + every)
     colorbar(cv, (box[2] + 8, top, box[2] + 18, top + ph), DIVERGING, -span, span)
     legend(cv, 62, 2, [("not finished yet", "s", PENDING_COLOR)], 260)
     ebox = (440, top, W - 16, top + ph)
-    err = np.maximum(err_o[r_done], 1e-12)  # an error of exactly 0 cannot sit on a log axis
-    lo, hi = (float(err.min()), float(err.max())) if err.size else (1e-8, 1e-6)
-    ticks = log_ticks(lo, hi)
-    pe = Plot(cv, ebox, Axis(-0.5, c.Lq - 0.5), Axis(ticks[0], max(ticks[-1], ticks[0] * 10),
-                                                      log=True))
-    pe.frame(grid_y=ticks)
-    pe.markers(r_done.tolist(), err.tolist(), "o", 4 if c.Lq > 64 else 6, ERR_COLOR)
-    pe.xticks(index_ticks(0, c.Lq, 8), title="query row")
-    pe.yticks(ticks, [f"1e{round(math.log10(v))}" for v in ticks])
+    pe, floor = _error_plot(cv, ebox, c.Lq, r_done, err_o[r_done])
     pe.title("max |O − O₆₄| per finished row (O₆₄: float64 oracle)", size=12)
-    if not err.size:
-        cv.text(((ebox[0] + ebox[2]) / 2, (ebox[1] + ebox[3]) / 2), "no row finished yet",
-                anchor="mm", color=MUTED)
     return Figure(cv, {"O": po, "error": pe}, output_rows_alt(n, int(done.sum()), c.Lq),
-                  {"stride": stride, "rows_done": int(done.sum())})
+                  {"stride": stride, "rows_done": int(done.sum()), "exact_floor": floor})
+
+
+def _error_plot(cv: Canvas, box, Lq: int, rows: np.ndarray, err: np.ndarray
+                ) -> tuple[Plot, float | None]:
+    """Each finished row's error on a log axis ranged to the errors (powers of ten from
+    below the smallest to above the largest). An error of exactly 0 has no place on a log
+    axis: such rows sit on a floor one tick step below the lowest tick, labelled "exact: 0"
+    and cut off from the decades by a dashed line. Returns the plot and the floor (None when
+    no row is exact)."""
+    exact = err == 0
+    pos = err[~exact]
+    lo, hi = (float(pos.min()), float(pos.max())) if pos.size else (1e-8, 1e-7)
+    ticks = log_ticks(lo, hi)
+    step = ticks[1] / ticks[0] if len(ticks) > 1 else 10.0
+    floor = ticks[0] / step if exact.any() else None
+    pad = 10 ** 0.25  # room for the markers at both ends, inside the box
+    y = Axis((floor or ticks[0]) / pad, ticks[-1] * pad, log=True)
+    pe = Plot(cv, box, Axis(-0.5, Lq - 0.5), y)
+    pe.frame(grid_y=ticks)
+    size = 4 if Lq > 64 else 6
+    pe.markers(rows[~exact].tolist(), pos.tolist(), "o", size, ERR_COLOR)
+    labels = [f"1e{round(math.log10(v))}" for v in ticks]
+    if floor is not None:
+        pe.hline(math.sqrt(floor * ticks[0]), MUTED, 1, dash=(3, 3))
+        pe.markers(rows[exact].tolist(), [floor] * int(exact.sum()), "s", size, EXACT_COLOR)
+        ticks, labels = [floor, *ticks], ["exact: 0", *labels]
+    pe.xticks(index_ticks(0, Lq, 8), title="query row")
+    pe.yticks(ticks, labels)
+    if not err.size:
+        cv.text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), "no row finished yet",
+                anchor="mm", color=MUTED)
+    return pe, floor
 
 
 def output_rows_alt(n: int, rows_done: int, Lq: int) -> str:
     """The output figure's text alternative. Its image only changes when a Q block finishes;
     the app reuses it for the steps between and names the current step here."""
-    return f"output rows finished by step {n}: {rows_done} of {Lq}"
+    return f"output rows finished by step {step_label(n)}: {rows_done} of {Lq}"
 
 
 def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, current_L: int,
@@ -309,9 +374,12 @@ def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, curre
                 (f"current L = {current_L}", "--", "#64748b")]
     top = 10 + legend(cv, 10, 6, entries, W - 20, draw=False) + 8
     H = int(top + 300 + 52)
+    y_labels = [bytes_label(2**k) for k in exps]
+    # the box starts right of the widest tick label and the axis title: nothing is cut off
+    left = int(math.ceil(14 + 14 + max(cv.text_width(s, 11) for s in y_labels) + 10))
     cv = Canvas(W, H)
     legend(cv, 10, 6, entries, W - 20)
-    box = (76, top, W - 16, top + 300)
+    box = (max(76, left), top, W - 16, top + 300)
     p = Plot(cv, box, Axis(Ls[0] / 1.25, Ls[-1] * 1.25, log=True),
              Axis(2.0 ** exps[0], 2.0 ** exps[-1], log=True))
     ticks = [L for L in Ls if L == Ls[0] or L == Ls[-1] or (L.bit_length() - 1) % 2 == 1]
@@ -325,7 +393,7 @@ def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, curre
     for L, b in on_axis.values():
         p.markers([L], [b], "x", 12, "#111827")
     p.xticks(ticks, [length_label(L) for L in ticks], title=x_title)
-    p.yticks([2.0**k for k in exps], [bytes_label(2**k) for k in exps])
+    p.yticks([2.0**k for k in exps], y_labels)
     cv.text((14, (box[1] + box[3]) / 2), "bytes", angle=90, size=12)
     alt = f"bytes over {x_title} for {', '.join(shown)}; current L = {current_L}" + "".join(
         f"; measured: {name} at L = {L}, {bytes_label(b)}" for name, (L, b) in measured.items())

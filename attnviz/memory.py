@@ -50,10 +50,22 @@ def numpy_standard_bytes(s: Shape) -> int:
     return 3 * scores_bytes(s) + output_bytes(s)
 
 
+def working_set_terms(Br: int, Bc: int, D: int) -> list[tuple[str, str, int]]:
+    """The buffers of one streaming task (what ``kernels.streaming`` allocates per Q block),
+    as (name, shape in words, bytes): they add up to ``tile_working_set``."""
+    return [
+        ("S tile", f"{Br}×{Bc} float32", F32 * Br * Bc),
+        ("P~ tile", f"{Br}×{Bc} float32", F32 * Br * Bc),
+        ("acc", f"{Br}×{D} float32", F32 * Br * D),
+        ("m, l, alpha", f"3×{Br} float32", F32 * 3 * Br),
+        ("row positions", f"{Br} int64", 8 * Br),
+    ]
+
+
 def tile_working_set(Br: int, Bc: int, D: int) -> int:
     """One streaming worker: S and P~ tiles [Br, Bc]; acc [Br, D]; m, l, alpha [Br];
-    qpos [Br] int64."""
-    return F32 * (2 * Br * Bc + Br * D + 3 * Br) + 8 * Br
+    qpos [Br] int64 (the sum of ``working_set_terms``)."""
+    return sum(b for _, _, b in working_set_terms(Br, Bc, D))
 
 
 def streaming_bytes(s: Shape, Br: int, Bc: int, threads: int) -> int:

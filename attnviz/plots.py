@@ -34,7 +34,10 @@ def _grid(a: np.ndarray) -> np.ndarray:
 
 
 def bytes_label(b: float) -> str:
-    for unit, k in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    """Bytes in the largest binary unit they reach, up to EiB (3 significant digits; never
+    an exponent: a standard attention at L = 128K with many heads needs PiB)."""
+    for unit, k in (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30),
+                    ("MiB", 2**20), ("KiB", 2**10)):
         if b >= k:
             return f"{b / k:.3g} {unit}"
     return f"{b:.0f} B"

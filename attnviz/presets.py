@@ -30,7 +30,8 @@ PRESETS: dict[str, Preset] = {
     "decode with a KV cache": Preset(
         ViewConfig(mode="decode", cache=1023, D=128, Br=1, Bc=64, mask="causal", Hq=32,
                    Hkv=8),
-        "One new token against 1024 cached keys: a single row walks all KV tiles."),
+        "One new token against 1023 cached ones: with its own key, 1024 keys in 16 KV tiles "
+        "of 64, walked by a single row."),
     "chunked prefill": Preset(
         ViewConfig(mode="chunked", chunk=128, cache=384, D=64, Br=32, Bc=64, mask="causal"),
         "128 new tokens after 384 cached ones: the diagonal sits bottom-right."),

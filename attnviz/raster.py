@@ -372,10 +372,14 @@ def index_ticks(start: int, count: int, most: int = 8) -> list[int]:
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
-    """Powers of ten covering [lo, hi], thinned to at most 7."""
+    """Powers of ten covering [lo, hi]: the first <= lo, the last >= hi (at least two), every
+    k-th decade so that there are at most 7. Thinning counts down from the top, so the
+    largest value is never above the last tick."""
     a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    every = max(1, math.ceil((b - a + 1) / 7))
-    return [10.0**k for k in range(a, b + 1, every)]
+    b = max(b, a + 1)
+    every = max(1, math.ceil((b - a) / 6))
+    count = -(-(b - a) // every) + 1
+    return [10.0**(b - k * every) for k in reversed(range(count))]
 
 
 def tick_label(v: float) -> str:

@@ -100,6 +100,12 @@ class Step:
         return self.alpha != 1.0
 
 
+def step_label(n: int) -> int:
+    """Step n as people count it: 1-based, so the last of N steps reads "step N of N".
+    Code, session state and the URL's ``step=`` stay 0-based (``Trace.steps[n]``)."""
+    return n + 1
+
+
 @dataclass
 class Trace:
     """Everything one traced run produced. ``out``/``lse`` are final once run_trace returns."""

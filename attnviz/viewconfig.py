@@ -259,8 +259,9 @@ def clamp(raw: dict) -> tuple[ViewConfig, list[str]]:
     return replace(cfg, Br=Br, Bc=Bc), c.notices
 
 
-def to_query(cfg: ViewConfig, **extra) -> dict[str, str]:
-    """URL parameters for ``cfg`` (only the sizes its mode uses) plus ``extra`` (step, row)."""
+def typed_view(cfg: ViewConfig) -> dict[str, int | str]:
+    """The values of ``cfg`` its mode uses, typed (ints as ints): ``to_query`` without the
+    strings, for files such as the JSON export."""
     unused = {"prefill": {"chunk", "cache", "align"}, "chunked": {"L"},
               "decode": {"L", "chunk", "align"}}[cfg.mode]
     if cfg.mask not in ("window", "sinks"):
@@ -268,7 +269,12 @@ def to_query(cfg: ViewConfig, **extra) -> dict[str, str]:
     unused = unused | {m for m in ("sinks", "docs", "prefix") if cfg.mask != m}
     if cfg.sink_logit is None:
         unused = unused | {"sink_logit"}
-    params = {k: str(v) for k, v in asdict(cfg).items() if k not in unused}
+    return {k: v for k, v in asdict(cfg).items() if k not in unused}
+
+
+def to_query(cfg: ViewConfig, **extra) -> dict[str, str]:
+    """URL parameters for ``cfg`` (only the sizes its mode uses) plus ``extra`` (step, row)."""
+    params = {k: str(v) for k, v in typed_view(cfg).items()}
     params.update({k: str(v) for k, v in extra.items()})
     return params
 

@@ -156,7 +156,7 @@ def assert_shows_step(at: AppTest, n: int) -> None:
     s = trace.steps[n]
     assert step(at) == n
     assert outlined_tile(at) == (s.i, s.j)
-    assert any(m.value.startswith(f"#### Step {n} of {len(trace.steps) - 1}: Q block {s.i} ")
+    assert any(m.value.startswith(f"#### Step {n + 1} of {len(trace.steps)}: Q block {s.i} ")
                for m in at.markdown)
     assert at.query_params["step"] == str(n)
 
@@ -238,23 +238,34 @@ def test_step_buttons_and_slider_move_the_cursor_and_the_outline():
     assert_shows_step(at, last)
 
 
+def tick(at: AppTest) -> AppTest:
+    """What the slider's script sends while playing, once the page shows the current step
+    and the interval has passed: ``tick = `` the step it shows."""
+    data = json.loads(keyed(at._tree, "step_slider").proto.json)
+    assert data["playing"]
+    return trigger(at, "step_slider", "tick", data["value"])
+
+
 def test_play_advances_one_step_per_tick_pause_stops_and_the_end_stops_playing():
     at = open_app()
     at.select_slider(key="speed").set_value(4.0).run()
     at.button(key="play").click().run()
-    assert at.session_state["playing"] and step(ok(at)) == 1
-    at.run()  # a tick of the auto-play fragment
-    at.run()
-    assert_shows_step(ok(at), 3)
+    assert at.session_state["playing"] and step(ok(at)) == 0
+    assert json.loads(keyed(at._tree, "step_slider").proto.json)["wait_ms"] == 250
+    tick(at)
+    tick(at)
+    assert_shows_step(ok(at), 2)
     at.button(key="play").click().run()  # pause
     assert not at.session_state["playing"]
+    assert not json.loads(keyed(at._tree, "step_slider").proto.json)["playing"]
     at.run()
-    assert step(ok(at)) == 3
+    assert step(ok(at)) == 2
     last = len(trace_of(at).steps) - 1
     slide_to(at, last - 1)
     at.button(key="play").click().run()
+    tick(at)
     assert step(ok(at)) == last
-    at.run()  # the tick at the last step stops playing
+    tick(at)  # the tick at the last step stops playing
     assert not at.session_state["playing"] and step(ok(at)) == last
 
 
@@ -262,7 +273,7 @@ def test_a_manual_step_pauses_auto_play():
     at = open_app()
     at.button(key="play").click().run()
     at.button(key="next").click().run()
-    assert not at.session_state["playing"] and step(ok(at)) == 2
+    assert not at.session_state["playing"] and step(ok(at)) == 1
 
 
 def test_clicking_a_tile_jumps_to_its_step_and_a_skipped_tile_explains_itself():
@@ -273,7 +284,7 @@ def test_clicking_a_tile_jumps_to_its_step_and_a_skipped_tile_explains_itself():
     assert_shows_step(at, 22)
     click_tile(at, 0, 5)  # above the diagonal: skipped
     assert step(at) == 22
-    assert any("Tile (Q block 0, KV block 5) is skipped" in x.value for x in at.info)
+    assert any("Tile (0, 5) is skipped" in x.value for x in at.info)
 
 
 # --- every control -----------------------------------------------------------------------------
@@ -347,7 +358,7 @@ def test_row_and_all_rows_controls_choose_what_the_row_panel_shows():
     at.number_input(key="row").set_value(5).run()
     trace = trace_of(ok(at))
     r = trace.config.rows(trace.steps[10].i)[0] + 5
-    assert any(m.value.startswith(f"#### Live math: query row {r}, step 10\n")
+    assert any(m.value.startswith(f"#### Live math: query row {r}, step 11\n")
                for m in at.markdown)
     assert fmt(row_math(trace, 10, r).l) in live_math(at)["latex"]
     assert_shows(at, "row_history", images.row_history(trace, 10, r))
@@ -509,7 +520,7 @@ def test_output_rows_follow_the_finished_blocks():
     done, err_o, _ = output_error(trace, O_ref, lse_ref, n)
     assert done.sum() == 48
     assert_shows(ok(at), "output_rows", images.output_rows(trace, n, done, err_o))
-    assert shown(at, "output_rows")[1] == f"output rows finished by step {n}: 48 of 128"
+    assert shown(at, "output_rows")[1] == f"output rows finished by step {n + 1}: 48 of 128"
     assert any("Rows finished: **48 / 128**" in m.value for m in at.markdown)
     at.button(key="next").click().run()  # the next block's first tile: same rows finished
-    assert shown(ok(at), "output_rows")[1] == f"output rows finished by step {n + 1}: 48 of 128"
+    assert shown(ok(at), "output_rows")[1] == f"output rows finished by step {n + 2}: 48 of 128"

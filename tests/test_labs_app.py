@@ -158,7 +158,7 @@ def test_uploaded_arrays_go_through_the_stepper_memory_timing_and_export():
     assert any(c.value.startswith("Query head 3 reads KV head 1") for c in at.caption)
     # the stepper shows head 3 of the upload: chunked prefill, Lq = 40, Lk = 100, D = 24
     expect = run_trace(q[3], k[1], v[1], q_block=16, kv_block=16)
-    assert any(m.value.startswith(f"#### Step 0 of {len(expect.steps) - 1}: ")
+    assert any(m.value.startswith(f"#### Step 1 of {len(expect.steps)}: ")
                for m in at.markdown)
     assert at.query_params["mode"] == "chunked" and at.query_params["D"] == "24"
     # the trace export holds the upload's numbers and names its source

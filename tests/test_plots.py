@@ -47,7 +47,7 @@ def test_png_is_the_canvas_pixel_for_pixel(causal):
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")),
                                   fig.array())
     assert fig.data_url() == "data:image/png;base64," + base64.b64encode(png).decode()
-    titled = Image.open(io.BytesIO(fig.titled_png("tile map, step 3", "a subtitle")))
+    titled = Image.open(io.BytesIO(fig.titled_png("tile map, step 4", "a subtitle")))
     assert titled.width == fig.array().shape[1] and titled.height > fig.array().shape[0]
     long = fig.titled_png("t", "a subtitle far longer than the figure is wide " * 3)
     assert Image.open(io.BytesIO(long)).width > fig.array().shape[1]  # never cut off
@@ -80,7 +80,7 @@ def test_tile_map_outlines_step_n_and_shades_the_tiles_visited_so_far(causal, n)
         assert (_at(fig, "tiles", t.j, t.i) == shade) == ((t.i, t.j) in visited)
     y0, y1 = fig.plots["tiles"].pixel(0, 0)[0], fig.plots["tiles"].pixel(0, 1)[0]
     assert y0 < y1  # row 0 on top
-    assert f"step {n}" in fig.alt
+    assert f"step {n + 1}" in fig.alt
 
 
 def test_tile_map_grid_box_locates_every_tile(causal):

@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 
 from ..livemath import row_math
-from ..trace import Trace
+from ..trace import Trace, step_label
 from ..viewconfig import ViewConfig
 from . import mathpanel, rowtable, state
 from .cache import TracedHead
@@ -23,7 +23,7 @@ def _title(trace: Trace, n: int) -> str:
     c = trace.config
     (i0, i1), (k0, k1) = c.rows(s.i), c.keys(s.j)
     rows = f"row {i0}" if i1 - i0 == 1 else f"rows {i0}–{i1 - 1}"
-    return (f"Step {n} of {len(trace.steps) - 1}: Q block {s.i} ({rows}) "
+    return (f"Step {step_label(n)} of {len(trace.steps)}: Q block {s.i} ({rows}) "
             f"× KV block {s.j} (keys {k0}–{k1 - 1}), {s.kind}")
 
 
@@ -66,7 +66,7 @@ def render_row(trace: Trace, n: int, r: int, figs: StepFigures) -> None:
 
 def render_math(trace: Trace, n: int, r: int) -> None:
     rm = row_math(trace, n, r)
-    heading(f"Live math: query row {r}, step {n}",
+    heading(f"Live math: query row {r}, step {step_label(n)}",
             "The update of this step, with the numbers the kernel recorded for this row "
             "(\"old\": before the step, \"new\": after it).")
     notes = []
@@ -75,7 +75,8 @@ def render_math(trace: Trace, n: int, r: int) -> None:
                      f"by alpha = {rm.alpha:.4g}.")
     if not rm.finished:
         notes.append(f"O and LSE of this row are final after step "
-                     f"{trace.block_done_after[rm.i]}, the last tile of Q block {rm.i}.")
+                     f"{step_label(trace.block_done_after[rm.i])}, the last tile of Q block "
+                     f"{rm.i}.")
     mathpanel.render(rm, " ".join(notes))
 
 

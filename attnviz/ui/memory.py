@@ -18,12 +18,25 @@ def shape_at(cfg: ViewConfig, L: int) -> memory.Shape:
     return memory.Shape(cfg.B, cfg.Hq, cfg.Hkv, Lq, L, cfg.D)
 
 
+def working_set_caption(cfg: ViewConfig, threads: int) -> str:
+    """The streaming working set as the sum of its buffers, so the table's number can be
+    rebuilt by hand: terms per task, their sum, times the threads (one task each at a time)."""
+    terms = memory.working_set_terms(cfg.Br, cfg.Bc, cfg.D)
+    per_task = memory.tile_working_set(cfg.Br, cfg.Bc, cfg.D)
+    parts = " + ".join(f"{name} {shape} ({plots.bytes_label(b)})" for name, shape, b in terms)
+    return (f"Streaming working set, per task (one Q block): {parts} = "
+            f"**{plots.bytes_label(per_task)}** ({per_task} B); × {threads} threads, one task "
+            f"each at a time = **{plots.bytes_label(threads * per_task)}** "
+            f"({threads * per_task} B).")
+
+
 def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) -> None:
     st.markdown("#### Memory: the full score matrix vs a tile")
     st.caption(
         "Standard attention materializes S (and P) for every head: B·Hq·Lq·Lk floats, "
-        "quadratic in the sequence length. Streaming keeps one Br×Bc tile and a Br×D "
-        "accumulator per thread, whatever Lk is, plus the output. GQA by copying (the seed "
+        "quadratic in the sequence length. Streaming keeps, per thread, a Br×Bc score tile S "
+        "and its P~, a Br×D accumulator and three numbers per row, whatever Lk is, plus the "
+        "output. GQA by copying (the seed "
         "engine's repeat_kv) duplicates K and V out to Hq heads; indexing KV head h // g "
         "costs nothing.")
     s = memory.Shape(cfg.B, cfg.Hq, cfg.Hkv, cfg.Lq, cfg.Lk, cfg.D)
@@ -36,6 +49,7 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
         st.table(pd.DataFrame({"what": list(rows),
                                "bytes": [plots.bytes_label(b) for b in rows.values()]}),
                  hide_index=True)
+        st.caption(working_set_caption(cfg, threads))
         available = psutil.virtual_memory().available
         st.caption(f"This machine: {plots.bytes_label(ram)} RAM, "
                    f"{plots.bytes_label(available)} available now.")

@@ -14,7 +14,8 @@ import streamlit as st
 from .. import images
 from ..export import trace_csv, trace_json
 from ..stats import output_error
-from ..viewconfig import ViewConfig, to_query
+from ..trace import step_label
+from ..viewconfig import ViewConfig, to_query, typed_view
 from . import state
 from .cache import TracedHead
 
@@ -41,7 +42,8 @@ def figure_png(name: str, head: TracedHead, cfg: ViewConfig, n: int, r: int,
     """The named figure under a title for a slide: what, which step, which configuration."""
     s = head.trace.steps[n]
     return figure(name, head, n, r, all_rows).titled_png(
-        f"{name}, step {n}: Q block {s.i} × KV block {s.j}", cfg.describe())
+        f"{name}, step {step_label(n)} of {len(head.trace.steps)}: Q block {s.i} × KV block "
+        f"{s.j}", cfg.describe())
 
 
 def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
@@ -51,13 +53,14 @@ def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
         if not box.open:
             return
         st.caption("The address bar holds this configuration and step: copy it to share "
-                   "this exact view. These are its parameters:")
+                   "this exact view. These are its parameters (``step`` counts from 0: "
+                   f"step {step_label(n)} on the page is ``step={n}``):")
         offset = r - head.trace.config.rows(head.trace.steps[n].i)[0]
         # inline code, not st.code: that one loads a 1.5 MB syntax highlighter on page load
         st.markdown(f"`?{urlencode(to_query(cfg, step=n, row=offset))}`")
         source = {"source": head.source} if head.source else {}  # e.g. uploaded arrays
         stem = f"attnviz_{cfg.mode}_Lq{cfg.Lq}_Lk{cfg.Lk}_D{cfg.D}_{cfg.Br}x{cfg.Bc}"
-        meta = {"view": to_query(cfg), "describe": cfg.describe()}
+        meta = {"view": typed_view(cfg), "describe": cfg.describe()}
         c1, c2, c3, c4 = st.columns([1, 1, 2, 1.3], vertical_alignment="bottom")
         c1.download_button("Trace (JSON)", lambda: trace_json(head.trace, {**meta, **source}),
                            file_name=f"{stem}.json", mime="application/json",
@@ -68,5 +71,5 @@ def render(head: TracedHead, cfg: ViewConfig, n: int, r: int) -> None:
         name = c3.selectbox("Figure", FIGURES, key="png_figure")
         all_rows = bool(st.session_state.get(state.ALL_ROWS, False))
         c4.download_button("Figure (PNG)", lambda: figure_png(name, head, cfg, n, r, all_rows),
-                           file_name=f"{stem}_step{n}_{name.replace(' ', '_')}.png",
+                           file_name=f"{stem}_step{step_label(n)}_{name.replace(' ', '_')}.png",
                            mime="image/png", key="dl_png", on_click="ignore")

@@ -1,7 +1,9 @@
 """The sidebar: every control of the configuration, bounded, with a line on what it does.
 
 Widgets take their values from session state (``state.sync_config`` has clamped them), so
-none passes ``value=``; their own min/max only guide typing, the clamping is the real bound.
+none passes ``value=``. The number fields have no min/max of their own: a value typed out of
+range then reaches the clamping, which corrects it with the same notice as a URL value (a
+field with a max only turned red and kept the old value, silently).
 """
 from __future__ import annotations
 
@@ -14,11 +16,6 @@ from ..viewconfig import (
     BLOCK_OPTIONS,
     D_OPTIONS,
     MASKS,
-    MAX_B,
-    MAX_DOCS,
-    MAX_H,
-    MAX_SEED,
-    MAX_SINK_LOGIT,
     MAX_TRACE_LEN,
     MODES,
     ViewConfig,
@@ -42,7 +39,9 @@ def render(cfg: ViewConfig) -> None:
                  placeholder="Load a preset...", on_change=_load_preset,
                  help="Named starting points; loading one sets every control below.")
     loaded = st.session_state.get("loaded_preset")
-    if loaded:
+    if loaded and PRESETS[loaded].config != cfg:  # its sentence may no longer hold
+        st.session_state.pop("loaded_preset")
+    elif loaded:
         sb.caption(f"Loaded **{loaded}**: {PRESETS[loaded].about}")
 
     sb.subheader("Sequence")
@@ -50,21 +49,26 @@ def render(cfg: ViewConfig) -> None:
              help="Prefill: a prompt attends to itself. Chunked prefill: new tokens attend to "
                   "a KV cache plus themselves. Decode: one new token attends to the cache.")
     if cfg.mode == "prefill":
-        sb.number_input("L (= Lq = Lk)", 1, MAX_TRACE_LEN, step=32, key="L")
+        sb.number_input("L (= Lq = Lk)", step=32, key="L",
+                        help=f"1 to {MAX_TRACE_LEN}; a value outside is clamped, with a notice.")
     else:
         if cfg.mode == "chunked":
-            sb.number_input("New tokens (chunk, = Lq)", 1, MAX_TRACE_LEN - 1, step=32,
-                            key="chunk")
-        sb.number_input("Tokens already in the KV cache", 1, MAX_TRACE_LEN - 1, step=32,
-                        key="cache")
+            sb.number_input("New tokens (chunk, = Lq)", step=32, key="chunk")
+        sb.number_input("Tokens already in the KV cache", step=32, key="cache")
     if cfg.mode == "chunked" and cfg.causal:
         sb.radio("Causal diagonal", list(ALIGNS), format_func=ALIGNS.get, key="align",
                  help="Where query row 0 sits. Bottom-right: after the cache (what a KV cache "
                       "needs). Top-left: at position 0, PyTorch's is_causal=True, which "
                       "hides most of the cache from the new tokens.")
     off = cfg.q_offset if cfg.q_offset is not None else cfg.Lk - cfg.Lq
-    sb.caption(f"Lq = {cfg.Lq} query rows, Lk = {cfg.Lk} keys; query row r sits at "
-               f"position {off} + r.")
+    rows = "1 query row" if cfg.Lq == 1 else f"{cfg.Lq} query rows"
+    keys = "1 key" if cfg.Lk == 1 else f"{cfg.Lk} keys"
+    where = ""
+    if cfg.mode == "chunked" and cfg.causal:
+        where = (f" The causal diagonal sits **{cfg.align}**: row r sees keys up to "
+                 f"{off} + r" + (", so most of the cache is hidden from the new tokens."
+                                 if cfg.q_offset == 0 else ", the whole cache and itself."))
+    sb.caption(f"Lq = {rows}, Lk = {keys}; query row r sits at position {off} + r.{where}")
     sb.select_slider("Head dim D", D_OPTIONS, key="D")
 
     sb.subheader("Tiles")
@@ -76,20 +80,20 @@ def render(cfg: ViewConfig) -> None:
     sb.radio("Mask", list(MASKS), format_func=MASKS.get, key="mask",
              label_visibility="collapsed")
     if cfg.mask in ("window", "sinks"):
-        sb.number_input("Window W (keys each query sees)", 1, MAX_TRACE_LEN, step=16, key="W")
+        sb.number_input("Window W (keys each query sees)", step=16, key="W")
     if cfg.mask == "sinks":
-        sb.number_input("Sinks S (first keys every row sees)", 1, MAX_TRACE_LEN, key="sinks",
+        sb.number_input("Sinks S (first keys every row sees)", step=1, key="sinks",
                         help="StreamingLLM: a row at position p sees keys [0, S) and "
                              "[p - W + 1, p], causally.")
     if cfg.mask == "docs":
-        sb.number_input("Packed documents", 1, MAX_DOCS, key="docs",
+        sb.number_input("Packed documents", step=1, key="docs",
                         help="Documents of equal length packed into one sequence: a query "
                              "sees only keys of its own document, causally.")
     if cfg.mask == "prefix":
-        sb.number_input("Prefix P", 1, MAX_TRACE_LEN, step=16, key="prefix",
+        sb.number_input("Prefix P", step=16, key="prefix",
                         help="Prefix-LM: positions below P see the whole prefix [0, P); later "
                              "positions are causal.")
-    sb.number_input("Sink logit s (empty: none)", -MAX_SINK_LOGIT, MAX_SINK_LOGIT, step=0.5,
+    sb.number_input("Sink logit s (empty: none)", step=0.5,
                     value=None, key="sink_logit", placeholder="none",  # clearable: None
                     help="gpt-oss: one extra logit per head in every row's softmax, adding "
                          "nothing to the output. In the online softmax it is the initial "
@@ -103,14 +107,14 @@ def render(cfg: ViewConfig) -> None:
     sb.selectbox("Scenario", list(SCENARIOS), format_func=lambda s: SCENARIOS[s].label,
                  key="scenario")
     sb.caption("Watch: " + SCENARIOS[cfg.scenario].what_to_watch)
-    sb.number_input("Seed", 0, MAX_SEED, key="seed")
+    sb.number_input("Seed", step=1, key="seed")
 
     sb.subheader("Batch and heads")
     sb.caption("For the memory and timing panels; the stepper traces head 0.")
     c1, c2, c3 = sb.columns(3)
-    c1.number_input("B", 1, MAX_B, key="B")
-    c2.number_input("Hq", 1, MAX_H, key="Hq")
-    c3.number_input("Hkv", 1, MAX_H, key="Hkv")
+    c1.number_input("B", step=1, key="B")
+    c2.number_input("Hq", step=1, key="Hq")
+    c3.number_input("Hkv", step=1, key="Hkv")
     if cfg.Hq != cfg.Hkv:
         sb.caption(f"GQA: each KV head serves {cfg.Hq // cfg.Hkv} query heads "
                    f"(query head h reads KV head h // {cfg.Hq // cfg.Hkv}).")

@@ -18,7 +18,7 @@ from ..viewconfig import DEFAULT, FIELDS, ViewConfig, clamp, from_query, to_quer
 STEP, ROW, PLAYING, SPEED, ALL_ROWS = "step", "row", "playing", "speed", "all_rows"
 PANEL = "panel"  # the open tab below the step view: "Memory", "Timing", a lab
 SPEEDS = (0.5, 1.0, 2.0, 4.0)  # steps per second when playing
-_NOTICES, _NOTICES_FOR, _INIT, _NAV = "_notices", "_notices_for", "_init", "_nav"
+_NOTICES, _NOTICES_FOR, _INIT = "_notices", "_notices_for", "_init"
 _URL_CURSOR = "_url_cursor"
 
 
@@ -87,14 +87,8 @@ def write_url(cfg: ViewConfig, step: int, row: int) -> None:
 
 
 def navigated() -> None:
-    """Mark that the user moved the step cursor by hand (pauses auto-play)."""
-    st.session_state[_NAV] = True
+    """The user moved the step cursor by hand: that pauses auto-play."""
     st.session_state[PLAYING] = False
-
-
-def take_navigated() -> bool:
-    """Whether the user moved the cursor since the last call (and clear the mark)."""
-    return bool(st.session_state.pop(_NAV, False))
 
 
 def take_url_cursor() -> bool:

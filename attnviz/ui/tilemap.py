@@ -13,6 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from .. import images
+from ..masks import row_spans
 from ..stats import tile_work
 from ..trace import Trace
 from . import component, state
@@ -52,7 +53,7 @@ _component = component.boxed(
     const r0 = i * data.Br, r1 = Math.min(r0 + data.Br, data.Lq) - 1;
     const k0 = j * data.Bc, k1 = Math.min(k0 + data.Bc, data.Lk) - 1;
     img.title = `Q block ${i} (rows ${r0}-${r1}) x KV block ${j} (keys ${k0}-${k1}): ` +
-      data.names[data.status[k]] + (n >= 0 ? `, step ${n}` : ", not computed");
+      data.names[data.status[k]] + (n >= 0 ? `, step ${n + 1}` : ", not computed");
   };""")
 
 
@@ -73,6 +74,33 @@ def component_data(trace: Trace, n: int) -> dict:
         "names": names, "status": [images.STATUS_CODE[x] for x in trace.tile_status.ravel()],
         "steps": steps,
     }
+
+
+def skipped_reason(trace: Trace, i: int, j: int) -> str:
+    """Why tile (i, j) has no step, in the numbers of the mask: its keys lie after what
+    every row of Q block i may see (the causal future), before it (outside the window), or
+    each row misses them one way or the other."""
+    c, m = trace.config, trace.config.mask
+    (i0, i1), (k0, k1) = c.rows(i), c.keys(j)
+    lo, hi = row_spans(c.Lq, c.Lk, causal=m.causal, q_offset=m.q_offset, window=m.window)
+    lo, hi = lo[i0:i1], hi[i0:i1]
+    p0, p1 = i0 + m.q_offset, i1 - 1 + m.q_offset
+    rows = f"row {i0}" if i1 - i0 == 1 else f"rows {i0}–{i1 - 1}"
+    place = (f"at position {p0}" if p0 == p1 else f"at positions {p0}–{p1}")
+    head = (f"Tile ({i}, {j}) is skipped, so it has no step. Q block {i} holds query {rows} "
+            f"({place}); KV block {j} holds keys {k0}–{k1 - 1}. ")
+    if k0 >= hi.max():
+        last = "its row sees" if i1 - i0 == 1 else "even its last row sees"
+        return head + (f"Every key in it lies in the future of every row of Q block {i}: "
+                       f"{last} keys up to {int(hi.max()) - 1} only (causal mask).")
+    if k1 <= lo.min():
+        first = "its row" if i1 - i0 == 1 else "even its first row"
+        return head + (f"Every key in it is older than the window of every row of Q block "
+                       f"{i}: {first} sees keys from {int(lo.min())} on (window of "
+                       f"{m.window} keys).")
+    return head + (f"Each row of Q block {i} misses all of them: for some rows they lie in "
+                   f"the future, for the others they are older than the window of "
+                   f"{m.window} keys.")
 
 
 def clicked_step(value) -> tuple[int, int, int] | None:
@@ -114,6 +142,5 @@ def render(trace: Trace, data: dict) -> None:
         "masked inside partial tiles.")
     _component(key=KEY, data=data, on_tile_change=_on_click)
     skipped = st.session_state.pop(_SKIPPED_CLICK, None)
-    if skipped:
-        st.info(f"Tile (Q block {skipped[0]}, KV block {skipped[1]}) is skipped: no query of "
-                "that block sees any of its keys, so it has no step.")
+    if skipped and skipped[0] < trace.config.Tr and skipped[1] < trace.config.Tc:
+        st.info(skipped_reason(trace, *skipped), icon=":material/block:")

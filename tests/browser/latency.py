@@ -66,10 +66,11 @@ def _first_loads(browser, url: str, n: int = 3) -> dict[str, list[float]]:
 
 
 def _step_shown(n: int) -> str:
-    """A JS predicate: step n's heading, URL and every figure are on the page."""
+    """A JS predicate: step n's heading, URL and every figure are on the page (n 0-based,
+    as in the URL; the heading counts from 1)."""
     return f"""() => {{
         const h = [...document.querySelectorAll('h4')].find(
-            e => e.innerText.startsWith('Step {n} of '));
+            e => e.innerText.startsWith('Step {n + 1} of '));
         return h && location.search.includes('step={n}&') && ({figures_show_step(n)})();
     }}"""
 

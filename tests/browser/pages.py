@@ -37,18 +37,19 @@ def wait_ready(page: Page, timeout: float = 90_000) -> None:
 
 
 def figures_show_step(n: int) -> str:
-    """A JS predicate: every step-view figure is a loaded image whose alt names step n."""
+    """A JS predicate: every step-view figure is a loaded image whose alt names step n
+    (0-based n, as in the URL; the page counts from 1)."""
     keys = ",".join(f"'{k}'" for k in STEP_FIGURES)
     return (f"() => [{keys}].every(k => {{ const img = document.querySelector("
             f"`.st-key-${{k}} img`); return img && img.complete && img.naturalWidth > 0"
-            f" && /step {n}\\b/.test(img.alt); }})")
+            f" && /step {n + 1}\\b/.test(img.alt); }})")
 
 
 def current_step(page: Page) -> tuple[int, int]:
-    """(n, last) from the step heading."""
+    """(n, last), 0-based as in the URL, from the step heading ("Step n + 1 of last + 1")."""
     text = page.locator("h4", has_text=STEP_HEADING).first.inner_text()
     m = STEP_HEADING.match(text)
-    return int(m.group(1)), int(m.group(2))
+    return int(m.group(1)) - 1, int(m.group(2)) - 1
 
 
 def outlined_tile(page: Page) -> list[int] | None:
@@ -82,8 +83,8 @@ def outline_color(page: Page, i: int, j: int) -> tuple[int, int, int]:
 
 
 def wait_for_step(page: Page, n: int, timeout: float = 30_000) -> None:
-    """Step n is shown: heading, URL, and every step-view figure redrawn for it."""
-    expect(page.locator("h4", has_text=re.compile(rf"^Step {n} of "))).to_be_visible(
+    """Step n (0-based) is shown: heading, URL, and every step-view figure redrawn for it."""
+    expect(page.locator("h4", has_text=re.compile(rf"^Step {n + 1} of "))).to_be_visible(
         timeout=timeout)
     page.wait_for_url(re.compile(rf"[?&]step={n}(&|$)"), timeout=timeout)
     page.wait_for_function(figures_show_step(n), timeout=timeout)

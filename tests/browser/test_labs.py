@@ -77,7 +77,7 @@ def test_upload_own_qkv_and_a_refused_pickle(page: Page, app_url: str, tmp_path)
     _idle(page)
     wait_ready(page)
     # chunked prefill of 48 new rows after 48 cached keys, 16 x 16 tiles: 3 x 6 grid
-    expect(page.locator("h4", has_text=re.compile(r"^Step 0 of \d+: Q block 0"))).to_be_visible()
+    expect(page.locator("h4", has_text=re.compile(r"^Step 1 of \d+: Q block 0"))).to_be_visible()
     page.wait_for_url(re.compile(r"[?&]mode=chunked(&|$)"), timeout=30_000)
     assert "D=32" in page.url
     page.locator(".st-key-upload_files").scroll_into_view_if_needed()
