@@ -104,7 +104,7 @@ def _submit(kind: str, label: str, work, **info) -> None:
     jobs = st.session_state.setdefault(_JOBS, {})
     if kind in jobs:
         jobs[kind]["job"].cancel()
-    jobs[kind] = {"job": QUEUE.submit(label, _owner(), work), **info}
+    jobs[kind] = {"job": QUEUE.submit(label, _owner(), work), "kind": kind, **info}
 
 
 def _threads(choice: str) -> int:
@@ -366,7 +366,7 @@ def _polled(kind: str, draw, *args) -> None:
         if pending and now and not now["job"].pending:
             st.rerun()
 
-    with st.container(key=f"timing_{kind}"):
+    with st.container(key=f"timing_results_{kind}"):
         section()
 
 
@@ -401,7 +401,7 @@ def render(cfg: ViewConfig, machine: dict) -> None:
                  icon=":material/timer:", on_click=_pause, type="primary"):
         if not _refused_now(p):
             _submit("current", f"timing of {cfg.describe()}",
-                    _work_current(p, cfg, repeats, n, ram), kind="current", cfg=cfg,
+                    _work_current(p, cfg, repeats, n, ram), cfg=cfg,
                     problem=p, threads=n)
     _polled("current", _current_results, cfg, machine)
 
@@ -411,7 +411,7 @@ def render(cfg: ViewConfig, machine: dict) -> None:
     if c2.button("Run the sweep", key="run_sweep", on_click=_pause):
         Ls = sweep_Ls(cfg, L_max)
         _submit("sweep", f"sweep over L up to {L_max}",
-                _work_sweep(cfg, Ls, blocks, repeats, n, ram), kind="sweep", cfg=cfg,
+                _work_sweep(cfg, Ls, blocks, repeats, n, ram), cfg=cfg,
                 threads=n)
     _polled("sweep", _sweep_results, cfg)
 
@@ -421,7 +421,7 @@ def render(cfg: ViewConfig, machine: dict) -> None:
         pb = problem(cfg)
         if not _refused_now(pb):
             _submit("blocks", f"block-size sweep of {cfg.describe()}",
-                    _work_blocks(pb, cfg, repeats, n), kind="blocks", cfg=cfg, threads=n)
+                    _work_blocks(pb, cfg, repeats, n), cfg=cfg, threads=n)
     _polled("blocks", _blocks_results)
 
 
