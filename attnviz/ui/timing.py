@@ -104,7 +104,8 @@ def _submit(kind: str, label: str, work, **info) -> None:
     jobs = st.session_state.setdefault(_JOBS, {})
     if kind in jobs:
         jobs[kind]["job"].cancel()
-    jobs[kind] = {"job": QUEUE.submit(label, _owner(), work), "kind": kind, **info}
+    jobs[kind] = {"job": QUEUE.submit(label, _owner(), work), "kind": kind, "fresh": True,
+                  **info}
 
 
 def _threads(choice: str) -> int:
@@ -352,10 +353,11 @@ def _blocks_results() -> None:
     _load_notice([r.other_cores for *_, r in items], got["threads"])
 
 
-def _polled(kind: str, draw, *args) -> None:
-    """Draw a section's results in a fragment that reruns every POLL_S while its job is
-    pending; when the job ends, one full rerun (the polling stops, the Memory tab sees the
-    measured peaks)."""
+def _section(kind: str, draw, *args) -> None:
+    """A section (its button and its results) as a fragment: a click in it reruns only the
+    section (a refusal answers at once, without redrawing the step view); while its job is
+    pending it reruns every POLL_S. A full rerun starts the polling when a job was just
+    submitted, and stops it when the job ends (the Memory tab then sees the peaks)."""
     got = _job(kind)
     pending = bool(got and got["job"].pending)
 
@@ -363,10 +365,10 @@ def _polled(kind: str, draw, *args) -> None:
     def section():
         draw(*args)
         now = _job(kind)
-        if pending and now and not now["job"].pending:
+        if now and (now.pop("fresh", False) or now["job"].pending != pending):
             st.rerun()
 
-    with st.container(key=f"timing_results_{kind}"):
+    with st.container(key=f"timing_section_{kind}"):
         section()
 
 
@@ -375,6 +377,46 @@ def _refused_now(p: Problem) -> bool:
     if r:
         st.error(f"Not timed: {r.reason}. Reduce B, the heads, L or D.")
     return r is not None
+
+
+def _current_section(cfg: ViewConfig, machine: dict, opts: dict) -> None:
+    p = problem(cfg, blocks=opts["blocks"])
+    over = refusal(p)
+    if over:
+        st.warning(f"This configuration is over the timing budget ({over.reason}): it will "
+                   "not be timed. The sweep over L stops below the budget.",
+                   icon=":material/block:")
+    if st.button("Time standard vs streaming for this configuration", key="run_timing",
+                 icon=":material/timer:", on_click=_pause, type="primary"):
+        if not _refused_now(p):
+            _submit("current", f"timing of {cfg.describe()}",
+                    _work_current(p, cfg, opts["repeats"], opts["threads"], opts["ram"]),
+                    cfg=cfg, problem=p, threads=opts["threads"])
+    _current_results(cfg, machine)
+
+
+def _sweep_section(cfg: ViewConfig, opts: dict) -> None:
+    st.markdown("##### Sweep over L: where does streaming overtake standard, and why?")
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    L_max = c1.select_slider("Largest L", SWEEP_MAX, value=4096, key="sweep_Lmax")
+    if c2.button("Run the sweep", key="run_sweep", on_click=_pause):
+        Ls = sweep_Ls(cfg, L_max)
+        _submit("sweep", f"sweep over L up to {L_max}",
+                _work_sweep(cfg, Ls, opts["blocks"], opts["repeats"], opts["threads"],
+                            opts["ram"]), cfg=cfg, threads=opts["threads"])
+    _sweep_results(cfg)
+
+
+def _blocks_section(cfg: ViewConfig, opts: dict) -> None:
+    st.markdown("##### Block sizes: streaming GFLOP/s over (Q block, KV block)")
+    if st.button(f"Sweep {len(SWEEP_BRS) * len(SWEEP_BCS)} block sizes for this "
+                 "configuration", key="run_blocks", on_click=_pause):
+        pb = problem(cfg)
+        if not _refused_now(pb):
+            _submit("blocks", f"block-size sweep of {cfg.describe()}",
+                    _work_blocks(pb, cfg, opts["repeats"], opts["threads"]), cfg=cfg,
+                    threads=opts["threads"])
+    _blocks_results()
 
 
 def render(cfg: ViewConfig, machine: dict) -> None:
@@ -393,36 +435,11 @@ def render(cfg: ViewConfig, machine: dict) -> None:
     blocks = c2.radio("Streaming blocks", list(BLOCK_CHOICES), format_func=BLOCK_CHOICES.get,
                       key="timing_blocks", horizontal=True)
     repeats = c3.selectbox("Samples", REPEATS, key="timing_repeats")
-    ram = psutil.virtual_memory().total
-    n = _threads(threads)
-
-    p = problem(cfg, blocks=blocks)
-    if st.button("Time standard vs streaming for this configuration", key="run_timing",
-                 icon=":material/timer:", on_click=_pause, type="primary"):
-        if not _refused_now(p):
-            _submit("current", f"timing of {cfg.describe()}",
-                    _work_current(p, cfg, repeats, n, ram), cfg=cfg,
-                    problem=p, threads=n)
-    _polled("current", _current_results, cfg, machine)
-
-    st.markdown("##### Sweep over L: where does streaming overtake standard, and why?")
-    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    L_max = c1.select_slider("Largest L", SWEEP_MAX, value=4096, key="sweep_Lmax")
-    if c2.button("Run the sweep", key="run_sweep", on_click=_pause):
-        Ls = sweep_Ls(cfg, L_max)
-        _submit("sweep", f"sweep over L up to {L_max}",
-                _work_sweep(cfg, Ls, blocks, repeats, n, ram), cfg=cfg,
-                threads=n)
-    _polled("sweep", _sweep_results, cfg)
-
-    st.markdown("##### Block sizes: streaming GFLOP/s over (Q block, KV block)")
-    if st.button(f"Sweep {len(SWEEP_BRS) * len(SWEEP_BCS)} block sizes for this "
-                 "configuration", key="run_blocks", on_click=_pause):
-        pb = problem(cfg)
-        if not _refused_now(pb):
-            _submit("blocks", f"block-size sweep of {cfg.describe()}",
-                    _work_blocks(pb, cfg, repeats, n), cfg=cfg, threads=n)
-    _polled("blocks", _blocks_results)
+    opts = {"threads": _threads(threads), "blocks": blocks, "repeats": repeats,
+            "ram": psutil.virtual_memory().total}
+    _section("current", _current_section, cfg, machine, opts)
+    _section("sweep", _sweep_section, cfg, opts)
+    _section("blocks", _blocks_section, cfg, opts)
 
 
 def measured_peaks() -> dict[str, tuple[int, int]]:
