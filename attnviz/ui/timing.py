@@ -211,7 +211,8 @@ def _ended(got: dict) -> bool:
     if job.state == "failed":
         st.error(f"The timing run failed: {job.error}")
     elif job.state == "cancelled":
-        st.warning(f"{KINDS[got['kind']].capitalize()} cancelled"
+        what = KINDS[got["kind"]]
+        st.warning(f"{what[0].upper()}{what[1:]} cancelled"
                    + (f" after {len(job.items)} point{'s' * (len(job.items) != 1)}; showing "
                       "those." if job.items else "."))
     return job.state in ("failed", "cancelled")
