@@ -56,12 +56,13 @@ def describe(other: float | None, threads: int, cores: int | None = None) -> str
     share = f"{other:.2f} of this machine's {cores} cores"
     if not is_busy(other):
         return f"The machine was quiet while measuring: other processes used {share}."
-    free = max(0.0, cores - other)
-    if free < threads:
-        effect = (f"our {threads} thread{'s' * (threads > 1)} had only ~{free:.1f} "
-                  f"core{'s' * (free >= 1.5)} left, so the times are longer than on an idle "
-                  "machine, by up to ~" f"{min(threads / max(free, 0.1), 10):.1f}x, and "
-                  "noisier; the min is the least disturbed figure")
+    if threads + other > cores:
+        # fair share: our threads and the others' ran on `cores` cores between them
+        slower = (threads + other) / cores
+        effect = (f"our {threads} thread{'s' * (threads > 1)} shared the cores with them, so "
+                  f"the times are longer than on an idle machine (by roughly {slower:.1f}x if "
+                  "the cores were shared evenly) and noisier; the min is the least disturbed "
+                  "figure")
     else:
         effect = ("cores were left for our threads, but shared caches and memory bandwidth "
                   "were not: the times may be a little longer and noisier; the min is the "

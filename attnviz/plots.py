@@ -167,8 +167,14 @@ def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> 
                         for p in pts],
             hovertemplate="L = %{customdata[0]}<br>%{x:.3g} FLOP/byte<br>%{y:.3g} GFLOP/s "
                           "(%{customdata[1]:.0f}% of the roof)<extra></extra>"))
-    fig.update_xaxes(type="log", title_text="arithmetic intensity (FLOP per byte moved, model)")
-    fig.update_yaxes(type="log", title_text="measured GFLOP/s")
+    ys = [p["gflops"] for p in points] or [gemm_gflops]
+    y0, y1 = min(min(ys), read_gbps * x0) / 1.5, max(max(ys), gemm_gflops) * 1.5
+    for axis, lo, hi in ((fig.update_xaxes, x0, x1), (fig.update_yaxes, y0, y1)):
+        ticks = log_ticks(lo, hi)
+        axis(type="log", range=[math.log10(lo), math.log10(hi)], tickvals=ticks,
+             ticktext=[f"{t:g}" for t in ticks])
+    fig.update_xaxes(title_text="arithmetic intensity (FLOP per byte moved, model)")
+    fig.update_yaxes(title_text="measured GFLOP/s")
     fig.update_layout(height=400, template=_TEMPLATE, margin=_MARGIN,
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig

@@ -113,7 +113,7 @@ def test_the_contention_sentence_says_when_the_machine_was_busy_and_what_that_do
     assert quiet.startswith("The machine was quiet") and "0.05 of this machine's 2" in quiet
     busy = contention.describe(1.6, threads=2, cores=2)
     assert busy.startswith("Busy machine: other processes used 1.60 of this machine's 2 cores")
-    assert "~0.4 core" in busy and "longer" in busy and "min" in busy
+    assert "roughly 1.8x" in busy and "longer" in busy and "min" in busy
     assert "caches" in contention.describe(0.5, threads=1, cores=2)
     assert "could not be read" in contention.describe(None, threads=1)
 

@@ -269,7 +269,9 @@ def _current_results(cfg: ViewConfig, machine: dict) -> None:
                "take ≥ 0.2 s (timeit's autorange), warm-up excluded. Peak extra memory: "
                "resident memory above the level before the call, in a fresh process with the "
                "inputs already allocated; the model is the Memory tab's for the same call "
-               "(blocks and threads as timed).")
+               "(blocks and threads as timed). Below ~1 MiB the two can differ by a tile: "
+               "RSS counts 4 KiB pages, and a small tile may come from memory the process "
+               "already held.")
 
 
 def _skip_captions(rows: list[dict]) -> None:
@@ -385,7 +387,7 @@ def _current_section(cfg: ViewConfig, machine: dict, opts: dict) -> None:
     over = refusal(p)
     if over:
         st.warning(f"This configuration is over the timing budget ({over.reason}): it will "
-                   "not be timed. The sweep over L stops below the budget.",
+                   "not be timed. The sweep over L times only the lengths within the budget.",
                    icon=":material/block:")
     if st.button("Time standard vs streaming for this configuration", key="run_timing",
                  icon=":material/timer:", on_click=_pause, type="primary"):
