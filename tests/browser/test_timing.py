@@ -84,6 +84,10 @@ def test_an_over_budget_configuration_is_refused_within_a_second(page: Page, app
 def test_next_steps_while_an_L_sweep_runs_then_the_roofline(page: Page, app_url: str):
     open_view(page, app_url)
     _open_timing(page)
+    t0 = time.perf_counter()
+    button(page, "Next").click()
+    wait_for_step(page, 1)
+    print(f"step 1 with no sweep running after {time.perf_counter() - t0:.2f} s")
     button(page, "Run the sweep").click()  # up to L = 4096: tens of seconds on 1 thread
     progress = page.locator('[data-testid="stProgress"]')
     expect(progress).to_be_visible(timeout=60_000)
