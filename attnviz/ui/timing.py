@@ -38,7 +38,7 @@ from ..timing import (
 from ..viewconfig import ViewConfig
 from . import state
 
-POLL_S = 0.5  # how often a pending job's section redraws
+POLL_S = 1.0  # how often a pending job's section redraws (light: text, no charts)
 REPEATS = (3, 5, 7)
 SWEEP_MAX = (1024, 2048, 4096, 8192, 16384, 32768)
 SWEEP_BRS = (16, 32, 64, 128)
@@ -300,16 +300,29 @@ def _explanations(rows: list[dict], roofs: roofline.Roofs, cfg: ViewConfig) -> l
     return out
 
 
+def _points_table(rows: list[dict]) -> pd.DataFrame:
+    """The sweep's points so far: median (min) per method, or why it did not run."""
+    def cell(r, m):
+        if r[f"{m}_s"] is None:
+            return f"not run ({r[f'{m}_skip_kind']})"
+        return (f"{plots.duration_label(r[f'{m}_s'])} "
+                f"(min {plots.duration_label(r[f'{m}_min_s'])})")
+    return pd.DataFrame([{"L": str(r["L"]), "standard median (min)": cell(r, "standard"),
+                          "streaming median (min)": cell(r, "streaming")} for r in rows])
+
+
 def _sweep_results(cfg: ViewConfig) -> None:
     got = _job("sweep")
     if not got:
         return
     job: Job = got["job"]
-    if job.pending:
-        _status("sweep", got)
-    else:
-        _ended(got)
     rows = list(job.items)
+    if job.pending:  # the points so far as text: building charts on every poll would cost
+        _status("sweep", got)  # ~0.5-1 s of this session's time and delay its step clicks
+        if rows:
+            st.table(_points_table(rows), hide_index=True)
+        return
+    _ended(got)
     if not rows:
         return
     roofs = job.meta.get("roofs")
@@ -341,10 +354,10 @@ def _blocks_results() -> None:
     if not got:
         return
     job: Job = got["job"]
-    if job.pending:
+    if job.pending:  # each point is named in the progress text; the heatmap when done
         _status("blocks", got)
-    else:
-        _ended(got)
+        return
+    _ended(got)
     items = list(job.items)
     if not items:
         return

@@ -117,7 +117,7 @@ def test_next_steps_while_an_L_sweep_runs_then_the_roofline(page: Page, app_url:
     for key in ("roofline_chart", "crossover_chart"):
         chart = page.locator(f".st-key-{key} .js-plotly-plot")
         expect(chart).to_have_count(1, timeout=60_000)
-        expect(chart).to_be_visible()
+        expect(chart).to_be_visible(timeout=60_000)
     scroll_to(page, page.get_by_text("Sweep over L: where does streaming overtake"))
     screenshot(page, "13_timing_roofline.png")
     assert_no_exception(page)
