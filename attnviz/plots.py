@@ -161,7 +161,8 @@ def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> 
         fig.add_trace(go.Scatter(
             name=name, x=[p["intensity"] for p in pts], y=[p["gflops"] for p in pts],
             mode="lines+markers+text", text=[length_label(p["L"]) for p in pts],
-            textposition="top center", line=dict(color=METHOD_COLORS[m], width=1, dash="dot"),
+            textposition="top center" if m == "streaming" else "middle left",
+            line=dict(color=METHOD_COLORS[m], width=1, dash="dot"),
             marker=dict(size=9, color=METHOD_COLORS[m]),
             customdata=[[p["L"], 100 * p["gflops"] / min(gemm_gflops, read_gbps * p["intensity"])]
                         for p in pts],

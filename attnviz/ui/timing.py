@@ -287,16 +287,14 @@ def _skip_captions(rows: list[dict]) -> None:
 
 def _explanations(rows: list[dict], roofs: roofline.Roofs, cfg: ViewConfig) -> list[str]:
     """The sentence at the measured L nearest to the configuration's, and at the largest L
-    where both ran when the winner there differs."""
+    where both ran (the reason often changes with L even when the winner does not)."""
     both = [r for r in rows if r["standard_s"] and r["streaming_s"]]
     if not both:
         return []
     near = min(both, key=lambda r: (abs(math.log2(r["L"] / cfg.Lk)), r["L"]))
     out = [roofline.explain(near, roofs)]
-    last = both[-1]
-    if last is not near and ((last["standard_s"] < last["streaming_s"])
-                             != (near["standard_s"] < near["streaming_s"])):
-        out.append(roofline.explain(last, roofs))
+    if both[-1] is not near:
+        out.append(roofline.explain(both[-1], roofs))
     return out
 
 
