@@ -14,6 +14,7 @@ and reports ``job.progress``; it calls ``job.check()`` between measurements, whi
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 import traceback
@@ -126,6 +127,8 @@ class RunQueue:
                 job.error = f"{type(e).__name__}: {e}"
                 job.trace = traceback.format_exc()
                 job.state = "failed"
+                logging.getLogger(__name__).error("timing run %r failed:\n%s", job.label,
+                                                  job.trace)
             finally:
                 job.finished = time.monotonic()
                 with self._cv:
