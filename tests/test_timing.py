@@ -189,6 +189,18 @@ def test_streaming_visits_exactly_the_tiles_the_mask_does_not_skip(Lq, Lk, causa
     assert roofline.streaming_tiles(p) == int((status != "skipped").sum())
 
 
+@pytest.mark.parametrize("Lq, Lk, window, Br, Bc", [(300, 300, None, 64, 32),
+                                                    (96, 500, 40, 16, 64), (1, 1000, None, 8, 64)])
+def test_computed_pairs_are_the_pairs_inside_the_visited_tiles(Lq, Lk, window, Br, Bc):
+    p = timing.Problem(1, 2, 1, Lq, Lk, 16, window=window, Br=Br, Bc=Bc)
+    status = tile_status(Lq, Lk, Br, Bc, causal=True, q_offset=Lk - Lq, window=window or 0)
+    rows = np.diff(np.minimum(np.arange(0, status.shape[0] + 1) * Br, Lq))  # [Tr]
+    keys = np.diff(np.minimum(np.arange(0, status.shape[1] + 1) * Bc, Lk))  # [Tc]
+    inside = (rows[:, None] * keys[None, :])[status != "skipped"].sum()
+    assert roofline.computed_pairs(p, "streaming") == 2 * inside
+    assert roofline.computed_pairs(p, "standard") == 2 * Lq * Lk
+
+
 def test_bytes_moved_counts_passes_over_S_for_standard_and_tiles_for_streaming():
     p = timing.Problem(2, 4, 2, 256, 256, 32, causal=False, Br=64, Bc=64)
     io = 2 * 4 * 2 * 4 * 256 * 32 + 4 * 2 * 4 * 256  # Q in, O out, LSE out
@@ -215,6 +227,9 @@ def test_the_sentence_names_why_the_winner_wins():
     assert "thread start-up" in start and "30 µs" in start
     fit = roofline.explain(_row(1024, 4e-3, 6e-3), ROOFS, CACHES)
     assert "cache fit" in fit and "64 x 1024 floats = 256 KiB" in fit and "per-tile" in fit
+    work = roofline.explain(_row(1024, 6e-3, 2e-3), ROOFS, CACHES)
+    assert "work, not memory traffic" in work and "all 1024 x 1024 scores" in work
+    assert "2x the visible ones" in work
     passes = roofline.explain(_row(8192, 2.0, 0.5), ROOFS, CACHES)
     assert passes.startswith("At L = 8192, streaming is 4x faster") and "passes over memory" in passes
     assert "2 MiB" in passes  # a task's 64 rows of 8192 floats, beyond the 1 MiB L2
