@@ -226,7 +226,7 @@ def explain(row: dict, roofs: Roofs, caches: dict[str, int] | None = None) -> st
         return (f"{head}: {where}; streaming instead pays per-tile overheads on {tiles} "
                 f"tile updates of {tile_rows} x {Bc} (a small GEMM call, the rescale of the "
                 f"accumulator by alpha, the masks): ~{_t(per_tile)} per tile on a thread for "
-                f"{tile_flops / 1e3:.0f} kFLOP, so it runs at {g_str:.3g} GFLOP/s against "
+                f"{tile_flops / 1e6:.3g} MFLOP, so it runs at {g_str:.3g} GFLOP/s against "
                 f"standard's {g_std:.3g}.")
     traffic = bytes_moved(p, "standard")
     floor = traffic / (roofs.read_gbps * 1e9)
@@ -239,7 +239,7 @@ def explain(row: dict, roofs: Roofs, caches: dict[str, int] | None = None) -> st
     if not fits or (L3 is not None and s_total > L3):
         return (f"{head}: passes over memory. Standard writes and rereads its score matrix "
                 f"{S_PASSES} times ({_b(s_total)}; a task's rows, {_b(slab)}, exceed the "
-                f"{_b(L2) if L2 else 'L2'} cache): about {_b(traffic)} of memory traffic "
+                f"{_b(L2) + ' L2' if L2 else 'L2'} cache): about {_b(traffic)} of memory traffic "
                 f"per call, which at the {roofs.read_gbps:.0f} GB/s measured here takes at "
                 f"least {_t(floor)}, {100 * floor / t_std:.0f}% of its time; streaming keeps "
                 f"each {tile_rows} x {Bc} tile in cache and reads K and V once per Q block, "
