@@ -79,8 +79,10 @@ def test_decode_names_its_split_kv_chunks_not_square_blocks():
     diff = next(c.value for c in at.caption if c.value.startswith("max |O_standard"))
     assert "streaming decode splits each KV head's keys into" in diff
     assert "blocks 128 x 128" not in diff
-    cells = table(at, "method")[["min", "median"]].to_numpy().ravel()
+    runs = table(at, "method")
+    cells = runs[["min", "median"]].to_numpy().ravel()
     assert all("e+" not in c and c.endswith((" s", " ms", " µs")) for c in cells), cells
+    assert not any(c == "0 B" for c in runs["peak extra memory (measured)"])
 
 
 def test_a_run_waits_its_turn_behind_another_sessions_and_says_so():

@@ -218,8 +218,15 @@ def _ended(got: dict) -> bool:
     return job.state in ("failed", "cancelled")
 
 
+RSS_FLOOR = 64 * 2**10  # the probe's mmap threshold: smaller arrays may reuse held memory
+
+
 def _memory_cell(b: int | None, note: str) -> str:
-    return plots.bytes_label(b) if b is not None else (note or "–")
+    if b is None:
+        return note or "–"
+    if b < RSS_FLOOR:  # never "0 B": RSS cannot see it, which is not the same as none
+        return f"< {plots.bytes_label(RSS_FLOOR)} (below what RSS resolves)"
+    return plots.bytes_label(b)
 
 
 def _run_table(res: dict) -> pd.DataFrame:
@@ -324,7 +331,8 @@ def _sweep_results(cfg: ViewConfig) -> None:
     if not rows:
         return
     roofs = job.meta.get("roofs")
-    st.caption(f"{job.meta.get('layout', '').capitalize()}; "
+    what = job.meta.get("layout", "")
+    st.caption(f"{what[:1].upper()}{what[1:]}; "
                f"{got['threads']} thread{'s' * (got['threads'] > 1)}.")
     left, right = st.columns(2)
     with left:
