@@ -109,7 +109,7 @@ def test_next_steps_while_an_L_sweep_runs_then_the_roofline(page: Page, app_url:
     expect(page.locator(".st-key-sweep_Lmax [data-testid=stSliderThumbValue]")).to_have_text(
         "1024")
     button(page, "Run the sweep").click()
-    expect(page.get_by_text(re.compile(r"^Why: At L = "))).to_be_visible(timeout=180_000)
+    expect(page.get_by_text(re.compile(r"^Why: At L = ")).first).to_be_visible(timeout=180_000)
     # the sweep has ended (its progress bar is gone); the last rerun can leave the previous
     # draw's chart beside the new one for a moment
     expect(page.locator('[data-testid="stProgress"]')).to_have_count(0, timeout=180_000)
