@@ -53,11 +53,42 @@ def _line(x, y, name: str, color: str, dash: str) -> go.Scatter:
                       line=dict(color=color, dash=dash, width=2))
 
 
-def _seconds_label(s: float) -> str:
+def duration_label(s: float | None, digits: int = 3) -> str:
+    """A duration in the unit that reads best: "2.08 s", "14.6 ms", "167 µs" (never
+    "2.08e+03 ms"); "–" for None."""
+    if s is None:
+        return "–"
+    if s <= 0:
+        return "0 s"
+    s = float(f"{s:.{digits}g}")  # round first, so 999.96 ms reads "1 s"
     for unit, k in (("s", 1), ("ms", 1e-3), ("µs", 1e-6)):
         if s >= k:
-            return f"{s / k:g} {unit}"
-    return f"{s * 1e9:g} ns"
+            return f"{s / k:.{digits}g} {unit}"
+    return f"{s * 1e9:.{digits}g} ns"
+
+
+def log_ticks(lo: float, hi: float, least: int = 3) -> list[float]:
+    """Tick values for a log axis over [lo, hi]: 1-2-5 per decade, or every mantissa 1..9
+    when that gives fewer than ``least`` inside, or evenly spaced round values when even
+    that does (a range within one decade: 0.42-0.71 ms)."""
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for mantissas in ((1, 2, 5), range(1, 10)):
+        ticks = [f * 10.0**e for e in decades for f in mantissas if lo <= f * 10.0**e <= hi]
+        if len(ticks) >= least:
+            return ticks
+    step = 10.0 ** math.floor(math.log10((hi - lo) / least)) if hi > lo else lo / 10
+    for f in (5, 2, 1):
+        if (hi - lo) / (f * step) >= least - 1:
+            step *= f
+            break
+    first = math.ceil(lo / step) * step
+    return [float(f"{first + k * step:.6g}") for k in range(int((hi - first) / step) + 1)]
+
+
+# why standard did not run at a point of the L sweep (timing.Refusal.kind) -> legend text
+SKIP_NAMES = {"memory": "not run: its memory guard (S too big)",
+              "time": "not run: over the time budget",
+              "size": "not run: inputs over the memory budget"}
 
 
 def crossover(rows: list[dict]) -> int | None:
@@ -82,14 +113,17 @@ def crossover_chart(rows: list[dict]) -> go.Figure:
             name=name, x=[r["L"] for r in pts], y=[r[key] for r in pts], mode="lines+markers",
             line=dict(color=color), customdata=[r.get(key.replace("_s", "_gflops")) for r in pts],
             hovertemplate="L = %{x}<br>%{y:.4g} s<br>%{customdata:.3g} GFLOP/s<extra></extra>"))
-    refused = [r for r in rows if r.get("standard_skipped")]
-    if refused:
-        ys = [r.get("streaming_s") for r in refused]
-        fig.add_trace(go.Scatter(
-            name="standard refused (memory guard)", x=[r["L"] for r in refused], y=ys,
-            mode="markers", marker=dict(symbol="x", size=12, color="#ea580c"),
-            customdata=[r["standard_skipped"] for r in refused],
-            hovertemplate="L = %{x}<br>%{customdata}<extra></extra>"))
+    for kind, name in SKIP_NAMES.items():
+        refused = sorted((r for r in rows if r.get("standard_skipped") and r.get("streaming_s")
+                          and r.get("standard_skip_kind", "memory") == kind),
+                         key=lambda r: r["L"])
+        if refused:
+            fig.add_trace(go.Scatter(
+                name=f"standard {name}", x=[r["L"] for r in refused],
+                y=[r["streaming_s"] for r in refused], mode="markers",
+                marker=dict(symbol="x", size=12, color="#ea580c"),
+                customdata=[r["standard_skipped"] for r in refused],
+                hovertemplate="L = %{x}<br>%{customdata}<extra></extra>"))
     x = crossover(rows)
     if x is not None:
         fig.add_trace(_line([x, x], [min(times), max(times)],
@@ -98,10 +132,53 @@ def crossover_chart(rows: list[dict]) -> go.Figure:
     fig.update_xaxes(type="log", title_text="sequence length L", tickvals=Ls,
                      ticktext=[length_label(L) for L in Ls])
     if times:
-        decades = range(math.floor(math.log10(min(times))), math.ceil(math.log10(max(times))) + 1)
-        ticks = [f * 10.0**e for e in decades for f in (1, 2, 5)]
-        fig.update_yaxes(tickvals=ticks, ticktext=[_seconds_label(t) for t in ticks])
+        lo, hi = min(times) / 1.2, max(times) * 1.2
+        ticks = log_ticks(lo, hi)
+        fig.update_yaxes(tickvals=ticks, ticktext=[duration_label(t) for t in ticks],
+                         range=[math.log10(lo), math.log10(hi)])
     fig.update_yaxes(type="log", title_text="median time per call")
+    fig.update_layout(height=400, template=_TEMPLATE, margin=_MARGIN,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    return fig
+
+
+METHOD_COLORS = {"standard": "#ea580c", "streaming": "#2563eb"}
+
+
+def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> go.Figure:
+    """Measured GFLOP/s against arithmetic intensity (FLOP/byte), log-log, under the roof
+    ``min(gemm_gflops, read_gbps x intensity)`` measured in the same run; ``points``:
+    {method, L, intensity, gflops} (``roofline.points``), each labelled with its L."""
+    fig = go.Figure()
+    xs = [p["intensity"] for p in points] or [1.0]
+    ridge = gemm_gflops / read_gbps
+    x0, x1 = min(min(xs), ridge) / 3, max(max(xs), ridge) * 3
+    fig.add_trace(_line([x0, ridge, x1], [read_gbps * x0, gemm_gflops, gemm_gflops],
+                        f"roof: GEMM {gemm_gflops:.0f} GFLOP/s, read {read_gbps:.0f} GB/s "
+                        "(this run)", "#6b7280", "solid"))
+    for m, name in (("standard", "standard (materializes S)"),
+                    ("streaming", "streaming (tiles)")):
+        pts = sorted((p for p in points if p["method"] == m), key=lambda p: p["L"])
+        if not pts:
+            continue
+        fig.add_trace(go.Scatter(
+            name=name, x=[p["intensity"] for p in pts], y=[p["gflops"] for p in pts],
+            mode="lines+markers+text", text=[length_label(p["L"]) for p in pts],
+            textposition="top center" if m == "streaming" else "middle left",
+            line=dict(color=METHOD_COLORS[m], width=1, dash="dot"),
+            marker=dict(size=9, color=METHOD_COLORS[m]),
+            customdata=[[p["L"], 100 * p["gflops"] / min(gemm_gflops, read_gbps * p["intensity"])]
+                        for p in pts],
+            hovertemplate="L = %{customdata[0]}<br>%{x:.3g} FLOP/byte<br>%{y:.3g} GFLOP/s "
+                          "(%{customdata[1]:.0f}% of the roof)<extra></extra>"))
+    ys = [p["gflops"] for p in points] or [gemm_gflops]
+    y0, y1 = min(min(ys), read_gbps * x0) / 1.5, max(max(ys), gemm_gflops) * 1.5
+    for axis, lo, hi in ((fig.update_xaxes, x0, x1), (fig.update_yaxes, y0, y1)):
+        ticks = log_ticks(lo, hi)
+        axis(type="log", range=[math.log10(lo), math.log10(hi)], tickvals=ticks,
+             ticktext=[f"{t:g}" for t in ticks])
+    fig.update_xaxes(title_text="arithmetic intensity (FLOP per byte moved, model)")
+    fig.update_yaxes(title_text="measured GFLOP/s")
     fig.update_layout(height=400, template=_TEMPLATE, margin=_MARGIN,
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig

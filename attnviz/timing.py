@@ -1,43 +1,48 @@
 """Live timing of the Numba kernels: standard vs streaming, sweeps over L and over block sizes.
 
-Rules every number here follows:
+Rules every number here follows (DESIGN.md section 7, "Timing methodology"):
+
 * the kernels are the ones users call (``kernels.standard_attention`` /
-  ``streaming_attention``); two warm-up calls precede the timed ones and are not counted;
-* a time is the median of ``repeats`` samples (``time.perf_counter``), a sample being one
-  call or, for calls under ``MIN_SAMPLE_S``, the mean of enough back-to-back calls;
+  ``streaming_attention``), timed by ``attnviz.sampling.measure``: warm-up excluded,
+  timeit-style autorange, several samples, warm-up outliers dropped, min and median with the
+  spread and the number of samples;
+* **threads**: 1 (clean scaling) or all, set with ``numba.set_num_threads`` in the timing
+  thread (the setting is per calling thread) and restored after (``sampling.using_threads``);
+* other processes' CPU use during each method's samples comes from ``/proc/stat``
+  (``attnviz.contention``), so the panel can say when the machine was busy;
 * GFLOP/s counts 4 D FLOPs per visible (query, key) pair (``stats.attention_flops``), the same
   for both methods, so it compares time for the same useful work;
-* memory: the peak resident memory above the level before the call, read from Linux's
-  high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``). It is per process:
-  other work in the same server adds to it. None where the kernel cannot reset it.
+* memory: each method's peak resident memory above the level before the call, measured in a
+  fresh subprocess (``attnviz.bench.memprobe``, as the bench does), beside what the memory
+  model (``attnviz.memory``, the Memory tab's) predicts for it.
 
-Budgets keep a click from running for minutes or exhausting memory: ``budget_refusal``
-names the reason a size is not run at all, and the standard method gets a ``max_bytes``
-below which its own memory guard must stay (its MemoryError becomes a "skipped" entry).
-Sweeps are generators: the caller draws progress after each point and may stop early.
+Budgets keep a click from running for minutes or exhausting memory: ``refusal`` names the
+reason a size is not run at all, from its shapes alone, before any array exists; the standard
+method gets a ``max_bytes`` its own memory guard must stay below (its MemoryError becomes a
+skipped entry). Sweeps are generators: the caller may stop between points.
 """
 from __future__ import annotations
 
-import math
-import statistics
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from kernels import standard_attention, streaming_attention
+from kernels import default_blocks, standard_attention, streaming_attention
 
+from . import memory
+from .contention import cpu_snapshot, other_cores
 from .masks import packed_doc_ids
-from .rss import peak_extra_bytes
+from .sampling import MEASURE_BUDGET_S, TARGET_SAMPLE_S, Samples, measure
 from .scenarios import generate
 from .stats import attention_flops, visible_pairs
 
-MIN_SAMPLE_S = 0.05  # shorter calls are repeated within one timed sample
 MAX_FLOPS_PER_CALL = 4e10  # ~1 s streaming / ~3 s standard on this project's 2 cores
 MAX_INPUT_BYTES = 2**30  # q, k, v and O together
 STANDARD_MAX_BYTES_CAP = 2 * 2**30  # the standard S matrix, at most (and <= RAM / 4)
 
+
+# --- the problem -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Problem:
@@ -77,6 +82,16 @@ class Problem:
         return kw
 
     @property
+    def shape(self) -> memory.Shape:
+        return memory.Shape(self.B, self.Hq, self.Hkv, self.Lq, self.Lk, self.D)
+
+    @property
+    def blocks(self) -> tuple[int, int]:
+        """(Br, Bc) the streaming kernel uses: the given ones or its defaults for D."""
+        Br, Bc = default_blocks(self.D)
+        return self.Br or Br, self.Bc or Bc
+
+    @property
     def flops(self) -> int:
         pairs = visible_pairs(self.Lq, self.Lk, causal=self.causal, q_offset=self.q_offset,
                               window=self.window, **self._extra_masks())
@@ -87,27 +102,32 @@ class Problem:
         return 4 * self.B * self.D * (2 * self.Hq * self.Lq + 2 * self.Hkv * self.Lk)
 
 
-@dataclass
-class Run:
-    """One method on one problem: median seconds, all timed runs, GFLOP/s, peak bytes."""
+@dataclass(frozen=True)
+class Refusal:
+    """Why a method did not run: ``kind`` "size" (inputs over the memory budget), "time"
+    (over the per-call FLOP budget) or "memory" (standard's own guard on its S matrix)."""
 
-    method: str
-    median_s: float | None = None
-    times: list[float] = field(default_factory=list)
-    gflops: float | None = None
-    peak_bytes: int | None = None
-    skipped: str | None = None  # why it did not run
+    kind: str
+    reason: str
+
+
+def refusal(p: Problem) -> Refusal | None:
+    """Why ``p`` is too big to time from the app, or None; from the shapes alone (no array
+    is allocated: a refused configuration answers at once)."""
+    if p.input_bytes > MAX_INPUT_BYTES:
+        return Refusal("size", f"inputs and output need {p.input_bytes / 2**30:.2f} GiB "
+                               f"(> {MAX_INPUT_BYTES / 2**30:.0f} GiB budget)")
+    if p.flops > MAX_FLOPS_PER_CALL:
+        return Refusal("time", f"{p.flops / 1e9:.0f} GFLOP per call (> "
+                               f"{MAX_FLOPS_PER_CALL / 1e9:.0f} GFLOP budget: it would take "
+                               "too long here)")
+    return None
 
 
 def budget_refusal(p: Problem) -> str | None:
-    """Why ``p`` is too big to time from the app, or None."""
-    if p.input_bytes > MAX_INPUT_BYTES:
-        return (f"inputs and output need {p.input_bytes / 2**30:.2f} GiB "
-                f"(> {MAX_INPUT_BYTES / 2**30:.0f} GiB budget)")
-    if p.flops > MAX_FLOPS_PER_CALL:
-        return (f"{p.flops / 1e9:.0f} GFLOP per call (> {MAX_FLOPS_PER_CALL / 1e9:.0f} GFLOP "
-                "budget: it would take too long here)")
-    return None
+    """``refusal``'s reason as text, or None."""
+    r = refusal(p)
+    return r.reason if r else None
 
 
 def standard_max_bytes(ram: int) -> int:
@@ -115,78 +135,162 @@ def standard_max_bytes(ram: int) -> int:
     return min(STANDARD_MAX_BYTES_CAP, ram // 4)
 
 
-def time_call(method: str, fn, repeats: int, flops: int):
-    """(last output, Run): two untimed calls (the first records its peak memory, the second
-    sets the sample size), then the median of ``repeats`` samples. A sample is one call, or
-    as many back-to-back calls as make ``MIN_SAMPLE_S`` (then divided by their number): a
-    sub-millisecond decode call is not timed against the clock's and the scheduler's noise."""
-    out, peak = peak_extra_bytes(fn)
-    # calibrate on a second call: the first also pays the memory probe and, after idle, the
-    # wake-up of the worker threads (~6 ms here), which would make a 0.2 ms call look slow
-    t0 = time.perf_counter()
-    out = fn()
-    calls = max(1, min(1000, math.ceil(MIN_SAMPLE_S / max(time.perf_counter() - t0, 1e-9))))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            out = fn()
-        times.append((time.perf_counter() - t0) / calls)
-    med = statistics.median(times)
-    return out, Run(method, med, times, flops / med / 1e9 if med > 0 else None, peak)
-
-
-def compare(p: Problem, q, k, v, *, repeats: int, ram: int) -> dict:
-    """Standard vs streaming on the same inputs: {"standard": Run, "streaming": Run,
-    "max_abs_diff": float | None, "flops": int}."""
-    flops = p.flops
-    refusal = budget_refusal(p)
-    if refusal:
-        return {"standard": Run("standard", skipped=refusal),
-                "streaming": Run("streaming", skipped=refusal), "max_abs_diff": None,
-                "flops": flops}
-    o_str, streaming = time_call(
-        "streaming", lambda: streaming_attention(q, k, v, q_block=p.Br, kv_block=p.Bc,
-                                                 **p.mask_kwargs()), repeats, flops)
-    try:
-        o_std, standard = time_call(
-            "standard", lambda: standard_attention(q, k, v, max_bytes=standard_max_bytes(ram),
-                                                   **p.mask_kwargs()), repeats, flops)
-        diff = float(np.abs(o_std - o_str).max())
-    except MemoryError as e:
-        standard, diff = Run("standard", skipped=f"memory guard: {e}"), None
-    return {"standard": standard, "streaming": streaming, "max_abs_diff": diff, "flops": flops}
-
-
 def inputs_for(p: Problem, scenario: str, seed: int):
     """q, k, v for ``p`` from a scenario (the traced head is head 0 of these)."""
     return generate(scenario, p.Lq, p.Lk, p.D, seed=seed, B=p.B, Hq=p.Hq, Hkv=p.Hkv)
 
 
-def sweep_lengths(problem_at, Ls, *, scenario: str, seed: int, repeats: int,
-                  ram: int) -> Iterator[dict]:
+# --- one method, both methods ---------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """One method on one problem: samples, GFLOP/s, peak bytes (measured, model), load."""
+
+    method: str
+    samples: Samples | None = None
+    gflops: float | None = None
+    peak_bytes: int | None = None  # measured in a fresh process, above the level before
+    model_bytes: int | None = None  # attnviz.memory's prediction for the same call
+    memory_note: str = ""
+    skipped: str | None = None  # why it did not run
+    skip_kind: str | None = None  # Refusal.kind
+    other_cores: float | None = None  # other processes' CPU use while sampling, in cores
+
+    @property
+    def median_s(self) -> float | None:
+        return self.samples.median if self.samples else None
+
+    @property
+    def min_s(self) -> float | None:
+        return self.samples.min if self.samples else None
+
+    @property
+    def times(self) -> list[float]:
+        return list(self.samples.times) if self.samples else []
+
+
+def time_call(method: str, fn, *, repeats: int, flops: int, check=None,
+              target_s: float = TARGET_SAMPLE_S, budget_s: float = MEASURE_BUDGET_S):
+    """(one output, Run): ``measure`` on ``fn`` with other processes' CPU use sampled around
+    it; GFLOP/s from the median."""
+    out = fn()
+    cpu0 = cpu_snapshot()
+    s = measure(fn, repeats=repeats, check=check, target_s=target_s, budget_s=budget_s)
+    load = other_cores(cpu0, cpu_snapshot())
+    return out, Run(method, s, flops / s.median / 1e9 if s.median > 0 else None,
+                    other_cores=load)
+
+
+def _skipped(method: str, r: Refusal) -> Run:
+    return Run(method, skipped=r.reason, skip_kind=r.kind)
+
+
+def compare(p: Problem, q, k, v, *, repeats: int, ram: int, check=None,
+            target_s: float = TARGET_SAMPLE_S, budget_s: float = MEASURE_BUDGET_S) -> dict:
+    """Standard vs streaming on the same inputs: {"standard": Run, "streaming": Run,
+    "max_abs_diff": float | None, "flops": int}."""
+    flops = p.flops
+    r = refusal(p)
+    if r:
+        return {"standard": _skipped("standard", r), "streaming": _skipped("streaming", r),
+                "max_abs_diff": None, "flops": flops}
+    kw = {"repeats": repeats, "flops": flops, "check": check, "target_s": target_s,
+          "budget_s": budget_s}
+    o_str, streaming = time_call(
+        "streaming", lambda: streaming_attention(q, k, v, q_block=p.Br, kv_block=p.Bc,
+                                                 **p.mask_kwargs()), **kw)
+    try:
+        o_std, standard = time_call(
+            "standard", lambda: standard_attention(q, k, v, max_bytes=standard_max_bytes(ram),
+                                                   **p.mask_kwargs()), **kw)
+        diff = float(np.abs(o_std - o_str).max())
+    except MemoryError as e:
+        standard, diff = _skipped("standard", Refusal("memory", f"memory guard: {e}")), None
+    return {"standard": standard, "streaming": streaming, "max_abs_diff": diff, "flops": flops}
+
+
+def time_problem(p: Problem, *, scenario: str, seed: int, repeats: int, ram: int,
+                 check=None, **kw) -> dict:
+    """``compare`` on ``p`` with inputs from a scenario, built only once the budget allows."""
+    r = refusal(p)
+    if r:
+        return {"standard": _skipped("standard", r), "streaming": _skipped("streaming", r),
+                "max_abs_diff": None, "flops": p.flops}
+    q, k, v = inputs_for(p, scenario, seed)
+    return compare(p, q, k, v, repeats=repeats, ram=ram, check=check, **kw)
+
+
+# --- memory, in a fresh process --------------------------------------------------------------
+
+def model_bytes(p: Problem, method: str, threads: int) -> int:
+    """The memory model's extra bytes (``attnviz.memory``, the Memory tab's) for one call."""
+    s = p.shape
+    if method == "standard":
+        return memory.standard_bytes(s)
+    Br, Bc = p.blocks
+    if p.Lq == 1:
+        from kernels import decode_split
+
+        chunks = decode_split(p.B, p.Hkv, p.Lk, Bc, q_offset=p.Lk - 1 if p.q_offset is None
+                              else p.q_offset, causal=p.causal, window=p.window or 0)[1]
+        return memory.output_bytes(s) + memory.decode_partials_bytes(s, chunks)
+    return memory.streaming_bytes(s, Br, Bc, threads)
+
+
+def measure_memory(p: Problem, runs: dict[str, Run], threads: int, *, ram: int,
+                   timeout_s: float = 120.0) -> None:
+    """Fill ``peak_bytes`` / ``model_bytes`` / ``memory_note`` of the methods that ran: one
+    fresh subprocess per method (``attnviz.bench.memprobe``: inputs allocated and kernels
+    warm before the peak is reset, so only the call's own memory counts)."""
+    from .bench.cases import Case
+    from .bench.memprobe import peak_memory
+
+    case = Case("custom", p.B, p.Hq, p.Hkv, p.Lq, p.Lk, p.D, causal=p.causal,
+                q_offset=p.q_offset, window=p.window or 0)
+    names = {"standard": "numba_standard", "streaming": "numba_streaming"}
+    for method, run in runs.items():
+        if run.skipped:
+            continue
+        run.model_bytes = model_bytes(p, method, threads)
+        if method == "standard" and memory.standard_bytes(p.shape) > standard_max_bytes(ram):
+            run.memory_note = "not probed (above the app's memory guard)"
+            continue
+        Br, Bc = (p.Br, p.Bc) if method == "streaming" else (None, None)
+        got = peak_memory([case], names[method], q_block=Br, kv_block=Bc, threads=threads,
+                          timeout_s=timeout_s)[0]
+        if "extra_bytes" in got:
+            run.peak_bytes, run.memory_note = got["extra_bytes"], "fresh process, " + got["method"]
+        else:
+            run.memory_note = got.get("refused") or got.get("error", "probe failed")
+
+
+# --- sweeps ------------------------------------------------------------------------------------
+
+def sweep_lengths(problem_at, Ls, *, scenario: str, seed: int, repeats: int, ram: int,
+                  check=None, **kw) -> Iterator[dict]:
     """For each L: time both methods on ``problem_at(L)``; yields one row per L:
-    {L, standard_s, streaming_s, standard_gflops, streaming_gflops, standard_skipped,
-    streaming_skipped, max_abs_diff}."""
+    {L, flops, max_abs_diff, and per method m: m_s (median), m_min_s, m_spread, m_n,
+    m_gflops, m_skipped, m_skip_kind, m_other_cores}."""
     for L in Ls:
         p = problem_at(L)
-        refusal = budget_refusal(p)
-        if refusal:
-            res = {"standard": Run("standard", skipped=refusal),
-                   "streaming": Run("streaming", skipped=refusal), "max_abs_diff": None}
-        else:
-            res = compare(p, *inputs_for(p, scenario, seed), repeats=repeats, ram=ram)
-        row = {"L": L, "max_abs_diff": res["max_abs_diff"]}
+        res = time_problem(p, scenario=scenario, seed=seed, repeats=repeats, ram=ram,
+                           check=check, **kw)
+        row = {"L": L, "flops": p.flops, "max_abs_diff": res["max_abs_diff"], "problem": p}
         for m in ("standard", "streaming"):
             run = res[m]
             row[f"{m}_s"] = run.median_s
+            row[f"{m}_min_s"] = run.min_s
+            row[f"{m}_spread"] = run.samples.spread if run.samples else None
+            row[f"{m}_n"] = run.samples.n if run.samples else 0
             row[f"{m}_gflops"] = run.gflops
             row[f"{m}_skipped"] = run.skipped
-            row[f"{m}_peak_bytes"] = run.peak_bytes
+            row[f"{m}_skip_kind"] = run.skip_kind
+            row[f"{m}_other_cores"] = run.other_cores
         yield row
 
 
-def sweep_blocks(p: Problem, q, k, v, Brs, Bcs, *, repeats: int) -> Iterator[tuple]:
+def sweep_blocks(p: Problem, q, k, v, Brs, Bcs, *, repeats: int, check=None,
+                 **kw) -> Iterator[tuple]:
     """Streaming GFLOP/s for every (Br, Bc): yields (a, b, Run) with Br = Brs[a], Bc = Bcs[b]."""
     flops = p.flops
     for a, Br in enumerate(Brs):
@@ -194,9 +298,12 @@ def sweep_blocks(p: Problem, q, k, v, Brs, Bcs, *, repeats: int) -> Iterator[tup
             def call(Br=Br, Bc=Bc):
                 return streaming_attention(q, k, v, q_block=Br, kv_block=Bc, **p.mask_kwargs())
 
-            _, run = time_call("streaming", call, repeats, flops)
+            _, run = time_call("streaming", call, repeats=repeats, flops=flops, check=check,
+                               **kw)
             yield a, b, run
 
+
+# --- what the panel says about the machine -------------------------------------------------
 
 def machine() -> dict:
     """Threads, threading layer, the BLAS of the tile GEMMs and dtype the timings use."""
@@ -211,3 +318,4 @@ def machine() -> dict:
     return {"threads": numba.get_num_threads(), "threading layer": layer,
             "blas": f"{BLAS.describe()}, one thread per worker ({BLAS.reason})",
             "dtype": "float32 (inputs, accumulators and outputs)"}
+

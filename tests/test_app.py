@@ -23,7 +23,6 @@ from attnviz.presets import PRESETS
 from attnviz.scenarios import one_head
 from attnviz.ui import mathpanel
 from attnviz.viewconfig import DEFAULT, FIELDS, ViewConfig, clamp
-from kernels import default_blocks
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -459,47 +458,7 @@ def test_only_the_open_tab_is_drawn():
     assert keyed(at._tree, "run_timing") is not None
 
 
-def test_timing_panel_runs_on_request_with_sweeps():
-    at = open_tab(open_app(), "Timing")
-    assert "timing_result" not in at.session_state  # nothing runs until asked
-    at.button(key="run_timing").click().run()
-    runs = table(ok(at), "method")
-    assert list(runs["method"]) == ["standard", "streaming"]
-    assert all(runs["median"].str.endswith("ms"))
-    diff = next(c.value for c in at.caption if c.value.startswith("max |O_standard"))
-    assert float(diff.split("= ")[1].split(" ")[0]) < 1e-4
-    Br, Bc = default_blocks(16)
-    assert diff.endswith(f"streaming blocks {Br} x {Bc} (kernel default).")
-    at.radio(key="timing_blocks").set_value("stepper").run()
-    at.button(key="run_timing").click().run()
-    diff = next(c.value for c in ok(at).caption if c.value.startswith("max |O_standard"))
-    assert diff.endswith("streaming blocks 16 x 16.")
-    from kernels import BLAS
-    assert any(c.value.startswith("Threads: ") and "float32" in c.value
-               and f"tile GEMMs: {BLAS.describe()}" in c.value for c in at.caption)
-    open_tab(at, "Memory")  # the memory panel marks the peaks just measured
-    assert "measured: streaming at L = 128" in shown(at, "memory_chart")[1]
-    open_tab(at, "Timing")
-
-    at.select_slider(key="sweep_Lmax").set_value(1024).run()
-    at.button(key="run_sweep").click().run()
-    spec = chart(ok(at), "crossover_chart")
-    for name in ("standard (materializes S)", "streaming (tiles)"):
-        assert named(spec, name)["x"] == [256, 512, 1024]
-
-    at.button(key="run_blocks").click().run()
-    z = values(named(chart(ok(at), "block_sweep_chart"), "GFLOP/s")["z"])
-    assert z.shape == (4, 4) and (z > 0).all()
-
-
-def test_timing_refuses_what_exceeds_its_budget():
-    at = open_app()
-    at.selectbox(key="preset").set_value("long prefill").run()
-    for key, value in (("B", 16), ("Hq", 64), ("Hkv", 64)):
-        at.number_input(key=key).set_value(value).run()
-    open_tab(at, "Timing").button(key="run_blocks").click().run()
-    assert any("Not timed" in e.value for e in at.error)
-    assert not at.exception
+# the timing panel's own tests: tests/test_timing_panel.py
 
 
 @pytest.mark.parametrize("key", ["step_tiles", "row_history", "output_rows", "memory_chart"])

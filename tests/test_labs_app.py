@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from attnviz import numerics, run_trace, splitkv
 from attnviz.export import trace_dict
 from tests.test_app import APP, keyed, ok
+from tests.test_timing_panel import wait_done
 
 
 def open_lab(tab: str, **params) -> AppTest:
@@ -181,6 +182,7 @@ def test_uploaded_arrays_go_through_the_stepper_memory_timing_and_export():
     at.session_state["panel"] = "Timing"
     ok(at.run())
     ok(at.button(key="run_timing").click().run())
+    wait_done(at, "current")  # timed runs go through the server's queue, in the background
     diff = caption(at, "max |O_standard")
     assert f"over all B·Hq·Lq·D = {4 * 40 * 24} outputs" in diff
     # the split-KV lab on the group of query head 3: KV head 1, heads 2 and 3, last row

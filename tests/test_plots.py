@@ -223,7 +223,7 @@ def test_crossover_is_where_streaming_stays_faster():
     assert plots.crossover(rows) == 512
     fig = plots.crossover_chart(rows)
     assert list(_by_name(fig, "crossover: streaming faster from L = 512").x) == [512, 512]
-    assert list(_by_name(fig, "standard refused (memory guard)").x) == [2048]
+    assert list(_by_name(fig, "standard not run: its memory guard (S too big)").x) == [2048]
     assert plots.crossover(rows[:1]) is None
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contention import cpu_snapshot, other_cores  # noqa: F401  (the bench's names)
+
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding attnviz/ and kernels/
 
 
@@ -117,29 +119,6 @@ def set_threads(n: int) -> None:
     for lib in ThreadpoolController().lib_controllers:
         if lib.user_api == "blas" and "scipy.libs" not in lib.filepath:
             lib.set_num_threads(n)
-
-
-def cpu_snapshot() -> tuple[float, float, float] | None:
-    """(wall s, CPU s busy on the whole machine, CPU s used by this process and its waited-for
-    children), to tell how much of the machine other jobs took meanwhile (``other_cores``)."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    # user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy
-    busy = sum(ticks[:8]) - ticks[3] - ticks[4]
-    t = os.times()
-    own = t.user + t.system + t.children_user + t.children_system
-    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own
-
-
-def other_cores(start, end) -> float | None:
-    """Cores' worth of CPU other processes (or the hypervisor: steal) used between two
-    ``cpu_snapshot``s. On a shared 2-core machine, 1.0 means our 2 threads had ~1 core."""
-    if start is None or end is None or end[0] <= start[0]:
-        return None
-    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))
 
 
 def child_env() -> dict:

@@ -155,22 +155,24 @@ def test_timing_memory_and_png_export(page: Page, app_url: str):
     page.get_by_role("tab", name="Timing").click()
     button(page, "Time standard vs streaming").click()
     expect(page.get_by_text(re.compile(r"^max \|O_standard − O_streaming\|"))).to_be_visible(
-        timeout=60_000)
+        timeout=180_000)  # timed in the background, then each method's memory in a process
     expect(page.get_by_text(re.compile(r"^Threads: \d+"))).to_be_visible()
 
     # a sweep cancelled after its first lengths: the points so far stay on screen
     button(page, "Run the sweep").click()
     expect(page.locator('[data-testid="stProgress"]', has_text="done")).to_be_visible(
-        timeout=60_000)
+        timeout=120_000)
     button(page, "Cancel").click()
-    expect(page.get_by_text(re.compile(r"^Sweep cancelled after \d+ of"))).to_be_visible(
-        timeout=60_000)
+    expect(page.get_by_text(re.compile(r"^Sweep over L cancelled after \d+ point"))
+           ).to_be_visible(timeout=60_000)
     # a complete small one: L = 256, 512, 1024
     _largest_L(page, 2, "ArrowLeft")
     expect(page.locator(".st-key-sweep_Lmax [data-testid=stSliderThumbValue]")).to_have_text(
         "1024")
     button(page, "Run the sweep").click()
-    expect(page.get_by_text(re.compile(r"^Sweep cancelled"))).to_have_count(0, timeout=120_000)
+    expect(page.get_by_text(re.compile(r"^Sweep over L cancelled"))).to_have_count(
+        0, timeout=120_000)
+    expect(page.locator('[data-testid="stProgress"]')).to_have_count(0, timeout=180_000)
     # until the sweep's run is over, the previous run's chart can stay on screen beside the
     # new one (the progress bar moved it): wait for the run to end, then for one chart
     expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=120_000)

@@ -1,0 +1,132 @@
+"""The timing panel through AppTest: a run goes to the process's timing queue, the page polls
+it (a fragment), and the results say what was measured: min, median, spread, samples, the
+machine's load, each method's peak memory beside the Memory tab's model; the L sweep draws
+the crossover and a roofline with a sentence; over-budget sizes are refused at once; a run
+waiting behind another session's says so."""
+import threading
+import time
+
+import numba
+import pytest
+
+from attnviz import memory
+from attnviz.runqueue import QUEUE
+from kernels import default_blocks
+from tests.test_app import chart, named, ok, open_app, open_tab, shown, table
+
+
+def job(at, kind: str):
+    return at.session_state["timing_jobs"][kind]["job"]
+
+
+def wait_done(at, kind: str, timeout: float = 240.0):
+    """Rerun the page (as the polling fragment does) until the ``kind`` job has ended."""
+    deadline = time.monotonic() + timeout
+    while job(at, kind).pending:
+        assert time.monotonic() < deadline, f"{kind} still {job(at, kind).state}"
+        time.sleep(0.5)
+        ok(at.run())
+    ok(at.run())
+    assert job(at, kind).state == "done", job(at, kind).error
+    return at
+
+
+def _bytes(label: str) -> float:
+    value, unit = label.split(" ")
+    return float(value) * {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
+
+
+def _load_sentence(at) -> str:
+    texts = [c.value for c in at.caption] + [w.value for w in at.warning]
+    return next(t for t in texts if t.startswith(("The machine was quiet", "Busy machine")))
+
+
+def test_a_timing_runs_in_the_background_and_reports_samples_load_and_memory():
+    at = open_tab(open_app(), "Timing")
+    assert "timing_jobs" not in at.session_state  # nothing runs until asked
+    assert at.radio(key="timing_threads").value == "one"
+    at.button(key="run_timing").click().run()
+    assert job(ok(at), "current").state in ("queued", "running", "done")  # the click returned
+    wait_done(at, "current")
+    runs = table(at, "method")
+    assert list(runs["method"]) == ["standard", "streaming"]
+    assert all(runs["samples"].str.match(r"^\d+ x \d+ calls?"))
+    assert all(runs["spread (IQR)"].str.startswith("±"))
+    assert all(runs[c].str.endswith((" s", " ms", " µs")).all() for c in ("min", "median"))
+    # memory: measured in a fresh process, next to the Memory tab's model for the same call
+    s = memory.Shape(1, 8, 8, 128, 128, 16)
+    std, stream = runs.set_index("method")["peak extra memory (measured)"]
+    model = runs.set_index("method")["memory model (Memory tab)"]
+    assert _bytes(model["standard"]) == pytest.approx(memory.standard_bytes(s), rel=0.01)
+    assert 0.8 < _bytes(std) / memory.standard_bytes(s) < 1.5
+    assert _bytes(std) > 2 * _bytes(stream) > 0  # never "standard 0 B, streaming 164 KiB"
+    assert _load_sentence(at)
+    Br, Bc = default_blocks(16)
+    diff = next(c.value for c in at.caption if c.value.startswith("max |O_standard"))
+    assert float(diff.split("= ")[1].split(" ")[0]) < 1e-4
+    assert diff.endswith(f"streaming blocks {Br} x {Bc} (kernel default).")
+    assert any(c.value.startswith(f"Threads: 1 of {numba.config.NUMBA_NUM_THREADS}")
+               for c in at.caption)
+    open_tab(at, "Memory")  # the memory panel marks the peaks just measured
+    assert "measured: streaming at L = 128" in shown(at, "memory_chart")[1]
+
+
+def test_decode_names_its_split_kv_chunks_not_square_blocks():
+    at = open_tab(open_app(mode="decode", cache=4095, D=64, Hq=8, Hkv=2), "Timing")
+    at.radio(key="timing_threads").set_value("all").run()
+    at.button(key="run_timing").click().run()
+    wait_done(ok(at), "current")
+    diff = next(c.value for c in at.caption if c.value.startswith("max |O_standard"))
+    assert "streaming decode splits each KV head's keys into" in diff
+    assert "blocks 128 x 128" not in diff
+    runs = table(at, "method")
+    cells = runs[["min", "median"]].to_numpy().ravel()
+    assert all("e+" not in c and c.endswith((" s", " ms", " µs")) for c in cells), cells
+    assert not any(c == "0 B" for c in runs["peak extra memory (measured)"])
+
+
+def test_a_run_waits_its_turn_behind_another_sessions_and_says_so():
+    gate = threading.Event()
+    other = QUEUE.submit("sweep over L up to 4096", "someone-else", lambda j: gate.wait(60))
+    try:
+        at = open_tab(open_app(), "Timing")
+        at.button(key="run_timing").click().run()
+        notice = next(i.value for i in ok(at).info if i.value.startswith("Waiting"))
+        assert notice.startswith("Waiting: 1 timing run ahead of this one (another session's "
+                                 "sweep over L up to 4096")
+        assert job(at, "current").state == "queued"
+    finally:
+        gate.set()
+    wait_done(at, "current")
+    assert other.state == "done"
+    assert not any(i.value.startswith("Waiting") for i in at.info)
+
+
+def test_the_L_sweep_draws_the_crossover_and_a_roofline_and_says_why():
+    at = open_tab(open_app(), "Timing")
+    at.select_slider(key="sweep_Lmax").set_value(1024).run()
+    at.button(key="run_sweep").click().run()
+    wait_done(ok(at), "sweep")
+    spec = chart(at, "crossover_chart")
+    for name in ("standard (materializes S)", "streaming (tiles)"):
+        assert named(spec, name)["x"] == [256, 512, 1024]
+    assert len(spec["layout"]["yaxis"]["tickvals"]) >= 3
+    roof = chart(at, "roofline_chart")
+    assert next(t for t in roof["data"] if t["name"].startswith("roof: GEMM"))
+    assert named(roof, "streaming (tiles)")["text"] == ["256", "512", "1K"]
+    why = [m.value for m in at.markdown if m.value.startswith("**Why:** At L = 256,")]
+    assert why and "faster" in why[0]
+    assert any(c.value.startswith("Roofs measured in this run on 1 thread") for c in at.caption)
+    assert _load_sentence(at)
+
+
+def test_an_over_budget_configuration_is_refused_at_once_without_a_job():
+    at = open_tab(open_app(L=1024, B=16, Hq=64, Hkv=8, D=128), "Timing")
+    t0 = time.perf_counter()
+    at.button(key="run_timing").click().run()
+    elapsed = time.perf_counter() - t0
+    assert any(e.value.startswith("Not timed: inputs and output need") for e in at.error)
+    assert "timing_jobs" not in at.session_state and not at.exception
+    assert elapsed < 10  # a script rerun, no inputs built (AppTest's own overhead included)
+    at.button(key="run_blocks").click().run()
+    assert any(e.value.startswith("Not timed") for e in at.error)
