@@ -1,5 +1,5 @@
 """The split-KV lab: any bounds, any merge order (a fold or any tree of pairs) give the float64
-oracle's O and LSE; the kernel's own chunks give the decode kernel's output bit for bit; an
+oracle's O and LSE; the kernel's own chunks give the decode kernel's output to float32 rounding; an
 empty chunk is the identity; merge weights sum to 1 and recombine the chunks' outputs."""
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_any_tree_of_pairwise_merges_is_exact(p, rnd):
 @pytest.mark.parametrize("Lk,window", [(1, None), (700, None), (3000, None), (5003, None),
                                        (5003, 1500), (2500, 64)])
 @pytest.mark.parametrize("g", [1, 4])
-def test_the_kernels_chunks_give_the_decode_kernels_output_bit_for_bit(Lk, window, g):
+def test_the_kernels_chunks_give_the_decode_kernels_output(Lk, window, g):
     D = 64
     q, k, v = _inputs(g, Lk, D, Lk + g)
     bounds = splitkv.kernel_bounds(Lk, D, window=window)
@@ -103,9 +103,12 @@ def test_the_kernels_chunks_give_the_decode_kernels_output_bit_for_bit(Lk, windo
     O, lse = splitkv.merge(states, [*range(len(states))][first:] + [0] * (first == 1))
     O_k, lse_k = streaming_attention(q[None, :, None], k[None, None], v[None, None],
                                      window=window, return_lse=True)
-    # the kernel merges its chunks 0, 1, 2, ... in that order; so did we (plus an identity)
-    np.testing.assert_array_equal(O, O_k[0, :, 0])
-    np.testing.assert_array_equal(lse, lse_k[0, :, 0])
+    # the kernel merges its chunks 0, 1, 2, ... in that order; so did we (plus an identity).
+    # Same tiles, same cut, same order, yet not bit for bit: under fastmath LLVM vectorizes
+    # the row sums of each compiled caller its own way, and which callers a process compiled
+    # first decides which code runs (CI saw 1-ulp differences after the trace tests ran).
+    np.testing.assert_allclose(O, O_k[0, :, 0], rtol=2e-6, atol=2e-7)
+    np.testing.assert_allclose(lse, lse_k[0, :, 0], rtol=2e-6, atol=0)
 
 
 def test_the_kernel_splits_long_caches_into_several_chunks():
