@@ -32,9 +32,13 @@ _NOT_NUMBA = {"autotune"}  # folders under the cache root that are not Numba's
 log = logging.getLogger("attnviz")
 
 
+# Files without jitted code: editing them must not throw away the compiled kernels.
+_NOT_JITTED = {"tuning.py", "autotune.py"}
+
+
 def _source_hash() -> str:
     h = hashlib.sha256()
-    for path in sorted(_KERNEL_DIR.glob("*.py")):
+    for path in sorted(p for p in _KERNEL_DIR.glob("*.py") if p.name not in _NOT_JITTED):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
