@@ -64,7 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "GROUP in prefill/decode/chunk/long; keys B,H,Hq,Hkv,L,Lq,Lk,D,"
                            "causal,window,q_offset. E.g. prefill:L=2048,D=64")
     what.add_argument("--contenders", type=lambda s: s.split(","), metavar="A,B",
-                      help=f"subset of {','.join(ALL_NAMES)} (default: all; torch if installed)")
+                      help=f"subset of {','.join(ALL_NAMES)} (default: the first four; torch if "
+                           "installed)")
     what.add_argument("--autotune", action="store_true",
                       help="measure this host's kernel choices again (blocks, decode tiles, "
                            "decode chunks; <= --autotune-budget s) and store them; alone, "
@@ -182,9 +183,11 @@ def main(argv=None) -> int:
         tuned = autotune(budget_s=args.autotune_budget, progress=progress)
         progress.done()
         print(f"Kernel choices: {tuning_summary()['text']}")
+        print("Measured (time relative to the built-in default's, geometric mean over the "
+              "problems; best first):")
         for what, cands in tuned.measured.items():
-            print(f"  {what}: " + ", ".join(f"{c} {m['vs_default']:.2f}x" for c, m in
-                                           sorted(cands.items(), key=lambda x: x[1]['vs_default'])))
+            ranked = sorted(cands.items(), key=lambda x: x[1]["vs_default"])
+            print(f"  {what}: " + ", ".join(f"{c} {m['vs_default']:.2f}" for c, m in ranked))
         if not (args.quick or args.case or args.sweep_blocks):
             return 0
     cpu0 = cpu_snapshot()
