@@ -57,6 +57,7 @@ def table_data(trace: Trace, n: int) -> dict:
     return {"columns": list(COLUMNS), "rows": rows}
 
 
-def render(data: dict) -> None:
-    """The table; ``data`` is ``table_data`` of the current step, made beforehand."""
-    _component(key=KEY, data=data)
+def render(data: dict, key: str = KEY) -> None:
+    """The table; ``data`` is ``table_data`` of the current step, made beforehand (or any
+    ``{"columns": [...], "rows": [[text, ...], ...]}``: the exactness panel's tiles)."""
+    _component(key=key, data=data)
