@@ -18,19 +18,23 @@ BLAS: BlasLib = _bind_blas()  # the library the tile GEMMs call (ATTNVIZ_BLAS)
 
 from .api import (  # noqa: E402
     DEFAULT_MEMORY_FRACTION,
+    decode_block,
     decode_split,
     default_blocks,
     standard_attention,
     streaming_attention,
+    tuning_summary,
     warmup,
 )
 
 __all__ = [
     "BLAS",
     "DEFAULT_MEMORY_FRACTION",
+    "decode_block",
     "decode_split",
     "default_blocks",
     "standard_attention",
     "streaming_attention",
+    "tuning_summary",
     "warmup",
 ]
