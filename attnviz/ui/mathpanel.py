@@ -48,3 +48,8 @@ def box_data(rm: RowMath, notes: str) -> dict:
 
 def render(rm: RowMath, notes: str) -> None:
     _component(key=KEY, data=box_data(rm, notes))
+
+
+def render_box(key: str, mathml: str, latex: str, notes: str = "") -> None:
+    """The same box for other formulas (the exactness panel's identity)."""
+    _component(key=key, data={"mathml": mathml, "latex": latex, "notes": notes})
