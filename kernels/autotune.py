@@ -36,8 +36,8 @@ from .validate import mask_spec
 
 BUDGET_S = 20.0
 MARGIN = 0.03  # a candidate must be this much faster than the default to replace it
-MIN_SAMPLE_S = 0.002  # calls per sample grow until a sample takes this long
-MAX_ROUNDS = 9
+MIN_SAMPLE_S = 0.01  # calls per sample grow until a sample takes this long
+MAX_ROUNDS = 25  # rounds stop at the stage's deadline or here
 SHARES = {"decode": 0.3, "chunk": 0.15}  # of the budget; the prefill blocks get the rest
 
 

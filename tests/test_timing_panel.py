@@ -67,6 +67,8 @@ def test_a_timing_runs_in_the_background_and_reports_samples_load_and_memory():
     assert diff.endswith(f"streaming blocks {Br} x {Bc} (kernel default).")
     assert any(c.value.startswith(f"Threads: 1 of {numba.config.NUMBA_NUM_THREADS}")
                for c in at.caption)
+    # the kernel choices in force on the timing thread (tuned per host, or built-in)
+    assert any(c.value.startswith("Kernel choices: prefill blocks D=64:") for c in at.caption)
     open_tab(at, "Memory")  # the memory panel marks the peaks just measured
     assert "measured: streaming at L = 128" in shown(at, "memory_chart")[1]
 
