@@ -13,8 +13,9 @@ only when it beats the built-in default by more than ``MARGIN``:
    KV head, where the split decides how many tasks there are;
 3. the prefill blocks (Br, Bc) per D, on a short and a longer causal prefill.
 
-Each candidate's time is the best of its rounds (the least disturbed on a shared machine),
-scored against the default's as a geometric mean over the problems of a stage. The result
+Each candidate is scored by its time over the default's in the same round (paired, since a
+shared machine's load drifts between rounds), the median over rounds, then the geometric
+mean over the problems of a stage. The result
 goes to ``kernels.tuning`` (a JSON file keyed by CPU, BLAS and threads), which every call
 reads; calls never tune. Compiling the kernels (``api.warmup``) is done first and is not
 counted in the budget. ``python -m attnviz.bench --autotune`` reruns it;
@@ -80,10 +81,12 @@ class _Budget:
 
 
 def _race(fns: dict, clock, deadline: float) -> dict:
-    """Best seconds per call of each candidate ``fns[name]()``, timed in round-robin rounds
-    until ``deadline`` (or MAX_ROUNDS). A candidate first runs once untimed (warm caches),
-    which also sizes its samples (enough calls for MIN_SAMPLE_S). Candidates never timed
-    before the deadline are missing from the result."""
+    """Seconds per call of each candidate ``fns[name]()`` in each round: {name: [t_round0,
+    t_round1, ...]}, timed in rounds until ``deadline`` (or MAX_ROUNDS); each round times
+    every candidate once, starting one further along each time (no candidate always follows
+    the same one). A candidate first runs once untimed (warm caches), which also sizes its
+    samples (enough calls for MIN_SAMPLE_S). Candidates never timed before the deadline are
+    missing from the result; a round cut by the deadline is dropped."""
     reps = {}
     for name, fn in fns.items():
         if clock() >= deadline:
@@ -92,31 +95,43 @@ def _race(fns: dict, clock, deadline: float) -> dict:
         fn()
         dt = max(clock() - t, 1e-9)
         reps[name] = max(1, min(1000, math.ceil(MIN_SAMPLE_S / dt)))
-    best: dict = {}
-    for _ in range(MAX_ROUNDS):
-        for name, n in reps.items():
+    times: dict = {name: [] for name in reps}
+    names = list(reps)
+    for r in range(MAX_ROUNDS if names else 0):
+        got = {}
+        for name in names[r % len(names):] + names[:r % len(names)]:
             if clock() >= deadline:
-                return best
-            fn = fns[name]
+                return {n: ts for n, ts in times.items() if ts}
+            fn, n = fns[name], reps[name]
             t = clock()
             for _ in range(n):
                 fn()
-            per_call = (clock() - t) / n
-            best[name] = min(best.get(name, math.inf), per_call)
-    return best
+            got[name] = (clock() - t) / n
+        for name, t in got.items():
+            times[name].append(t)
+    return {n: ts for n, ts in times.items() if ts}
 
 
 def _choose(races: list[dict], default, fmt, n_cands: int) -> tuple[object, dict, bool]:
-    """The candidate with the lowest geometric-mean time relative to ``default`` over the
-    races (problems), if it beats it by more than MARGIN; else the default. Returns (choice,
-    the measurements for the record, whether all ``n_cands`` were timed in every race)."""
+    """Score each candidate by its time over the default's in the same round (paired: the
+    machine's load drifts between rounds, not within one), the median over rounds, then the
+    geometric mean over the races (problems). The best wins if it beats the default by more
+    than MARGIN; else the default stays. Returns (choice, the record: best ms per race and
+    the score, whether all ``n_cands`` were timed in every race)."""
     complete = all(len(r) == n_cands for r in races)
     usable = [r for r in races if default in r]
     names = set.intersection(*(set(r) for r in usable)) if usable else set()
-    score = {c: math.exp(sum(math.log(r[c] / r[default]) for r in usable) / len(usable))
+
+    def paired(r, c):
+        ratios = sorted(a / b for a, b in zip(r[c], r[default], strict=False))
+        mid = len(ratios) // 2
+        return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+
+    score = {c: math.exp(sum(math.log(paired(r, c)) for r in usable) / len(usable))
              for c in names}
-    record = {fmt(c): {"ms": [round(r[c] * 1e3, 4) for r in usable],
-                       "vs_default": round(s, 4)} for c, s in sorted(score.items(), key=str)}
+    record = {fmt(c): {"ms": [round(min(r[c]) * 1e3, 4) for r in usable],
+                       "vs_default": round(s, 4), "rounds": [len(r[c]) for r in usable]}
+              for c, s in sorted(score.items(), key=str)}
     best = min(score, key=score.get, default=default)
     if best != default and score[best] < 1.0 - MARGIN:
         return best, record, complete

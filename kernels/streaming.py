@@ -23,11 +23,6 @@ from numba import njit, prange
 
 from .tile import NEG_INF, attend_span, cdiv, finalize, init_state, merge_state, visible_tiles
 
-# Chunks of at least this many keys per decode task (built-in default; ``kernels.autotune``
-# measures it per host): below it, scheduling costs more than it gains; above it, enough
-# chunks to feed every core.
-DECODE_MIN_CHUNK = 512
-
 
 @njit(cache=True, inline="always")
 def _zigzag(t, Tr):

@@ -36,6 +36,8 @@ BUILTIN_BLOCKS = {16: (128, 128), 32: (128, 128), 64: (128, 128), 128: (128, 128
                   256: (64, 64)}
 BUILTIN_DECODE_LOOPS = False  # BLAS: 1.1-1.5x faster than loops on oneMKL (Intel)
 # the decode's KV block: the prefill's Bc (blocks_for(D)[1]) unless tuned
+# Chunks of at least this many keys per decode task: below it, scheduling costs more than it
+# gains; above it, enough chunks to feed every core (``api.decode_split``).
 BUILTIN_DECODE_MIN_CHUNK = 512
 
 

@@ -14,6 +14,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from kernels import decode_block
+from kernels.tuning import active as active_tuning
+
 from .. import labplots, splitkv
 from ..viewconfig import ViewConfig
 
@@ -120,7 +123,8 @@ def render(cfg: ViewConfig, own=None) -> None:
     if how == "kernel":
         st.caption(f"The kernel's cut for B={cfg.B}, Hkv={cfg.Hkv} on this machine "
                    "(kernels.decode_split: enough chunks to feed every thread, none under "
-                   "512 keys; tiles of the kernel's default KV block for D): "
+                   f"{active_tuning().decode_min_chunk} keys; tiles of the decode's KV block "
+                   f"for D, {decode_block(cfg.D)} keys; both measured per host or built-in): "
                    f"bounds {bounds}." + (" Keys before the window's first tile are never "
                                           "visited: shown as an empty chunk."
                                           if window and bounds[1] > 0 and states[0].empty
