@@ -4,8 +4,8 @@
 * ``tile_map``: the [Tr, Tc] grid of the current head, tiles coloured by class, those the
   backward has computed so far shaded, the current one outlined, and the visit order
   (KV block j outer: columns left to right, Q blocks down each column).
-* ``step_tiles``: the step's P = exp(S - LSE), dP = dO V^T and dS = P (dP - D), masked
-  entries grey.
+* ``step_tiles``: the step's P = exp(S - LSE) (on [0, max P]: normalized probabilities are
+  small), dP = dO V^T and dS = P (dP - D), masked entries grey.
 * ``accumulators``: dV_j, dK_j [keys, D] and dQ_i [rows, D] after the step.
 Matrices keep row 0 on top, axes in absolute rows, keys and block indices.
 """
@@ -80,8 +80,7 @@ def _panels(cv: Canvas, top: int, ph: int, mats, x_ticks, y_ticks, x_title, y_ti
         p.yticks(index_ticks(y_ticks[0], rows, 8 if rows > 4 else 4),
                  title=y_title if name == mats[0][0] else "")
         p.title(title)
-        colorbar(cv, (box[2] + 8, top, box[2] + 18, top + ph), cmap, lo, hi,
-                 [0, 0.25, 0.5, 0.75, 1] if cmap is VIRIDIS else None)
+        colorbar(cv, (box[2] + 8, top, box[2] + 18, top + ph), cmap, lo, hi)
         plots[name] = p
     return plots
 
@@ -100,7 +99,9 @@ def step_tiles(trace: BackwardTrace, n: int) -> Figure:
     top, W = 46, 700
     cv = Canvas(W, top + ph + 46)
     dP_span, dS_span = _span(s.dP), _span(np.where(masked, np.nan, s.dS))
-    mats = [("P", 56, np.where(masked, np.nan, s.P), VIRIDIS, 0.0, 1.0, "P = exp(S − LSE)"),
+    P = np.where(masked, np.nan, s.P)
+    p_max = float(np.nanmax(P)) if np.isfinite(P).any() and np.nanmax(P) > 0 else 1.0
+    mats = [("P", 56, P, VIRIDIS, 0.0, p_max, "P = exp(S − LSE)"),
             ("dP", 290, s.dP, DIVERGING, -dP_span, dP_span, "dP = dO·Vᵀ"),
             ("dS", 524, np.where(masked, np.nan, s.dS), DIVERGING, -dS_span, dS_span,
              "dS = P∘(dP − D)")]

@@ -83,7 +83,7 @@ class TileMath:
             rows.append(Equation(
                 Pf + rc, sup(e, S + rc + minus + mi("m")) + mo("/") + mi(r"\ell", "ℓ"),
                 sup(e, num(self.s) + minus + num_operand(self.m)) + mo("/") + num(self.l)
-                + eq + num(self.p_fwd) + space() + text("(the forward's, float64)")))
+                + eq + num(self.p_fwd)))
         rows += [
             Equation(Dr, word("rowsum") + paren(dO_r + mo(r"\circ", "∘") + O_r, False),
                      num(self.D)),

@@ -63,7 +63,7 @@ def test_backward_tab_steps_in_kv_outer_order_with_the_traces_numbers():
             break
     ok(at.button(key="bwd_prev").click().run())
     assert step_heading(at).startswith(f"#### Backward step 3 of {len(t.steps)}")
-    at.slider(key="bwd_step").set_value(len(t.steps) - 1)
+    at.slider(key="bwd_slider").set_value(len(t.steps))  # 1-based
     ok(at.run())
     last = len(t.steps)
     assert step_heading(at).startswith(f"#### Backward step {last} of {last}")
@@ -77,7 +77,7 @@ def test_backward_tab_window_and_gqa_group():
     head = step_heading(at)
     assert f"of {len(t.steps)}:" in head and "query head 0 of 4" in head
     n_col0 = sum(1 for s in t.steps if s.j == 0)
-    at.slider(key="bwd_step").set_value(n_col0 // 4)  # head 1 of KV block 0
+    at.slider(key="bwd_slider").set_value(n_col0 // 4 + 1)  # head 1, KV block 0
     ok(at.run())
     assert "query head 1 of 4" in step_heading(at)
 

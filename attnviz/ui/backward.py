@@ -28,7 +28,8 @@ from .text import aside, heading
 MAX_L = 256  # queries and keys of the traced backward
 MAX_GROUP = 4  # query heads of the GQA group traced
 MAX_STEPS = 4096  # Tr * Tc * heads
-STEP, ROW, KEY = "bwd_step", "bwd_row", "bwd_key"
+STEP, ROW, KEY = "bwd_step", "bwd_row", "bwd_key"  # the step 0-based, as in the trace
+SLIDER = "bwd_slider"  # the slider counts from 1, as the heading does
 _lock = threading.Lock()  # one trace build at a time (they run on the GIL anyway)
 
 
@@ -64,18 +65,23 @@ def _go(to: int, last: int) -> None:
     st.session_state[STEP] = min(max(to, 0), last)
 
 
+def _slid() -> None:
+    st.session_state[STEP] = int(st.session_state[SLIDER]) - 1
+
+
 def _controls(last: int) -> int:
     ss = st.session_state
     ss[STEP] = min(max(int(ss.get(STEP, 0)), 0), last)
     n = ss[STEP]
+    ss[SLIDER] = n + 1
     row = st.container(horizontal=True, vertical_alignment="bottom")
     row.button("Prev", key="bwd_prev", icon=":material/chevron_left:", on_click=_go,
                args=(n - 1, last), disabled=n == 0)
     row.button("Next", key="bwd_next", icon=":material/chevron_right:", on_click=_go,
                args=(n + 1, last), disabled=n == last)
     if last > 0:
-        row.slider("Backward step (visit order: KV block j outer)", 0, last, key=STEP,
-                   format="%d", help="0-based here; the heading counts from 1.")
+        row.slider("Backward step (visit order: KV block j outer)", 1, last + 1, key=SLIDER,
+                   on_change=_slid)
     return ss[STEP]
 
 
@@ -116,13 +122,13 @@ def render(cfg: ViewConfig, threads: int) -> None:
     with left:
         fig = backward_images.tile_map(trace, n)
         with st.container(key="bwd_tile_map"):
-            st.image(fig.data_url(), width=fig.width, caption=aside(
+            st.image(fig.data_url(), width=fig.width, alt=fig.alt, caption=aside(
                 "Shaded: tiles this head's backward has computed so far. Each column (KV "
                 "block) is finished before the next: its dK_j, dV_j are then final."))
     with right:
         fig = backward_images.step_tiles(trace, n)
         with st.container(key="bwd_tiles"):
-            st.image(fig.data_url(), width=fig.width)
+            st.image(fig.data_url(), width=fig.width, alt=fig.alt)
         err = float(np.nanmax(np.abs(s.P - s.P_fwd))) if s.P.size else 0.0
         st.markdown(aside(
             f"P recomputed from the saved LSE equals the forward's P~ / l = exp(S − m) / l "
@@ -130,8 +136,8 @@ def render(cfg: ViewConfig, threads: int) -> None:
             f"(float32 rounding)."))
     fig = backward_images.accumulators(trace, n)
     with st.container(key="bwd_acc"):
-        st.image(fig.data_url(), width=fig.width)
-    left, right = st.columns([5, 6], gap="large")
+        st.image(fig.data_url(), width=fig.width, alt=fig.alt)
+    left, right = st.columns([4, 7], gap="large")
     with left:
         _row_table(trace, n)
         _costs(trace, n, threads)
@@ -148,7 +154,10 @@ def render(cfg: ViewConfig, threads: int) -> None:
                 "This step's numbers for one entry of the tile, as the kernel's tile routine "
                 "computed them; σ is the softmax scale 1/√D. The accumulators are vectors of "
                 "D numbers: their norms before and after this tile.")
-        mathpanel.render(tm, "", key="bwd_math")
+        note = ("P~ / l uses the forward's final m and l of the row (computed in float64): "
+                "the same number as P, up to float32 rounding." if not tm.masked else
+                "This entry is masked: P = 0, so dS = 0 and it adds nothing to any gradient.")
+        mathpanel.render(tm, note, key="bwd_math")
 
 
 def _row_table(trace: BackwardTrace, n: int) -> None:
