@@ -6,6 +6,7 @@
     python -m attnviz.bench --json out.json      # everything, machine-readable
     python -m attnviz.bench --sweep-blocks --sweep-D 64,128 --sweep-L 4096
     python -m attnviz.bench --case prefill:L=2048,D=64 --case decode:L=16384
+    python -m attnviz.bench --backward           # the backward pass vs torch (issue 13)
 
 Results go to stdout; progress goes to stderr (one line, rewritten, on a terminal).
 """
@@ -68,6 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     what.add_argument("--sweep-D", type=_ints, default=[64, 128], metavar="D,..")
     what.add_argument("--sweep-L", type=int, default=None, metavar="L",
                       help="sequence length of the sweep (default 4096, --quick 1024)")
+    what.add_argument("--backward", action="store_true",
+                      help="time the backward pass instead: streaming vs standard vs torch "
+                           "SDPA's autograd backward, causal prefill, H=8")
+    what.add_argument("--backward-L", type=_ints, default=[1024, 2048, 4096, 8192],
+                      metavar="L,..")
+    what.add_argument("--backward-D", type=_ints, default=[64, 128], metavar="D,..")
     what.add_argument("--q-blocks", type=_ints, default=[16, 32, 64, 128, 256], metavar="Br,..")
     what.add_argument("--kv-blocks", type=_ints, default=[16, 32, 64, 128, 256], metavar="Bc,..")
     how = p.add_argument_group("how")
@@ -150,6 +157,8 @@ def main(argv=None) -> int:
             else:
                 torchworker.worker()
         set_threads(args.threads)
+    if args.backward:
+        return _backward(args, progress)
     if args.case:
         try:
             cases = [C.parse_case(s) for s in args.case]
@@ -214,4 +223,31 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(to_json(machine, config, roof, bandwidth, cold, rows, sweeps), f,
                       indent=1, allow_nan=False)
+    return 0
+
+
+def _backward(args, progress) -> int:
+    """``--backward``: the three backward passes side by side (``bench.backward``)."""
+    import kernels
+
+    from . import backward
+
+    names = [n for n in (args.contenders or backward.NAMES)]
+    progress("warm-up: Numba kernels (compile or cache load)")
+    kernels.warmup()
+    cpu0 = cpu_snapshot()
+    rows = backward.run(args.backward_L, args.backward_D, names,
+                        repeats=args.repeats or 5,
+                        budget_s=args.budget if args.budget is not None else 60.0,
+                        memory=not args.no_memory, seed=args.seed, progress=progress)
+    machine = machine_info()
+    machine["loadavg_end"] = list(os.getloadavg())
+    machine["other_cores"] = other_cores(cpu0, cpu_snapshot())
+    progress.done()
+    command = "python -m attnviz.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print("\n".join(describe_machine(machine)))
+    print(f"\nCommand: `{command.strip()}`\n")
+    print("\n".join(backward.table(rows)))
+    print()
+    print("\n".join(backward.gate_lines(rows)))
     return 0
