@@ -63,7 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "GROUP in prefill/decode/chunk/long; keys B,H,Hq,Hkv,L,Lq,Lk,D,"
                            "causal,window,q_offset. E.g. prefill:L=2048,D=64")
     what.add_argument("--contenders", type=lambda s: s.split(","), metavar="A,B",
-                      help=f"subset of {','.join(ALL_NAMES)} (default: all; torch if installed)")
+                      help=f"subset of {','.join(ALL_NAMES)} (default: all; torch if installed); "
+                           "with --backward: streaming,standard,torch")
     what.add_argument("--sweep-blocks", action="store_true",
                       help="time streaming over a (q_block, kv_block) grid instead of the suite")
     what.add_argument("--sweep-D", type=_ints, default=[64, 128], metavar="D,..")
@@ -145,6 +146,8 @@ def _warm(contenders, progress) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     progress = Progress(not args.quiet)
+    if args.backward:
+        return _backward(args, progress)
     names = args.contenders
     if names and "torch" in names and not torch_available():
         print("torch is not installed: pip install -r requirements-bench.txt", file=sys.stderr)
@@ -157,8 +160,6 @@ def main(argv=None) -> int:
             else:
                 torchworker.worker()
         set_threads(args.threads)
-    if args.backward:
-        return _backward(args, progress)
     if args.case:
         try:
             cases = [C.parse_case(s) for s in args.case]
@@ -232,7 +233,14 @@ def _backward(args, progress) -> int:
 
     from . import backward
 
-    names = [n for n in (args.contenders or backward.NAMES)]
+    names = args.contenders or list(backward.NAMES)
+    unknown = [n for n in names if n not in backward.NAMES]
+    if unknown:
+        print(f"--contenders with --backward: {unknown} unknown; choose from "
+              f"{','.join(backward.NAMES)}", file=sys.stderr)
+        return 2
+    if args.threads:
+        set_threads(args.threads)
     progress("warm-up: Numba kernels (compile or cache load)")
     kernels.warmup()
     cpu0 = cpu_snapshot()
