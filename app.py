@@ -11,11 +11,13 @@ import streamlit as st
 
 from attnviz.ui import (
     backward,
+    buglab,
     cache,
     detail,
     figures,
     memory,
     numerics,
+    quiz,
     share,
     sidebar,
     splitkv,
@@ -24,6 +26,7 @@ from attnviz.ui import (
     tilemap,
     timing,
     upload,
+    why,
 )
 
 
@@ -40,6 +43,7 @@ st.set_page_config(page_title="attnviz: streaming attention, tile by tile", page
 machine = cache.warm()
 cfg = state.sync_config()
 sidebar.render(cfg)
+buglab.sidebar(cfg)
 own = upload.render(cfg)  # your own Q, K, V (sidebar): None unless in use
 cfg = own.cfg if own else cfg
 stepper.render_speed()
@@ -60,6 +64,7 @@ except (ValueError, TypeError, MemoryError) as e:
 stepper.clamp_cursor(head.trace, cfg)
 for note in state.notices(cfg):
     st.warning(note, icon="⚠️")
+guarded(buglab.banner, head, cfg)
 
 
 def step_panels() -> None:
@@ -69,6 +74,8 @@ def step_panels() -> None:
     # every image first, so the panels below reach the browser together (one re-render)
     figs = figures.build(head, n, r, bool(st.session_state.get(state.ALL_ROWS)))
     stepper.render(trace)
+    buglab.step_note(head, n)
+    quiz.render(head, n, r - trace.config.rows(trace.steps[n].i)[0])
     left, right = st.columns([5, 6], gap="large")
     with left:
         tilemap.render(trace, figs.tile_map)
@@ -79,6 +86,7 @@ def step_panels() -> None:
         detail.render_row(trace, n, r, figs)
     with right:
         detail.render_math(trace, n, r)
+    why.render(head, n, r)
     detail.render_output(head, n, figs)
     share.render(head, cfg, n, r)
     state.write_url(cfg, n, st.session_state[state.ROW])

@@ -319,8 +319,9 @@ def _error_plot(cv: Canvas, box, Lq: int, rows: np.ndarray, err: np.ndarray
     axis: such rows sit on a floor one tick step below the lowest tick, labelled "exact: 0"
     and cut off from the decades by a dashed line. Returns the plot and the floor (None when
     no row is exact)."""
+    bad = ~np.isfinite(err)  # a bug lab's overflow: inf or NaN, drawn above the decades
     exact = err == 0
-    pos = err[~exact]
+    pos = err[~exact & ~bad]
     lo, hi = (float(pos.min()), float(pos.max())) if pos.size else (1e-8, 1e-7)
     ticks = log_ticks(lo, hi)
     step = ticks[1] / ticks[0] if len(ticks) > 1 else 10.0
@@ -330,7 +331,11 @@ def _error_plot(cv: Canvas, box, Lq: int, rows: np.ndarray, err: np.ndarray
     pe = Plot(cv, box, Axis(-0.5, Lq - 0.5), y)
     pe.frame(grid_y=ticks)
     size = 4 if Lq > 64 else 6
-    pe.markers(rows[~exact].tolist(), pos.tolist(), "o", size, ERR_COLOR)
+    pe.markers(rows[~exact & ~bad].tolist(), pos.tolist(), "o", size, ERR_COLOR)
+    if bad.any():
+        pe.markers(rows[bad].tolist(), [ticks[-1]] * int(bad.sum()), "x", size + 2, ERR_COLOR)
+        cv.text((box[2] - 4, box[1] + 4), "× on the top line: not finite (inf or NaN)",
+                anchor="ra", color=ERR_COLOR, size=10)
     labels = [f"1e{round(math.log10(v))}" for v in ticks]
     if floor is not None:
         pe.hline(math.sqrt(floor * ticks[0]), MUTED, 1, dash=(3, 3))

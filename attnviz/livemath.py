@@ -67,6 +67,11 @@ class RowMath:
         return math.isinf(self.m) and self.m < 0
 
     @property
+    def first_tile(self) -> bool:
+        """This step is the row's first visible key: m_old = -inf, nothing to rescale."""
+        return math.isinf(self.m_before) and not self.seen_nothing
+
+    @property
     def rescaled(self) -> bool:
         """The max moved and there was state to rescale (not the row's first visible tile)."""
         return self.alpha != 1.0 and not math.isinf(self.m_before)

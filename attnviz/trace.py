@@ -13,6 +13,10 @@ Along the way it announces events to hooks:
 The built-in recorder keeps them all in a ``Trace``; other hooks (byte counters, per-row
 watchers, future labs) plug in without touching the algorithm.
 
+``bug=NAME`` (``attnviz.bugs.BUGS``) runs one of the classic mistakes instead: an update bug
+replaces ``tile_update`` by the bug lab's NumPy step (after the same jitted scores), a mask
+bug hands the driver a wrong mask. ``bug=None`` calls the jitted routines, bit for bit.
+
 A ``Step`` keeps per-row numbers only (m, l, alpha, ... : Br floats each), so a trace of
 L = 4096 with default blocks stays a few MB. The S and P~ tiles of any step are recomputed
 on demand by ``Trace.tiles(n)``, calling ``tile_update`` again from the recorded m_before.
@@ -20,6 +24,7 @@ on demand by ``Trace.tiles(n)``, calling ``tile_update`` again from the recorded
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -36,6 +41,7 @@ from kernels.tile import (
 )
 from kernels.validate import MaskSpec, check_block, check_qkv, check_scale, mask_spec
 
+from . import bugs
 from .masks import TILE_NAMES
 
 
@@ -74,6 +80,72 @@ class TraceConfig:
 
 
 @dataclass(frozen=True)
+class Driver:
+    """How the traced loop computes one tile: the real jitted update, or a bug's variant.
+
+    ``mask`` is the mask the loop walks with (a mask bug bends it; ``TraceConfig.mask`` stays
+    the true one, which the oracle uses); ``flags`` are an update bug's, None for the real
+    update. Every tile of a trace, first run or replayed, goes through ``update``."""
+
+    config: TraceConfig
+    mask: MaskSpec
+    flags: bugs.Flags | None = None
+
+    @cached_property
+    def geometry(self):
+        """The Mask the jitted code takes (built once: documents cost a search)."""
+        return self.mask.geometry()
+
+    def qpos(self, i: int) -> np.ndarray:
+        """Absolute positions the loop gives the rows of Q block i, [rows] int64."""
+        i0, i1 = self.config.rows(i)
+        return np.arange(i0, i1, dtype=np.int64) + self.mask.q_offset
+
+    def tile_class(self, i: int, j: int) -> int:
+        k0, k1 = self.config.keys(j)
+        return mask_tile_class(self.qpos(i), k0, k1, self.config.Lk, self.geometry)
+
+    def init(self, i: int):
+        """The state (m [rows], l [rows], acc [rows, D]) of Q block i before its first tile."""
+        i0, i1 = self.config.rows(i)
+        m = np.empty(i1 - i0, np.float32)
+        l = np.empty(i1 - i0, np.float32)
+        acc = np.empty((i1 - i0, self.config.D), np.float32)
+        init_state(m, l, acc, self.config.mask.sink_array(1)[0])
+        return m, l, acc
+
+    def update(self, q, k, v, i: int, j: int, cls: int, m, l, acc):
+        """Tile (i, j) of class ``cls`` on the state (updated in place); returns
+        (S, P~ [rows, keys], alpha [rows]) float32."""
+        c = self.config
+        i0, i1 = c.rows(i)
+        k0, k1 = c.keys(j)
+        rows = i1 - i0
+        S = np.empty((rows, k1 - k0), np.float32)
+        P = np.empty_like(S)
+        alpha = np.empty(rows, np.float32)
+        args = (q[i0:i1], k[k0:k1], v[k0:k1], self.qpos(i), k0, c.Lk, self.geometry,
+                cls == PARTIAL, np.float32(c.scale))
+        if self.flags is None:
+            tile_update(*args, m, l, acc, S, P, alpha)
+            return S, P, alpha
+        # the same jitted scores and mask, on a scratch state; then the buggy update
+        tile_update(*args, np.full(rows, -np.inf, np.float32), np.zeros(rows, np.float32),
+                    np.zeros((rows, c.D), np.float32), S, P, alpha)
+        P, alpha = bugs.tile_step(S, v[k0:k1], m, l, acc, self.flags)
+        return S, P, alpha
+
+    def finalize(self, m, l, acc):
+        """(O [rows, D], LSE [rows]) of a finished Q block."""
+        if self.flags is not None:
+            return bugs.finalize(m, l, acc, self.flags)
+        O = np.empty_like(acc)
+        lse = np.empty(m.shape[0], np.float32)
+        finalize(m, l, acc, O, lse)
+        return O, lse
+
+
+@dataclass(frozen=True)
 class Step:
     """One computed tile: Q block i against KV block j, with each row's state around it.
 
@@ -100,6 +172,19 @@ class Step:
         return self.alpha != 1.0
 
 
+@dataclass(frozen=True)
+class Replay:
+    """The accumulator of each row of step n's Q block around the step, [rows, D] float32:
+    acc_new = alpha * acc_old + PV (as the loop computed it: a bug may drop the alpha or
+    divide by l afterwards)."""
+
+    n: int
+    acc_old: np.ndarray
+    alpha: np.ndarray  # [rows]
+    PV: np.ndarray  # P~ V_j
+    acc_new: np.ndarray
+
+
 def step_label(n: int) -> int:
     """Step n as people count it: 1-based, so the last of N steps reads "step N of N".
     Code, session state and the URL's ``step=`` stay 0-based (``Trace.steps[n]``)."""
@@ -119,6 +204,8 @@ class Trace:
     out: np.ndarray | None = None  # [Lq, D] float32
     lse: np.ndarray | None = None  # [Lq] float32, natural log
     block_done_after: dict[int, int] = field(default_factory=dict)  # i -> last step n of block i
+    bug: str | None = None  # attnviz.bugs name, None: the real algorithm
+    driver: Driver | None = None  # how the loop computed each tile (run_trace sets it)
 
     # -- hook interface: the recorder is itself a hook
     def on_skip(self, i: int, j: int) -> None:
@@ -142,20 +229,49 @@ class Trace:
         return None
 
     def tiles(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(S, P~) of step n, [rows, keys] float32: the tile_update call, replayed."""
+        """(S, P~) of step n, [rows, keys] float32: the step's update, replayed from the
+        recorded m_before and l_before."""
         step = self.steps[n]
-        c = self.config
-        i0, i1 = c.rows(step.i)
-        k0, k1 = c.keys(step.j)
-        rows, cols = i1 - i0, k1 - k0
         m, l = step.m_before.copy(), step.l_before.copy()
-        acc = np.zeros((rows, c.D), np.float32)
-        S = np.empty((rows, cols), np.float32)
-        P = np.empty((rows, cols), np.float32)
-        tile_update(self.q[i0:i1], self.k[k0:k1], self.v[k0:k1], c.qpos(step.i), k0, c.Lk,
-                    c.mask.geometry(), step.kind == "partial", np.float32(c.scale),
-                    m, l, acc, S, P, np.empty(rows, np.float32))
+        acc = np.zeros((m.shape[0], self.config.D), np.float32)
+        cls = PARTIAL if step.kind == "partial" else FULL
+        S, P, _ = self.driver.update(self.q, self.k, self.v, step.i, step.j, cls, m, l, acc)
         return S, P
+
+    def replay(self, n: int) -> Replay:
+        """The accumulator around step n for every row of its Q block: the block's steps
+        replayed from its initial state (the recorded per-row numbers keep the trace small;
+        acc is [rows, D] per step and is recomputed, bit for bit, when asked)."""
+        step = self.steps[n]
+        m, l, acc = self.driver.init(step.i)
+        for s in self.row_history(self.config.rows(step.i)[0]):
+            cls = PARTIAL if s.kind == "partial" else FULL
+            if s.n == n:
+                acc_old = acc.copy()
+                _, P, alpha = self.driver.update(self.q, self.k, self.v, s.i, s.j, cls,
+                                                 m, l, acc)
+                k0, k1 = self.config.keys(s.j)
+                PV = P @ self.v[k0:k1]  # [rows, D] this tile's contribution
+                return Replay(n=n, acc_old=acc_old, alpha=alpha, PV=PV, acc_new=acc)
+            self.driver.update(self.q, self.k, self.v, s.i, s.j, cls, m, l, acc)
+        raise AssertionError(f"step {n} not in its block's history")  # unreachable
+
+    def row_error(self, O_ref: np.ndarray) -> np.ndarray:
+        """[Lq] max |O - O_ref| of each row's final output (inf where O is not finite)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = np.abs(self.out.astype(np.float64) - O_ref).max(axis=1)
+        return np.where(np.isfinite(err), err, np.inf)
+
+    def first_departure(self, O_ref: np.ndarray, tol: float | None = None) -> int | None:
+        """The first step at which a finished row's output departs from the oracle by more
+        than ``tol`` (default: 1e-4 of the output's scale, far above float32 rounding and
+        far below any bug's error); None when every row agrees."""
+        if tol is None:
+            tol = 1e-4 * max(1.0, float(np.abs(O_ref).max(initial=0.0)))
+        bad = self.row_error(O_ref) > tol
+        ends = [n for i, n in self.block_done_after.items()
+                if bad[slice(*self.config.rows(i))].any()]
+        return min(ends) if ends else None
 
     def row_history(self, r: int) -> list[Step]:
         """The steps that updated query row r (those of its Q block), in order."""
@@ -186,23 +302,26 @@ def trace_config(Lq, Lk, D, *, causal=True, q_offset=None, window=None, sinks=No
 
 def run_trace(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None, prefix=None,
               doc_ids=None, sink_logits=None, scale=None, q_block=32, kv_block=64,
-              hooks=()) -> Trace:
+              hooks=(), bug=None) -> Trace:
     """Block-wise streaming attention on one head, recording every tile.
 
     q [Lq, D], k/v [Lk, D] (float16/32/64; computed in float32). Keywords as in
     ``kernels.streaming_attention``; ``sink_logits`` is the traced head's one number.
     ``hooks``: extra objects with any of ``on_skip``, ``on_step``, ``on_block_done``; they
-    see the events in order after the recorder.
+    see the events in order after the recorder. ``bug``: None (the real algorithm) or a name
+    of ``attnviz.bugs.BUGS`` (a ValueError lists them); the config keeps the true mask.
     """
+    bug = bugs.check_bug(bug)
     q, k, v = check_qkv(q, k, v, ndim=2, finite=True)
     (Lq, D), Lk = q.shape, k.shape[0]
     c = trace_config(Lq, Lk, D, causal=causal, q_offset=q_offset, window=window, sinks=sinks,
                      prefix=prefix, doc_ids=doc_ids, sink_logits=sink_logits, scale=scale,
                      q_block=q_block, kv_block=kv_block)
-    mk, sink = c.mask.geometry(), c.mask.sink_array(1)[0]
+    driver = Driver(c, bugs.driver_mask(c.mask, bug), bugs.update_flags(bug))
     status = np.empty((c.Tr, c.Tc), dtype=object)
     trace = Trace(config=c, q=q, k=k, v=v, tile_status=status,
-                  out=np.zeros((Lq, D), np.float32), lse=np.zeros(Lq, np.float32))
+                  out=np.zeros((Lq, D), np.float32), lse=np.zeros(Lq, np.float32),
+                  bug=bug, driver=driver)
     listeners = [trace, *hooks]
 
     def announce(event, *args):
@@ -211,39 +330,27 @@ def run_trace(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None, p
             if fn is not None:
                 fn(*args)
 
-    scale32 = np.float32(c.scale)
     for i in range(c.Tr):
-        i0, i1 = c.rows(i)
-        rows = i1 - i0
-        qpos = c.qpos(i)
-        m = np.empty(rows, np.float32)
-        l = np.empty(rows, np.float32)
-        acc = np.empty((rows, D), np.float32)
-        init_state(m, l, acc, sink)
+        m, l, acc = driver.init(i)
         for j in range(c.Tc):
-            k0, k1 = c.keys(j)
-            cls = mask_tile_class(qpos, k0, k1, Lk, mk)
+            cls = driver.tile_class(i, j)
             status[i, j] = TILE_NAMES[cls]
             if cls == SKIPPED:
                 announce("on_skip", i, j)
                 continue
             m_before, l_before = m.copy(), l.copy()
-            S = np.empty((rows, k1 - k0), np.float32)
-            P = np.empty_like(S)
-            alpha = np.empty(rows, np.float32)
-            tile_update(q[i0:i1], k[k0:k1], v[k0:k1], qpos, k0, Lk, mk, cls == PARTIAL,
-                        scale32, m, l, acc, S, P, alpha)
+            S, P, alpha = driver.update(q, k, v, i, j, cls, m, l, acc)
+            with np.errstate(over="ignore", invalid="ignore"):  # a bug's acc may overflow
+                acc_norm = np.linalg.norm(acc, axis=1).astype(np.float32)
             step = Step(
                 n=len(trace.steps), i=i, j=j, kind=TILE_NAMES[cls],
                 m_before=m_before, m=m.copy(), l_before=l_before, l=l.copy(), alpha=alpha,
                 s_max=S.max(axis=1), p_sum=P.sum(axis=1, dtype=np.float32),
-                acc_norm=np.linalg.norm(acc, axis=1).astype(np.float32),
+                acc_norm=acc_norm,
             )
             assert cls in (FULL, PARTIAL)
             announce("on_step", step)
-        O_rows = np.empty((rows, D), np.float32)
-        lse_rows = np.empty(rows, np.float32)
-        finalize(m, l, acc, O_rows, lse_rows)
+        O_rows, lse_rows = driver.finalize(m, l, acc)
         announce("on_block_done", i, O_rows, lse_rows)
     trace.tile_status = status.astype(str)
     return trace

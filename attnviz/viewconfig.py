@@ -11,7 +11,8 @@ combination can crash the app or exhaust memory:
 * the tile grid has ``Tr, Tc <= MAX_GRID`` and ``Tr * Tc <= MAX_TILES`` (blocks are raised
   until it fits: the tile map stays readable and the trace small);
 * ``Hkv`` divides ``Hq`` (each KV head serves a whole group of query heads);
-* the masks of real models stay within the keys: ``sinks``, ``prefix`` and ``docs`` <= Lk.
+* the masks of real models stay within the keys: ``sinks``, ``prefix`` and ``docs`` <= Lk;
+* ``bug`` is None (the real algorithm) or a name of ``attnviz.bugs.BUGS`` (the bug lab).
 
 The URL carries the same keys as strings (``to_query`` / ``from_query``).
 """
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from kernels.tile import cdiv
 
+from .bugs import BUGS
 from .masks import packed_doc_ids
 from .scenarios import SCENARIOS
 
@@ -71,6 +73,7 @@ class ViewConfig:
     Hkv: int = 8  # KV heads (GQA when < Hq)
     scenario: str = "random"
     seed: int = 0
+    bug: str | None = None  # the bug lab: a name of attnviz.bugs.BUGS, None: the real thing
 
     @property
     def Lq(self) -> int:
@@ -126,8 +129,9 @@ class ViewConfig:
                 }[self.mask]
         if self.sink_logit is not None:
             mask += f", sink logit {self.sink_logit:g}"
+        bug = f", bug {self.bug}" if self.bug else ""
         return (f"{self.mode}: Lq={self.Lq}, Lk={self.Lk}, D={self.D}, Br={self.Br}, "
-                f"Bc={self.Bc}, {mask}, {self.scenario}, seed {self.seed}")
+                f"Bc={self.Bc}, {mask}, {self.scenario}, seed {self.seed}{bug}")
 
 
 DEFAULT = ViewConfig()
@@ -203,6 +207,16 @@ class _Clamper:
         else:
             self.values[name] = used
 
+    def bug(self):
+        """None (empty, "none") or a name of BUGS."""
+        got = self.raw.get("bug")
+        if got is None or got in ("", "None", "none"):
+            self.values["bug"] = None
+        elif got in BUGS:
+            self.values["bug"] = got
+        else:
+            self.note("bug", got, None, f"is not one of none, {', '.join(BUGS)}")
+
     def option(self, name, options):
         self.integer(name, options[0], options[-1])
         v = self.values[name]
@@ -230,6 +244,7 @@ def clamp(raw: dict) -> tuple[ViewConfig, list[str]]:
     c.integer("Hq", 1, MAX_H)
     c.integer("Hkv", 1, MAX_H)
     c.integer("seed", 0, MAX_SEED)
+    c.bug()
     v = c.values
     # Relations between values: KV cache + chunk within the trace bound, GQA groups whole.
     if v["mode"] == "chunked" and v["cache"] + v["chunk"] > MAX_TRACE_LEN:
@@ -269,6 +284,8 @@ def typed_view(cfg: ViewConfig) -> dict[str, int | str]:
     unused = unused | {m for m in ("sinks", "docs", "prefix") if cfg.mask != m}
     if cfg.sink_logit is None:
         unused = unused | {"sink_logit"}
+    if cfg.bug is None:
+        unused = unused | {"bug"}
     return {k: v for k, v in asdict(cfg).items() if k not in unused}
 
 

@@ -19,10 +19,12 @@ BLAS: BlasLib = _bind_blas()  # the library the tile GEMMs call (ATTNVIZ_BLAS)
 
 from .api import (  # noqa: E402
     DEFAULT_MEMORY_FRACTION,
+    decode_block,
     decode_split,
     default_blocks,
     standard_attention,
     streaming_attention,
+    tuning_summary,
     warmup,
 )
 from .backward import standard_attention_backward, streaming_attention_backward  # noqa: E402
@@ -30,11 +32,13 @@ from .backward import standard_attention_backward, streaming_attention_backward 
 __all__ = [
     "BLAS",
     "DEFAULT_MEMORY_FRACTION",
+    "decode_block",
     "decode_split",
     "default_blocks",
     "standard_attention",
     "standard_attention_backward",
     "streaming_attention",
     "streaming_attention_backward",
+    "tuning_summary",
     "warmup",
 ]

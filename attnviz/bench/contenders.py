@@ -144,17 +144,19 @@ def make_streaming(q_block: int | None = None, kv_block: int | None = None,
                                            check_finite=False)
 
     def predict(case: Case) -> int:
-        return streaming_predicted_bytes(case, *blocks_for(case.D, q_block, kv_block))
+        return streaming_predicted_bytes(case, *blocks_for(case.D, q_block, kv_block,
+                                                            decode=case.Lq == 1))
 
     return Contender(name, label, prepare, predict)
 
 
-def blocks_for(D: int, q_block: int | None, kv_block: int | None) -> tuple[int, int]:
-    """(Br, Bc) the streaming kernel will use."""
-    from kernels import default_blocks
+def blocks_for(D: int, q_block: int | None, kv_block: int | None, *, decode: bool = False
+               ) -> tuple[int, int]:
+    """(Br, Bc) the streaming kernel will use (``decode``: Lq == 1, its own tuned Bc)."""
+    from kernels import decode_block, default_blocks
 
     Br, Bc = default_blocks(D)
-    return (q_block or Br, kv_block or Bc)
+    return (q_block or Br, kv_block or (decode_block(D) if decode else Bc))
 
 
 def _threads() -> int:

@@ -15,4 +15,7 @@ Streamlit (with ``app.py``, which wires these panels into a page).
     splitkv   the split-KV decode lab: chunks, partial states, merges in any order
     numerics  the numerics lab: float16/bfloat16 error, accumulation, overflow, masked rows
     upload    your own Q, K, V: upload, checks, head picker (sidebar)
+    why       why the result is exact: the invariant on one row's numbers, the accumulator
+    quiz      predict, then reveal: a question on the next step, right or wrong, a score
+    buglab    the bug lab: a classic mistake on (sidebar), where it departs, back to correct
 """

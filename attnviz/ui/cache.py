@@ -84,14 +84,16 @@ def caches() -> Caches:
 
 def head_key(cfg: ViewConfig) -> ViewConfig:
     """What defines the traced head: the configuration without B, Hq, Hkv (the memory and
-    timing panels' sizes), which the stepper's single head does not depend on."""
+    timing panels' sizes), which the stepper's single head does not depend on; with the bug
+    lab's ``bug`` (a buggy trace is another trace)."""
     return replace(cfg, B=1, Hq=1, Hkv=1)
 
 
 def _trace(key: ViewConfig) -> TracedHead:
     with build_slots:
         q, k, v = one_head(key.scenario, key.Lq, key.Lk, key.D, seed=key.seed)
-        trace = run_trace(q, k, v, q_block=key.Br, kv_block=key.Bc, **key.mask_kwargs())
+        trace = run_trace(q, k, v, q_block=key.Br, kv_block=key.Bc, bug=key.bug,
+                          **key.mask_kwargs())
         O_ref, lse_ref = oracle(trace)
     return TracedHead(key, trace, O_ref, lse_ref)
 

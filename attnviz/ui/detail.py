@@ -70,6 +70,9 @@ def render_math(trace: Trace, n: int, r: int) -> None:
             "The update of this step, with the numbers the kernel recorded for this row "
             "(\"old\": before the step, \"new\": after it).")
     notes = []
+    if rm.first_tile:
+        notes.append("First tile of this row: nothing to rescale (m_old = −∞), so alpha = "
+                     "exp(−∞) = 0 multiplies an empty state.")
     if rm.rescaled:
         notes.append(f"The max moved: everything row {r} accumulated so far was multiplied "
                      f"by alpha = {rm.alpha:.4g}.")

@@ -49,3 +49,8 @@ def box_data(rm: RowMath, notes: str) -> dict:  # or anything with .mathml() and
 def render(rm: RowMath, notes: str, key: str = KEY) -> None:
     """The box for ``rm`` (the backward tab passes its ``TileMath`` and its own key)."""
     _component(key=key, data=box_data(rm, notes))
+
+
+def render_box(key: str, mathml: str, latex: str, notes: str = "") -> None:
+    """The same box for other formulas (the exactness panel's identity)."""
+    _component(key=key, data={"mathml": mathml, "latex": latex, "notes": notes})

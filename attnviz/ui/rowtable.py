@@ -36,23 +36,28 @@ _component = component.boxed(
   box.innerHTML = `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;""")
 
 
+FIRST_TILE = "first tile of this row: nothing to rescale (m_old = −∞)"
 COLUMNS = ("row", "m old", "rowmax S", "m new", "alpha", "l old", "rowsum P~", "l new",
            "rescaled")
 
 
 def table_data(trace: Trace, n: int) -> dict:
     """The component's data for step n: one line per row of its Q block, that row's state
-    before and after the step, as text (5 significant digits; ``rescaled`` "yes" or empty).
-    Text, because JSON has no -inf (m before a row's first tile)."""
+    before and after the step, as text (5 significant digits; ``rescaled`` "yes", empty, or
+    ``FIRST_TILE`` where the row meets its first visible key). Text, because JSON has no
+    -inf (m before a row's first tile)."""
     s = trace.steps[n]
     i0, i1 = trace.config.rows(s.i)
     rescaled = s.rescaled & np.isfinite(s.m_before)
     numbers = np.stack([s.m_before, s.s_max, s.m, s.alpha, s.l_before, s.p_sum, s.l], 1)
-    rows = [[str(r), *(f"{v:.5g}" for v in line.tolist()), "yes" if x else ""]
-            for r, line, x in zip(range(i0, i1), numbers, rescaled.tolist(), strict=True)]
+    first = (~np.isfinite(s.m_before) & np.isfinite(s.m)).tolist()
+    rows = [[str(r), *(f"{v:.5g}" for v in line.tolist()), "yes" if x else FIRST_TILE if f else ""]
+            for r, line, x, f in zip(range(i0, i1), numbers, rescaled.tolist(), first,
+                                     strict=True)]
     return {"columns": list(COLUMNS), "rows": rows}
 
 
-def render(data: dict) -> None:
-    """The table; ``data`` is ``table_data`` of the current step, made beforehand."""
-    _component(key=KEY, data=data)
+def render(data: dict, key: str = KEY) -> None:
+    """The table; ``data`` is ``table_data`` of the current step, made beforehand (or any
+    ``{"columns": [...], "rows": [[text, ...], ...]}``: the exactness panel's tiles)."""
+    _component(key=key, data=data)

@@ -46,7 +46,8 @@ def _trace(key: tuple, up: upload.Uploaded) -> TracedHead:
     _, digest, h, cfg = key
     with build_slots:
         q, k, v = up.head(h)
-        trace = run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, **cfg.mask_kwargs())
+        trace = run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, bug=cfg.bug,
+                          **cfg.mask_kwargs())
         O_ref, lse_ref = oracle(trace)
     return TracedHead(key, trace, O_ref, lse_ref,
                       source=f"upload {', '.join(up.sources)} sha256 {digest}, head {h}")
