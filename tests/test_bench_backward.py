@@ -76,3 +76,9 @@ def test_cli_backward_prints_the_table():
     assert "streaming backward: max error vs the float64 oracle" in proc.stdout
     errs = [float(x) for x in re.findall(r"oracle \(head 0\) (\d\.\de-\d\d)", proc.stdout)]
     assert len(errs) == 2 and max(errs) < 1e-5 and np.isfinite(errs).all()
+
+
+def test_sweep_blocks_times_each_tile_size_in_one_run():
+    t = backward.sweep_blocks(90, 16, [(16, 16), (7, 13)], repeats=3, budget_s=0.3)
+    assert list(t) == [(16, 16), (7, 13)]
+    assert all(len(x) >= 3 and min(x) > 0 for x in t.values())

@@ -51,13 +51,15 @@ def grad_inputs(case: Case, seed: int = 0):
     return q, k, v, out, lse, dout
 
 
-def prepare(name: str, case: Case, q, k, v, out, lse, dout):
-    """A zero-argument call returning (dq, dk, dv) as NumPy float32 arrays."""
+def prepare(name: str, case: Case, q, k, v, out, lse, dout, blocks=(None, None)):
+    """A zero-argument call returning (dq, dk, dv) as NumPy float32 arrays; ``blocks``
+    (q_block, kv_block) of the streaming backward (None: its default)."""
     kw = case.mask_kwargs()
     if name == "streaming":
         from kernels import streaming_attention_backward
 
         return lambda: streaming_attention_backward(q, k, v, out, lse, dout, **kw,
+                                                    q_block=blocks[0], kv_block=blocks[1],
                                                     check_finite=False)
     if name == "standard":
         from kernels import standard_attention_backward
@@ -162,6 +164,27 @@ def run(Ls, Ds, names=None, *, repeats=5, budget_s=60.0, memory=True, seed=0,
                 progress(f"peak memory: {row.name} {row.case.label} (fresh subprocess)")
                 row.extra_bytes = peak_memory(row.case, row.name, seed)
     return rows
+
+
+def sweep_blocks(L: int, D: int, blocks, *, repeats=5, budget_s=60.0, seed=0,
+                 progress=lambda msg: None) -> dict[tuple[int, int], list[float]]:
+    """The streaming backward at each (q_block, kv_block), timed round-robin in one run on
+    one causal prefill case (each gated on the float64 oracle first): per-call seconds."""
+    from ..reference import attention_backward_reference
+
+    case = prefill(L, D)
+    inputs = grad_inputs(case, seed)
+    q, k, v, out, lse, dout = inputs
+    want = attention_backward_reference(q[:, :1], k[:, :1], v[:, :1], dout[:, :1])
+    calls = {}
+    for b in blocks:
+        call = prepare("streaming", case, *inputs, blocks=b)
+        err = gate_error(call(), want)
+        if not err <= TOL:
+            raise AssertionError(f"blocks {b}: error vs oracle {err:.1e}")
+        calls[f"{b[0]}x{b[1]}"] = call
+    timed = time_round_robin(calls, repeats=repeats, budget_s=budget_s, progress=progress)
+    return {b: timed[f"{b[0]}x{b[1]}"][0] for b in blocks}
 
 
 # --- peak memory in a fresh process ---------------------------------------------------------

@@ -76,6 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     what.add_argument("--backward-L", type=_ints, default=[1024, 2048, 4096, 8192],
                       metavar="L,..")
     what.add_argument("--backward-D", type=_ints, default=[64, 128], metavar="D,..")
+    what.add_argument("--backward-blocks", metavar="BrxBc,..",
+                      type=lambda s: [tuple(int(x) for x in b.split("x")) for b in s.split(",")],
+                      help="with --backward: time the streaming backward at these tile sizes "
+                           "(e.g. 64x64,128x64) side by side at each L and D, instead")
     what.add_argument("--q-blocks", type=_ints, default=[16, 32, 64, 128, 256], metavar="Br,..")
     what.add_argument("--kv-blocks", type=_ints, default=[16, 32, 64, 128, 256], metavar="Bc,..")
     how = p.add_argument_group("how")
@@ -244,6 +248,8 @@ def _backward(args, progress) -> int:
     progress("warm-up: Numba kernels (compile or cache load)")
     kernels.warmup()
     cpu0 = cpu_snapshot()
+    if args.backward_blocks:
+        return _backward_blocks(args, progress, cpu0)
     rows = backward.run(args.backward_L, args.backward_D, names,
                         repeats=args.repeats or 5,
                         budget_s=args.budget if args.budget is not None else 60.0,
@@ -258,4 +264,32 @@ def _backward(args, progress) -> int:
     print("\n".join(backward.table(rows)))
     print()
     print("\n".join(backward.gate_lines(rows)))
+    return 0
+
+
+def _backward_blocks(args, progress, cpu0) -> int:
+    """``--backward --backward-blocks``: the streaming backward's tile sizes, side by side."""
+    import numpy as np
+
+    from . import backward
+
+    lines = []
+    for D in args.backward_D:
+        for L in args.backward_L:
+            t = backward.sweep_blocks(L, D, args.backward_blocks, repeats=args.repeats or 5,
+                                      budget_s=args.budget if args.budget is not None
+                                      else 60.0, seed=args.seed,
+                                      progress=lambda m, L=L, D=D: progress(
+                                          f"backward blocks L={L} D={D}: {m}"))
+            best = min(t, key=lambda b: min(t[b]))
+            lines.append(f"| L={L} D={D} | " + " | ".join(
+                f"{'**' if b == best else ''}{1e3 * min(x):,.0f} / {1e3 * np.median(x):,.0f}"
+                f"{'**' if b == best else ''}" for b, x in t.items()) + " |")
+    machine = machine_info()
+    machine["other_cores"] = other_cores(cpu0, cpu_snapshot())
+    progress.done()
+    print("\n".join(describe_machine(machine)))
+    head = ["case"] + [f"{b[0]}x{b[1]} ms (min / median)" for b in args.backward_blocks]
+    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    print("\n".join(lines))
     return 0
