@@ -103,6 +103,10 @@ def render(cfg: ViewConfig, threads: int) -> None:
             "keeps one dQ copy per thread and adds them up at the end).")
     for note in notes:
         st.info(note, icon="ℹ️")
+    st.markdown(aside(
+        f"Inputs: the sidebar's scenario “{cfg.scenario}” (seed {cfg.seed}; uploaded arrays "
+        f"are not used here), KV head 0 and its first {g} query head(s); dO is random from "
+        f"the seed. {cfg.describe()}."))
     trace = traced(cfg, g)
     c = trace.config
     if not trace.steps:
