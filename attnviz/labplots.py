@@ -150,7 +150,7 @@ def why_chart(ex: Exactness, acc: Accumulator) -> go.Figure:
     from plotly.subplots import make_subplots
 
     last = acc.O is not None
-    titles = ["Scores s of the row (standard attention: all keys)",
+    titles = ["Scores s of the row over the keys (standard attention sees all)",
               f"Accumulator acc (D = {acc.acc_new.shape[0]} entries) at this step"]
     if last:
         titles.append("Output row O = acc / l beside the float64 oracle")
@@ -190,7 +190,6 @@ def why_chart(ex: Exactness, acc: Accumulator) -> go.Figure:
                                  name=name, marker_color=color, legendgroup="O",
                                  hovertemplate="d = %{x}: %{y:.6g}<extra>" + name
                                  + "</extra>"), 3, 1)
-    fig.update_xaxes(title_text="key", row=1, col=1)
-    fig.update_xaxes(title_text="d", row=len(titles), col=1)
+    fig.update_xaxes(title_text="d (head dim)", row=len(titles), col=1)
     return _layout(fig, "", height=260 * len(titles), barmode="group", bargap=0.15,
                    legend=dict(orientation="h", y=-0.08))

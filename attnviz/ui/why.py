@@ -23,11 +23,10 @@ from .text import heading
 
 TOGGLE = "why_open"
 MATH_KEY, TILES_KEY, CHART_KEY = "why_math", "why_tiles", "why_chart"
-COLUMNS = ("step", "KV block j", "keys", "m_j", "l_j", "l_j·exp(m_j − M)",
-           "Σ exp(s − M), keys seen", "relative difference")
+COLUMNS = ("step", "j", "keys", "m_j", "l_j", "l_j·e^(m_j−M)", "Σ_seen e^(s−M)", "rel. diff")
 
 
-def _g(x: float, digits: int = 7) -> str:
+def _g(x: float, digits: int = 6) -> str:
     return "−∞" if x == -math.inf else f"{x:.{digits}g}"
 
 
@@ -83,11 +82,11 @@ def render(head: TracedHead, n: int, r: int) -> None:
             "running sum is the partial sum, written in the current max's scale. Rescaling "
             "by alpha keeps it so when the max moves; after the last tile it is the full "
             "denominator, and O = acc / l is softmax(s)·V.", *summary(ex))
-    left, right = st.columns([5, 6], gap="large")
+    notes = ("Under a bug the two sides part: the invariant is what the bug breaks."
+             if trace.bug else "")
+    mathpanel.render_box(MATH_KEY, ex.mathml(), latex_block(ex.latex()), notes)
+    left, right = st.columns([6, 5], gap="small")
     with left:
-        notes = ("Under a bug the two sides part: the invariant is what the bug breaks."
-                 if trace.bug else "")
-        mathpanel.render_box(MATH_KEY, ex.mathml(), latex_block(ex.latex()), notes)
         rowtable.render(tiles_data(ex), key=TILES_KEY)
     with right:
         st.plotly_chart(why_chart(ex, acc), key=CHART_KEY, config={"displayModeBar": False})
