@@ -106,11 +106,11 @@ def _race(fns: dict, clock, deadline: float) -> dict:
     return best
 
 
-def _choose(races: list[dict], default, fmt) -> tuple[object, dict, bool]:
+def _choose(races: list[dict], default, fmt, n_cands: int) -> tuple[object, dict, bool]:
     """The candidate with the lowest geometric-mean time relative to ``default`` over the
     races (problems), if it beats it by more than MARGIN; else the default. Returns (choice,
-    the measurements for the record, whether every candidate was timed in every race)."""
-    complete = bool(races) and all(len(r) == len(races[0]) for r in races)
+    the measurements for the record, whether all ``n_cands`` were timed in every race)."""
+    complete = all(len(r) == n_cands for r in races)
     usable = [r for r in races if default in r]
     names = set.intersection(*(set(r) for r in usable)) if usable else set()
     score = {c: math.exp(sum(math.log(r[c] / r[default]) for r in usable) / len(usable))
@@ -196,7 +196,7 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
                        say, lambda p, D=D: f"{pct()}: decode tiles D={D} (Hq={p[0]} Hkv={p[1]} "
                                            f"Lk={p[2]}): KV block x (BLAS, loops)")
         decode[D], measured[f"decode D={D}"], done = _choose(
-            races, default, lambda c: f"Bc={c[0]} {'loops' if c[1] else 'BLAS'}")
+            races, default, lambda c: f"Bc={c[0]} {'loops' if c[1] else 'BLAS'}", len(cands))
         complete &= done
 
     # 2. decode chunk size, with the tiles just chosen for chunk_D
@@ -213,7 +213,7 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
                    lambda p: f"{pct()}: decode chunk size (Hq={p[0]} Hkv={p[1]} Lk={p[2]}): "
                              f"{chunks} keys")
     min_chunk, measured["decode_min_chunk"], done = _choose(races, base.decode_min_chunk,
-                                                            lambda c: f"{c} keys")
+                                                            lambda c: f"{c} keys", len(chunks))
     complete &= done
 
     # 3. prefill blocks per D
@@ -232,8 +232,8 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
                        _split_time(clock, stage_end, len(sizes.Ds) - n), say,
                        lambda p, D=D, c=cands: f"{pct()}: prefill blocks D={D} "
                                                f"(H={p[0]} L={p[1]}): {len(c)} (Br, Bc)")
-        blocks[D], measured[f"blocks D={D}"], done = _choose(races, default,
-                                                             lambda c: f"{c[0]}x{c[1]}")
+        blocks[D], measured[f"blocks D={D}"], done = _choose(
+            races, default, lambda c: f"{c[0]}x{c[1]}", len(cands))
         complete &= done
 
     seconds = clock() - budget.t0

@@ -6,6 +6,8 @@
     python -m attnviz.bench --json out.json      # everything, machine-readable
     python -m attnviz.bench --sweep-blocks --sweep-D 64,128 --sweep-L 4096
     python -m attnviz.bench --case prefill:L=2048,D=64 --case decode:L=16384
+    python -m attnviz.bench --autotune           # measure this host's kernel choices again
+    python -m attnviz.bench --autotune --quick   # ... then run the quick subset with them
     python -m attnviz.bench --backward           # the backward pass vs torch (issue 13)
 
 Results go to stdout; progress goes to stderr (one line, rewritten, on a terminal).
@@ -65,6 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     what.add_argument("--contenders", type=lambda s: s.split(","), metavar="A,B",
                       help=f"subset of {','.join(ALL_NAMES)} (default: all; torch if installed); "
                            "with --backward: streaming,standard,torch")
+    what.add_argument("--autotune", action="store_true",
+                      help="measure this host's kernel choices again (blocks, decode tiles, "
+                           "decode chunks; <= --autotune-budget s) and store them; alone, "
+                           "stop there, else run what else was asked with them")
+    what.add_argument("--autotune-budget", type=float, default=20.0, metavar="SECONDS")
     what.add_argument("--sweep-blocks", action="store_true",
                       help="time streaming over a (q_block, kv_block) grid instead of the suite")
     what.add_argument("--sweep-D", type=_ints, default=[64, 128], metavar="D,..")
@@ -137,11 +144,14 @@ class Progress:
 
 
 def _warm(contenders, progress) -> None:
-    """Compile or load every kernel and start every thread pool before anything is timed."""
+    """Compile or load every kernel and start every thread pool before anything is timed;
+    measure the kernels' choices when this host has none stored (as ``make warm`` does)."""
     import kernels
+    from kernels.autotune import tune_if_missing
 
     progress("warm-up: Numba kernels (compile or cache load)")
     kernels.warmup()
+    tune_if_missing(progress)
     for c in contenders:
         tiny = C.Case("custom", 1, 2, 1, 4, 8, 16)
         c.prepare(tiny, *C.make_inputs(tiny))()
@@ -179,6 +189,20 @@ def main(argv=None) -> int:
         threads=args.threads, q_block=args.q_block, kv_block=args.kv_block,
         roof_n=args.roof_n, bandwidth_bytes=args.bandwidth_mib * 2**20)
 
+    if args.autotune:
+        from kernels import tuning_summary
+        from kernels.autotune import autotune
+
+        tuned = autotune(budget_s=args.autotune_budget, progress=progress)
+        progress.done()
+        print(f"Kernel choices: {tuning_summary()['text']}")
+        print("Measured (time relative to the built-in default's, geometric mean over the "
+              "problems; best first):")
+        for what, cands in tuned.measured.items():
+            ranked = sorted(cands.items(), key=lambda x: x[1]["vs_default"])
+            print(f"  {what}: " + ", ".join(f"{c} {m['vs_default']:.2f}" for c, m in ranked))
+        if not (args.quick or args.case or args.sweep_blocks):
+            return 0
     cpu0 = cpu_snapshot()
     _warm(contenders, progress)
     machine = machine_info()
