@@ -244,3 +244,25 @@ def test_skipped_tiles_are_never_computed():
                      (dv[:, :, 32:], want[2][:, :, 32:])):
         assert np.isfinite(got).all()
         assert rel_err(got, ref) <= RTOL
+
+
+def test_one_worker_or_all_give_the_same_gradients():
+    """dQ from per-worker partials: 1 worker (no partials) and every thread agree to float32
+    rounding, and a repeated call with the same threads is bit for bit the same."""
+    import numba
+
+    q, k, v, out, lse, dout = _case(2, 4, 2, 150, 150, 32, {"window": 40}, seed=8)
+    a = streaming_attention_backward(q, k, v, out, lse, dout, window=40, q_block=16,
+                                     kv_block=16)
+    b = streaming_attention_backward(q, k, v, out, lse, dout, window=40, q_block=16,
+                                     kv_block=16)
+    n = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        c = streaming_attention_backward(q, k, v, out, lse, dout, window=40, q_block=16,
+                                         kv_block=16)
+    finally:
+        numba.set_num_threads(n)
+    for x, y, z in zip(a, b, c, strict=True):
+        np.testing.assert_array_equal(x, y)
+        assert rel_err(x, z.astype(np.float64)) <= RTOL
