@@ -100,6 +100,8 @@ def test_each_bug(page: Page, app_url: str, bug: str):
     assert_no_exception(page)
     scroll_to(page, banner)
     screenshot(page, f"bug_{bug}.png")
+    scroll_to(page, page.locator("h4", has_text="Why it is exact"))  # the invariant, broken
+    screenshot(page, f"bug_{bug}_why.png")
     button(page, "Back to the correct algorithm").click()
     expect(banner).to_have_count(0, timeout=30_000)
     page.wait_for_url(lambda u: "bug=" not in u)
