@@ -43,8 +43,9 @@ system-deps-test:
 	@scripts/system-deps.sh libgomp1 chromium
 
 warm: setup
-	@echo "== warming the kernels (the first time compiles them, ~20-60 s; then ~1 s)"
-	$(PY) -c "import attnviz; attnviz.warmup()"
+	@echo "== warming the kernels (the first time compiles them, ~20-60 s, and measures this host's"
+	@echo "   kernel choices, <= 20 s; then ~1 s)"
+	$(PY) -c "import attnviz; attnviz.warmup(progress=print)"
 
 run: warm
 	@echo "== starting attnviz on http://$(ADDRESS):$(PORT) (Ctrl+C stops it)"

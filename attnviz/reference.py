@@ -5,6 +5,10 @@ subtracted, multiplies by V. GQA by repeating K/V heads (fine for an oracle). A 
 no key gets O = 0 and LSE = -inf, the convention the kernels follow. A sink logit s per query
 head is one more term of every row's denominator: m = max(m, s), l += exp(s - m); a row
 that sees no key then gets O = 0 and LSE = s.
+
+``attention_backward_reference`` gives the float64 analytic gradients (dq, dk, dv) from the
+same masked, normalized P, with the textbook softmax Jacobian: dS = P * (dP - rowsum(P *
+dP)), where the kernels use the FlashAttention identity rowsum(P * dP) = rowsum(dO * O).
 """
 from __future__ import annotations
 
@@ -48,3 +52,51 @@ def attention_reference(q, k, v, *, causal=True, q_offset=None, window=None, sin
     O = np.where(seen, (P @ v) / np.where(seen, l, 1.0), 0.0)
     lse = np.where(seen, m + np.log(np.where(seen, l, 1.0)), -np.inf)[..., 0]
     return O, lse
+
+
+def attention_backward_reference(q, k, v, dout, *, causal=True, q_offset=None, window=None,
+                                 sinks=None, prefix=None, doc_ids=None, sink_logits=None,
+                                 scale=None):
+    """Gradients of ``sum(dout * O)`` w.r.t. q [..., Hq, Lq, D], k, v [..., Hkv, Lk, D] (or
+    one head [L, D]), in float64: (dq, dk, dv). GQA: dk and dv sum over each group's heads.
+
+    P = softmax of the masked scores (a sink logit only adds to the denominator);
+    dV = P^T dO; dP = dO V^T; dS = P * (dP - rowsum(P * dP)); dQ = scale dS K;
+    dK = scale dS^T Q. Rows that see no key have P = 0 and add nothing.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    dout = np.asarray(dout, dtype=np.float64)
+    Lq, D = q.shape[-2:]
+    Lk = k.shape[-2]
+    group = q.shape[1] // k.shape[1] if q.ndim == 4 else 1
+    kr = np.repeat(k, group, axis=1) if group > 1 else k  # [B, Hq, Lk, D]
+    vr = np.repeat(v, group, axis=1) if group > 1 else v
+    if q_offset is None:
+        q_offset = Lk - Lq
+    if scale is None:
+        scale = 1.0 / np.sqrt(D)
+    vis = visible_mask(Lq, Lk, causal=causal, q_offset=q_offset, window=window or 0,
+                       sinks=sinks or 0, prefix=prefix or 0, doc_ids=doc_ids)
+    S = np.where(vis, scale * (q @ np.swapaxes(kr, -1, -2)), -np.inf)  # [..., Lq, Lk]
+    m = S.max(axis=-1, keepdims=True)
+    s = np.array(-np.inf)
+    if sink_logits is not None:
+        s = np.asarray(sink_logits, np.float64)
+        s = s.reshape(s.shape + (1, 1)) if q.ndim > 2 else s.reshape(1, 1)
+        m = np.maximum(m, s)
+    seen = np.isfinite(m)
+    E = np.exp(S - np.where(seen, m, 0.0))  # 0 on masked entries
+    l = E.sum(axis=-1, keepdims=True) + np.exp(s - np.where(seen, m, 0.0))
+    P = np.where(seen, E / np.where(seen, l, 1.0), 0.0)  # [..., Lq, Lk]
+    dV = np.swapaxes(P, -1, -2) @ dout  # [..., Lk, D]
+    dP = dout @ np.swapaxes(vr, -1, -2)  # [..., Lq, Lk]
+    dS = P * (dP - (P * dP).sum(axis=-1, keepdims=True))
+    dQ = scale * (dS @ kr)
+    dK = scale * (np.swapaxes(dS, -1, -2) @ q)
+    if group > 1:  # sum the group's query heads into their KV head
+        B, Hq = q.shape[:2]
+        dK = dK.reshape(B, Hq // group, group, Lk, D).sum(axis=2)
+        dV = dV.reshape(B, Hq // group, group, Lk, D).sum(axis=2)
+    return dQ, dK, dV

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import decode_split, default_blocks
+from kernels import decode_block, decode_split
 from kernels.tile import attend_span, cdiv, finalize, init_state, merge_state, row_span
+from kernels.tuning import active as active_tuning
 from kernels.validate import as_float32, check_finite, mask_spec
 
 
@@ -81,10 +82,11 @@ def _check_bounds(bounds, Lk: int) -> np.ndarray:
     return b.astype(np.int64)
 
 
-def _chunk_state(q, k, v, pos, a, b, mask, scale, Bc):
+def _chunk_state(q, k, v, pos, a, b, mask, scale, Bc, loops):
     """State of the rows at position ``pos`` against keys [a, b): the kernel's tile walk over
     that chunk (tiles of ``Bc`` keys from ``a``; the same grid as the kernel's when ``a`` is
-    a multiple of ``Bc``). Positions shift by ``-a`` so the mask sees the chunk's own keys."""
+    a multiple of ``Bc``; ``loops``: the kernel's choice of tile products). Positions shift
+    by ``-a`` so the mask sees the chunk's own keys."""
     g, D = q.shape
     m = np.empty(g, np.float32)
     l = np.empty(g, np.float32)
@@ -95,7 +97,7 @@ def _chunk_state(q, k, v, pos, a, b, mask, scale, Bc):
         qpos = np.full(g, pos - a, np.int64)
         attend_span(q, k[a:b], v[a:b], qpos, 0, cdiv(n, Bc), Bc, n,
                     mask.geometry(), scale, m, l, acc,
-                    np.empty(2 * g * Bc, np.float32), np.empty(g, np.float32))
+                    np.empty(2 * g * Bc, np.float32), np.empty(g, np.float32), loops)
     return m, l, acc
 
 
@@ -126,11 +128,11 @@ def partials(q, k, v, *, bounds, causal=True, q_offset=None, window=None) -> lis
     mask = mask_spec(1, Lk, causal, q_offset, window)
     b = _check_bounds(bounds, Lk)
     scale = np.float32(1.0 / np.sqrt(D))
-    Bc = default_blocks(D)[1]
+    Bc, loops = active_tuning().decode_for(D)  # the decode kernel's tiles: same grid, sums
     out = []
     for c in range(b.size - 1):
         lo, hi = int(b[c]), int(b[c + 1])
-        m, l, acc = _chunk_state(q, k, v, mask.q_offset, lo, hi, mask, scale, Bc)
+        m, l, acc = _chunk_state(q, k, v, mask.q_offset, lo, hi, mask, scale, Bc, loops)
         out.append(State(m, l, acc, (c,), ((lo, hi),)))
     return out
 
@@ -190,11 +192,12 @@ def kernel_bounds(Lk: int, D: int, *, B: int = 1, Hkv: int = 1, causal: bool = T
                   q_offset: int | None = None, window: int | None = None) -> list[int]:
     """Key bounds [0, ..., Lk] of the chunks the decode kernel uses for this problem.
 
-    The kernel walks the tiles of the visible span only, ``per`` tiles (of the default KV
-    block for D) per chunk (``kernels.decode_split``); keys before that span are invisible
-    and become one empty chunk here, keys after it (none, for a decode step) likewise."""
+    The kernel walks the tiles of the visible span only, ``per`` tiles (of the decode's KV
+    block for D, ``kernels.decode_block``) per chunk (``kernels.decode_split``); keys before
+    that span are invisible and become one empty chunk here, keys after it (none, for a
+    decode step) likewise."""
     mask = mask_spec(1, Lk, causal, q_offset, window)
-    Bc = default_blocks(D)[1]
+    Bc = decode_block(D)
     per, C = decode_split(B, Hkv, Lk, Bc, q_offset=mask.q_offset, causal=mask.causal,
                           window=mask.window)
     lo, hi = row_span(mask.q_offset, Lk, mask.causal, mask.window)

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from kernels import default_blocks, standard_attention, streaming_attention
+from kernels import decode_block, default_blocks, standard_attention, streaming_attention
 
 from . import memory
 from .contention import cpu_snapshot, other_cores
@@ -87,8 +87,11 @@ class Problem:
 
     @property
     def blocks(self) -> tuple[int, int]:
-        """(Br, Bc) the streaming kernel uses: the given ones or its defaults for D."""
+        """(Br, Bc) the streaming kernel uses: the given ones or its defaults for D (decode,
+        Lq == 1, has its own KV block)."""
         Br, Bc = default_blocks(self.D)
+        if self.Lq == 1:
+            Bc = decode_block(self.D)
         return self.Br or Br, self.Bc or Bc
 
     @property

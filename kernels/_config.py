@@ -27,23 +27,38 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 _KERNEL_DIR = Path(__file__).resolve().parent
 _STALE_S = 30 * 86400  # a cache folder of other kernel sources unused this long is removed
+_NOT_NUMBA = {"autotune"}  # folders under the cache root that are not Numba's
 
 log = logging.getLogger("attnviz")
 
 
+# Files without jitted code: editing them must not throw away the compiled kernels.
+_NOT_JITTED = {"tuning.py", "autotune.py"}
+
+
 def _source_hash() -> str:
     h = hashlib.sha256()
-    for path in sorted(_KERNEL_DIR.glob("*.py")):
+    for path in sorted(p for p in _KERNEL_DIR.glob("*.py") if p.name not in _NOT_JITTED):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
-def _default_cache_root() -> Path:
+def cache_root() -> Path:
+    """Where attnviz keeps what it computes once per machine: ``$ATTNVIZ_CACHE_DIR``, else
+    ``~/.cache/attnviz`` (``$XDG_CACHE_HOME`` honoured). Numba's folders and the autotune's
+    ``autotune/`` folder (``kernels/tuning.py``) live under it."""
     if os.environ.get("ATTNVIZ_CACHE_DIR"):
         return Path(os.environ["ATTNVIZ_CACHE_DIR"])
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "attnviz" / "numba"
+    return Path(xdg) / "attnviz"
+
+
+def _default_cache_root() -> Path:
+    """The folder of Numba's per-source cache folders: the cache root itself when
+    ``$ATTNVIZ_CACHE_DIR`` is set, else ``~/.cache/attnviz/numba``."""
+    root = cache_root()
+    return root if os.environ.get("ATTNVIZ_CACHE_DIR") else root / "numba"
 
 
 def _prune_stale(root: Path, keep: Path) -> None:
@@ -51,7 +66,8 @@ def _prune_stale(root: Path, keep: Path) -> None:
     now = time.time()
     for folder in root.iterdir():
         try:
-            if folder != keep and folder.is_dir() and now - folder.stat().st_mtime > _STALE_S:
+            if (folder != keep and folder.name not in _NOT_NUMBA and folder.is_dir()
+                    and now - folder.stat().st_mtime > _STALE_S):
                 shutil.rmtree(folder, ignore_errors=True)
         except OSError:
             pass  # another process removed or is using it: not ours to fight over

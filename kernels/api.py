@@ -5,23 +5,33 @@ import os
 
 import numpy as np
 
+from . import tuning
 from .standard import standard_kernel
-from .streaming import DECODE_MIN_CHUNK, decode_kernel, prefill_kernel
+from .streaming import decode_kernel, prefill_kernel
 from .tile import cdiv, mask_spans, visible_tiles
-from .validate import MaskSpec, check_block, check_qkv, check_scale, mask_spec
-
-# Default (Q block, KV block) per head dim, from `python -m attnviz.bench --sweep-blocks`
-# on this project's 2-core machine (see BENCHMARKS.md). Other D take the nearest entry.
-_BLOCKS = {16: (128, 128), 32: (128, 128), 64: (128, 128), 128: (128, 128), 256: (64, 64)}
+from .validate import MaskSpec, check_block, check_qkv, check_scale, mask_spec, name_non_finite
 
 # standard_attention refuses a score matrix above this fraction of physical memory.
 DEFAULT_MEMORY_FRACTION = 0.5
 
 
 def default_blocks(D: int) -> tuple[int, int]:
-    """(q_block, kv_block) used when the caller gives none."""
-    nearest = min(_BLOCKS, key=lambda d: abs(d - D))
-    return _BLOCKS[nearest]
+    """(q_block, kv_block) used when the caller gives none: measured on this host by the
+    autotune when it has run (``kernels.tuning``), else the built-in table (nearest D)."""
+    return tuning.active().blocks_for(D)
+
+
+def decode_block(D: int) -> int:
+    """The KV block Bc the decode path (Lq == 1) uses when the caller gives none: tuned per
+    host (``kernels.tuning``), else the prefill's."""
+    return tuning.active().decode_for(D)[0]
+
+
+def tuning_summary() -> dict:
+    """The tuned values in force (blocks per D, decode tiles as loops or BLAS, the decode
+    chunk size), the host key they are valid for and where they come from; ``"text"`` is one
+    line for people."""
+    return tuning.summary()
 
 
 def _physical_memory() -> int:
@@ -40,23 +50,25 @@ def decode_split(B: int, Hkv: int, Lk: int, Bc: int, *, q_offset: int, causal: b
     """How the decode path cuts the visible keys: (KV tiles per chunk, number of chunks C).
 
     Enough chunks that B * Hkv * C tasks keep every thread busy (two per thread), none
-    shorter than DECODE_MIN_CHUNK keys. The kernel computes each chunk's partial (m, l, acc)
-    and merges them; the memory model needs C for the partials' size. The visible tiles are
-    the sink tiles, then the main run (``tile.visible_tiles``).
+    shorter than the decode chunk size (``kernels.tuning``: measured per host, else 512
+    keys). The kernel computes each chunk's partial (m, l, acc) and merges them; the memory
+    model needs C for the partials' size. The visible tiles are the sink tiles, then the
+    main run (``tile.visible_tiles``).
     """
     docs = None if doc_ids is None else tuple(doc_ids)
     mk = MaskSpec(causal, q_offset, window, sinks, prefix, docs).geometry()
-    return _split(B, Hkv, Lk, Bc, q_offset, mk)
+    return _split(B, Hkv, Lk, Bc, q_offset, mk, tuning.active().decode_min_chunk)
 
 
-def _split(B: int, Hkv: int, Lk: int, Bc: int, q_offset: int, mk) -> tuple[int, int]:
-    """``decode_split`` for the Mask ``mk``."""
+def _split(B: int, Hkv: int, Lk: int, Bc: int, q_offset: int, mk, min_chunk: int
+           ) -> tuple[int, int]:
+    """``decode_split`` for the Mask ``mk`` and chunks of at least ``min_chunk`` keys."""
     pos = np.full(1, q_offset, np.int64)
     s_hi, lo, hi = mask_spans(q_offset, Lk, mk)
     j_sink, j_lo, j_hi = visible_tiles(pos, Lk, Bc, mk)
     tiles = max(j_sink + j_hi - j_lo, 1)
     tasks_per_head = max(1, 2 * _num_threads() // max(1, B * Hkv))
-    n_chunks = max(1, min(tasks_per_head, (s_hi + hi - lo) // DECODE_MIN_CHUNK))
+    n_chunks = max(1, min(tasks_per_head, (s_hi + hi - lo) // min_chunk))
     per = cdiv(tiles, n_chunks)
     return per, cdiv(tiles, per)
 
@@ -91,32 +103,57 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sin
         LSE = sink_logits[h].
     Unsupported combinations raise ValueError (see ``validate.mask_spec``).
     scale : default ``1 / sqrt(D)``.
-    q_block, kv_block : tile sizes Br, Bc; any positive ints (default per D, measured).
+    q_block, kv_block : tile sizes Br, Bc; any positive ints (default per D: ``default_blocks``
+        for prefill, ``decode_block`` for decode; measured on this host by the autotune).
     return_lse : also return LSE = m + log(l) [B, Hq, Lq], natural log.
-    check_finite : reject NaN/Inf inputs (one pass over q, k, v).
+    check_finite : raise a ValueError naming the input when a NaN/Inf in q, k or v reached
+        the result. The result is checked (O and LSE: no second pass over the KV cache); the
+        inputs are scanned only then, to name one. With False, a NaN that a row sees makes
+        that row NaN (never the zeros of a row that sees no key).
 
     Lq == 1 runs the split-KV decode path; Lq > 1 the Q-block-parallel prefill path.
     """
-    q, k, v = check_qkv(q, k, v, ndim=4, finite=check_finite)
+    q, k, v = check_qkv(q, k, v, ndim=4, finite=False)
     B, Hq, Lq, D = q.shape
     Lk = k.shape[2]
     mask = mask_spec(Lq, Lk, causal, q_offset, window, sinks=sinks, prefix=prefix,
                      doc_ids=doc_ids, sink_logits=sink_logits, Hq=Hq)
     scale = np.float32(check_scale(scale, D))
-    Br0, Bc0 = default_blocks(D)
+    tuned = tuning.active()
+    Br0, Bc0 = tuned.blocks_for(D)
+    Bc_dec, loops = tuned.decode_for(D)
     Br = check_block("q_block", q_block, Br0)
-    Bc = check_block("kv_block", kv_block, Bc0)
+    Bc = check_block("kv_block", kv_block, Bc_dec if Lq == 1 else Bc0)
     if Lq == 0:
         return _empty_result(q, return_lse)
     out = np.empty((B, Hq, Lq, D), np.float32)
     lse = np.empty((B, Hq, Lq), np.float32)
     mk, sink = mask.geometry(), mask.sink_array(Hq)
     if Lq == 1:
-        per, _ = _split(B, k.shape[1], Lk, Bc, mask.q_offset, mk)
-        decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Bc, per)
+        per, _ = _split(B, k.shape[1], Lk, Bc, mask.q_offset, mk, tuned.decode_min_chunk)
+        decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Bc, per, loops)
     else:
         prefill_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Br, Bc)
+    if check_finite:
+        _check_result(out, lse, q, k, v)
     return (out, lse) if return_lse else out
+
+
+def _check_result(out, lse, q, k, v) -> None:
+    """A NaN/Inf input that reached the result makes O or LSE NaN or +-Inf (LSE = -inf is a
+    row that sees no key, and such a row's O is 0). Only then are the inputs scanned, to name
+    the one at fault: a finite result costs one pass over O and LSE, not over the KV cache."""
+    if all_finite(out) and not (np.isnan(lse).any() or np.isposinf(lse).any()):
+        return
+    name_non_finite(q, k, v)
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """No NaN or Inf in ``x``; in blocks, so the temporary stays small (the peak memory of a
+    call is the output plus a few MiB, BENCHMARKS.md)."""
+    flat = x.reshape(-1)
+    step = 1 << 16
+    return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
 
 
 def standard_attention(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None,
@@ -125,10 +162,11 @@ def standard_attention(q, k, v, *, causal=True, q_offset=None, window=None, sink
     """Exact attention the standard way: materialize S = scale Q K^T [B, Hq, Lq, Lk] float32,
     softmax it into P in place, O = P V. Same arguments and masks as ``streaming_attention``.
 
+    check_finite : as in ``streaming_attention`` (the result is checked, then the inputs).
     max_bytes : refuse (MemoryError naming the sizes) when the score matrix would exceed
         this many bytes; default ``DEFAULT_MEMORY_FRACTION`` of physical memory.
     """
-    q, k, v = check_qkv(q, k, v, ndim=4, finite=check_finite)
+    q, k, v = check_qkv(q, k, v, ndim=4, finite=False)
     B, Hq, Lq, D = q.shape
     Lk = k.shape[2]
     mask = mask_spec(Lq, Lk, causal, q_offset, window, sinks=sinks, prefix=prefix,
@@ -149,6 +187,8 @@ def standard_attention(q, k, v, *, causal=True, q_offset=None, window=None, sink
     lse = np.empty((B, Hq, Lq), np.float32)
     standard_kernel(q, k, v, S, out, lse, scale, mask.q_offset, mask.geometry(),
                     mask.sink_array(Hq))
+    if check_finite:
+        _check_result(out, lse, q, k, v)
     return (out, lse) if return_lse else out
 
 

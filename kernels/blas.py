@@ -1,9 +1,11 @@
 """Two small primitives that ``np.dot`` and NumPy views cannot give a jitted kernel.
 
-* ``gemm(alpha, A, B, beta, C, trans_b)``: C = alpha * A @ op(B) + beta * C through BLAS
-  ``sgemm``/``dgemm``. ``np.dot`` inside ``@njit`` always has alpha = 1 and beta = 0, so the
-  online-softmax update paid two extra passes per tile: one to scale S, one to add P~ V into
-  the accumulator. Here the scale rides in alpha and the accumulation in beta = 1.
+* ``gemm(alpha, A, B, beta, C, trans_b, trans_a=False)``: C = alpha * op(A) @ op(B) +
+  beta * C through BLAS ``sgemm``/``dgemm`` (op(X) = X^T when asked: the backward pass's
+  P^T dO and dS^T Q read the stored tiles transposed, never copying them). ``np.dot``
+  inside ``@njit`` always has alpha = 1 and beta = 0, so the online-softmax update paid
+  two extra passes per tile: one to scale S, one to add P~ V into the accumulator. Here the
+  scale rides in alpha and the accumulation in beta = 1.
 * ``float_from_bits(b)``: reinterpret an int32 as the float32 with those bits. Scalar, so the
   exp loop that builds 2^k from its exponent bits stays one vectorizable loop.
 
@@ -23,15 +25,17 @@ from numba.extending import intrinsic, overload, register_jitable
 from . import _blaslib
 
 
-def gemm(alpha, A, B, beta, C, trans_b):
-    """C = alpha * A @ (B.T if trans_b else B) + beta * C, in place.
+def gemm(alpha, A, B, beta, C, trans_b, trans_a=False):
+    """C = alpha * op(A) @ op(B) + beta * C, in place; op(A) = A.T if trans_a, op(B) = B.T if
+    trans_b.
 
-    A [M, K]; B [N, K] if trans_b else [K, N]; C [M, N]; all float32 (or all float64) with
-    rows stored contiguously (unit stride along the last axis; any row stride).
+    A [M, K] ([K, M] if trans_a); B [N, K] if trans_b else [K, N]; C [M, N]; all float32 (or
+    all float64) with rows stored contiguously (unit stride along the last axis; any row
+    stride).
     """
     if not all(_rows_contiguous(X) for X in (A, B, C)):
         raise ValueError("gemm needs rows stored contiguously")
-    AB = A @ (B.T if trans_b else B)
+    AB = (A.T if trans_a else A) @ (B.T if trans_b else B)
     if beta == 0:
         C[...] = alpha * AB
     else:
@@ -50,14 +54,14 @@ _INT32_MAX = 2**31 - 1
 
 
 @intrinsic
-def _cblas_gemm(typingctx, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Row-major CBLAS gemm, c = alpha * a op(b) + beta * c, through the symbol that
+def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major CBLAS gemm, c = alpha * op(a) op(b) + beta * c, through the symbol that
     ``_blaslib`` bound to the chosen library (s or d by the arrays' dtype)."""
     dtype = c.dtype
-    sig = types.void(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    sig = types.void(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
     def codegen(context, builder, signature, args):
-        tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_ = args
+        ta, tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_ = args
         ll_dtype = context.get_value_type(dtype)
         fnty = ir.FunctionType(ir.VoidType(), [_I32, _I32, _I32, _I32, _I32, _I32, ll_dtype,
                                                _VOIDP, _I32, _VOIDP, _I32, ll_dtype, _VOIDP,
@@ -71,10 +75,12 @@ def _cblas_gemm(typingctx, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
         def i32(val, ty):
             return builder.trunc(context.cast(builder, val, ty, types.int64), _I32)
 
-        trans = builder.select(builder.icmp_unsigned("!=", context.cast(
-            builder, tb, trans_b, types.boolean), ir.Constant(ir.IntType(1), 0)),
-            ir.Constant(_I32, _TRANS), ir.Constant(_I32, _NO_TRANS))
-        builder.call(fn, (ir.Constant(_I32, _ROW_MAJOR), ir.Constant(_I32, _NO_TRANS), trans,
+        def op(flag, ty):  # CblasTrans if flag else CblasNoTrans
+            return builder.select(builder.icmp_unsigned("!=", context.cast(
+                builder, flag, ty, types.boolean), ir.Constant(ir.IntType(1), 0)),
+                ir.Constant(_I32, _TRANS), ir.Constant(_I32, _NO_TRANS))
+
+        builder.call(fn, (ir.Constant(_I32, _ROW_MAJOR), op(ta, trans_a), op(tb, trans_b),
                           i32(m_, m), i32(n_, n), i32(k_, k),
                           context.cast(builder, al, alpha, dtype), data(a, a_), i32(lda_, lda),
                           data(b, b_), i32(ldb_, ldb),
@@ -98,10 +104,10 @@ def _ld(X):
 
 
 @overload(gemm, jit_options={"cache": True})
-def _gemm_jit(alpha, A, B, beta, C, trans_b):
-    def impl(alpha, A, B, beta, C, trans_b):
-        M, K = A.shape
-        N = C.shape[1]
+def _gemm_jit(alpha, A, B, beta, C, trans_b, trans_a=False):
+    def impl(alpha, A, B, beta, C, trans_b, trans_a=False):
+        M, N = C.shape
+        K = A.shape[0] if trans_a else A.shape[1]
         if not (_rows_contiguous(A) and _rows_contiguous(B) and _rows_contiguous(C)):
             raise ValueError("gemm needs rows stored contiguously")
         if M == 0 or N == 0:
@@ -115,7 +121,7 @@ def _gemm_jit(alpha, A, B, beta, C, trans_b):
         lda, ldb, ldc = _ld(A), _ld(B), _ld(C)
         if max(M, N, K, lda, ldb, ldc) > _INT32_MAX:  # CBLAS takes 32-bit ints
             raise ValueError("gemm: a dimension or row stride is above 2**31 - 1")
-        _cblas_gemm(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        _cblas_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
 
     return impl
 

@@ -18,47 +18,29 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import FASTMATH
-from .blas import gemm
+from .smallmm import gemm_nn, gemm_nt
 from .tile import cdiv, exp_shifted, mask_max, mask_spans
 
 ROWS = 64  # query rows per parallel task
 
 # This kernel's products span whole rows of S (N = Lk keys). With this many rows or
 # fewer (decode: one query row per task) BLAS's gemm is slower than plain loops that stream
-# each K/V row through the cache once (2.9x at Lk = 8192 here). The streaming tile always
-# calls BLAS: on its [g, Bc] decode tiles that measured 1.1-1.5x faster than these loops on
-# this project's current (Intel) host; on the AMD host of an earlier run the loops had won.
+# each K/V row through the cache once (2.9x at Lk = 8192 on an Intel host). The streaming
+# decode tile measures its own choice per host (``kernels.autotune``).
 SMALL_ROWS = 8
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def matmul_nt(alpha, A, B, C):
-    """C = alpha * A B^T for A [M, D], B [N, D], C [M, N] (BLAS, or loops for small M)."""
-    if A.shape[0] > SMALL_ROWS:
-        gemm(alpha, A, B, 0.0, C, True)
-        return
-    for n in range(B.shape[0]):
-        for i in range(A.shape[0]):
-            s = np.float32(0.0)
-            for d in range(A.shape[1]):
-                s += A[i, d] * B[n, d]
-            C[i, n] = alpha * s
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def matmul_nn(A, B, beta, C):
-    """C = A B + beta * C for A [M, N], B [N, D], C [M, D]; beta is 0 or 1 (BLAS, or loops
-    for small M)."""
-    if A.shape[0] > SMALL_ROWS:
-        gemm(1.0, A, B, beta, C, False)
-        return
-    if beta == 0.0:
-        C[:] = 0.0
-    for n in range(B.shape[0]):
-        for i in range(A.shape[0]):
-            a = A[i, n]
-            for d in range(B.shape[1]):
-                C[i, d] += a * B[n, d]
+@njit(cache=True)
+def _has_nan(row, lo, hi, s_hi):
+    """A NaN among the visible scores [0, s_hi) and [lo, hi) (checked only for a row whose
+    max is -inf: rare, so the scan costs nothing in the common case)."""
+    for c in range(s_hi):
+        if np.isnan(row[c]):
+            return True
+    for c in range(lo, hi):
+        if np.isnan(row[c]):
+            return True
+    return False
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -68,13 +50,16 @@ def standard_rows(Qr, K, V, Sr, Or, LSEr, qpos, scale, mk, sink):
     then Or = P V [M, D] and LSEr [M]. sink [M]: each row's sink logit (-inf: none), one
     more term of the softmax's denominator."""
     Lk = K.shape[0]
-    matmul_nt(scale, Qr, K, Sr)  # scaled score rows (BLAS unless few)
+    few = Qr.shape[0] <= SMALL_ROWS  # plain loops for few rows, else BLAS
+    gemm_nt(scale, Qr, K, Sr, few)  # scaled score rows
     P_row = np.empty(Lk, np.float32)  # exp output (must not alias its input)
     for r in range(Qr.shape[0]):
         s_hi, lo, hi = mask_spans(qpos[r], Lk, mk)
         row = Sr[r]
         mx = mask_max(row, lo, hi, sink[r], s_hi)  # the streaming tile's masking
-        if mx == -np.inf:  # the row sees no key: P = 0, O = 0, LSE = -inf
+        if mx == -np.inf and not _has_nan(row, lo, hi, s_hi):
+            # the row sees no key: P = 0, O = 0, LSE = -inf (a NaN it sees, which the max
+            # may skip, goes on below and makes the row NaN)
             row[:] = 0.0
             LSEr[r] = -np.inf
             continue
@@ -85,7 +70,7 @@ def standard_rows(Qr, K, V, Sr, Or, LSEr, qpos, scale, mk, sink):
         for c in range(Lk):
             row[c] = P_row[c] * inv  # P, normalized
         LSEr[r] = mx + math.log(total)
-    matmul_nn(Sr, V, 0.0, Or)  # O = P V
+    gemm_nn(Sr, V, 0.0, Or, few)  # O = P V
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

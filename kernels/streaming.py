@@ -23,8 +23,9 @@ from numba import njit, prange
 
 from .tile import NEG_INF, attend_span, cdiv, finalize, init_state, merge_state, visible_tiles
 
-# Chunks of at least this many keys per decode task: below it, scheduling costs more than it
-# gains; above it, enough chunks to feed every core.
+# Chunks of at least this many keys per decode task (built-in default; ``kernels.autotune``
+# measures it per host): below it, scheduling costs more than it gains; above it, enough
+# chunks to feed every core.
 DECODE_MIN_CHUNK = 512
 
 
@@ -70,9 +71,10 @@ def prefill_kernel(Q, K, V, O, LSE, scale, q_offset, mk, sink, Br, Bc):
 
 
 @njit(parallel=True, cache=True)
-def decode_kernel(Q, K, V, O, LSE, scale, q_offset, mk, sink, Bc, per):
+def decode_kernel(Q, K, V, O, LSE, scale, q_offset, mk, sink, Bc, per, loops):
     """Q [B, Hq, 1, D], K/V [B, Hkv, Lk, D] -> O [B, Hq, 1, D], LSE [B, Hq, 1] (split-KV,
-    ``per`` KV tiles per chunk: see ``api.decode_split``); mk the Mask, sink [Hq]."""
+    ``per`` KV tiles per chunk: see ``api.decode_split``); mk the Mask, sink [Hq]; ``loops``:
+    the [g, Bc] tile products as plain loops instead of BLAS (``kernels/smallmm.py``)."""
     B, Hq, _, D = Q.shape
     Hkv, Lk = K.shape[1], K.shape[2]
     g = Hq // Hkv
@@ -103,10 +105,10 @@ def decode_kernel(Q, K, V, O, LSE, scale, q_offset, mk, sink, Bc, per):
         S = np.empty(2 * g * Bc, np.float32)
         alpha = np.empty(g, np.float32)
         attend_span(Qg, K[b, hk], V[b, hk], qpos, min(t0, j_sink), min(t1, j_sink), Bc, Lk,
-                    mk, scale, m, l, acc, S, alpha)
+                    mk, scale, m, l, acc, S, alpha, loops)
         attend_span(Qg, K[b, hk], V[b, hk], qpos, j_lo + max(t0 - j_sink, 0),
                     min(j_lo + max(t1 - j_sink, 0), j_hi), Bc, Lk, mk, scale, m, l, acc,
-                    S, alpha)
+                    S, alpha, loops)
     for bh in prange(B * Hkv):
         b, hk = divmod(np.int64(bh), Hkv)
         m, l, acc = m_part[b, hk, 0], l_part[b, hk, 0], acc_part[b, hk, 0]

@@ -26,7 +26,8 @@ import numpy as np
 from numba import njit
 
 from ._config import FASTMATH
-from .blas import float_from_bits, gemm
+from .blas import float_from_bits
+from .smallmm import gemm_nn, gemm_nt
 
 # Tile classes (shared with attnviz.masks, which names them).
 SKIPPED = 0  # no visible key in the tile: not computed at all
@@ -167,7 +168,8 @@ def mask_max(row, c_lo, c_hi, m_old, c_sink=0):
 
     The max is taken on order-preserving int32 keys of the floats' bits: a float max keeps
     NaN semantics that stop LLVM from vectorizing the reduction (0.8 ns per score here), an
-    integer max vectorizes (0.07 ns per score on long rows). An empty span gives -inf.
+    integer max vectorizes (0.07 ns per score on long rows). An empty span gives -inf. A NaN
+    m_old stays NaN; a NaN score may give NaN (see below).
     """
     for c in range(c_sink, c_lo):
         row[c] = NEG_INF
@@ -182,7 +184,10 @@ def mask_max(row, c_lo, c_hi, m_old, c_sink=0):
         key = _order_key(bits[c])
         best = key if key > best else best
     m_tile = float_from_bits(_order_key(best))
-    return m_tile if m_tile > m_old else m_old
+    # a NaN score with the sign bit clear has the largest key: the max is NaN, and it must
+    # stay NaN (m_tile != m_tile), so the row's m, l, acc and its output come out NaN; one
+    # with the sign bit set has the smallest key, and exp_shifted turns it into a NaN P~
+    return m_tile if (m_tile > m_old or m_tile != m_tile) else m_old
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -196,7 +201,7 @@ def exp_shifted(x, shift, out):
     total = np.float32(0.0)
     for c in range(x.shape[0]):
         t = (x[c] - shift) * LOG2E  # exp(x) = 2^t
-        t = max(t, np.float32(-127.0))  # also maps -inf
+        t = max(t, np.float32(-127.0))  # also maps -inf; NaN first: a NaN stays NaN
         b = np.int32(t + np.float32(127.5))  # round(t) + 127 >= 0: the biased exponent of 2^k
         k = np.float32(np.int32(b - np.int32(127)))  # in integers: reassoc must not fold
         f = t - k  # [-1/2, 1/2]                       # it into (t + 127) - b, losing t's bits
@@ -208,7 +213,8 @@ def exp_shifted(x, shift, out):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, alpha):
+def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, alpha,
+                loops=False):
     """One online-softmax step of the rows ``Qi`` against the KV tile starting at key ``k0``.
 
     Inputs:  Qi [Br, D], Kj [Bc, D], Vj [Bc, D] float32; qpos [Br] absolute row positions;
@@ -218,11 +224,12 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, al
              alpha [Br] the rescale factor applied to the old (l, acc).
     ``masked=False`` promises a FULL tile. S and P must not overlap: aliasing them would push
     LLVM onto the scalar fallback of the exp loop, a different (slower) summation order than
-    the traced driver's.
+    the traced driver's. ``loops``: the two products as plain loops instead of BLAS (faster
+    for the few rows of a decode tile on some hosts: ``kernels/smallmm.py``).
     """
     Br = Qi.shape[0]
     Bc = Kj.shape[0]
-    gemm(scale, Qi, Kj, 0.0, S, True)  # S = scale * Qi Kj^T, [Br, Bc] (scale rides in GEMM)
+    gemm_nt(scale, Qi, Kj, S, loops)  # S = scale * Qi Kj^T, [Br, Bc] (scale rides in GEMM)
     rescale = False
     for r in range(Br):
         # -- mask, and the new running max
@@ -251,7 +258,7 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, al
             if a != np.float32(1.0):
                 for d in range(acc.shape[1]):
                     acc[r, d] *= a
-    gemm(1.0, P, Vj, 1.0, acc, False)
+    gemm_nn(P, Vj, 1.0, acc, loops)
 
 
 @njit(cache=True)
@@ -267,17 +274,18 @@ def init_state(m, l, acc, sink=NEG_INF):
 
 @njit(cache=True, fastmath=FASTMATH)
 def finalize(m, l, acc, O, lse):
-    """O = acc / l and LSE = m + log(l); a row that saw no key gets O = 0, LSE = -inf (or
-    LSE = s with a sink logit s: l = 1, acc = 0)."""
+    """O = acc / l and LSE = m + log(l); a row that saw no key (l = 0) gets O = 0, LSE = -inf
+    (or LSE = s with a sink logit s: l = 1, acc = 0). A row that saw a NaN has l = NaN and
+    gets NaN, never the zeros of a row with no key."""
     for r in range(m.shape[0]):
-        if l[r] > 0.0:
+        if l[r] == 0.0:
+            O[r, :] = 0.0
+            lse[r] = NEG_INF
+        else:
             inv = np.float32(1.0) / l[r]
             for d in range(acc.shape[1]):
                 O[r, d] = acc[r, d] * inv
             lse[r] = m[r] + math.log(l[r])
-        else:
-            O[r, :] = 0.0
-            lse[r] = NEG_INF
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -285,13 +293,13 @@ def merge_state(m, l, acc, m_b, l_b, acc_b):
     """Merge the partial state b into (m, l, acc) in place: exact, associative, commutative.
 
     m = max(ma, mb); l = la e^(ma-m) + lb e^(mb-m); acc = acc_a e^(ma-m) + acc_b e^(mb-m).
+    The side holding the max gets weight 1 exactly; two states that saw no key (m = -inf)
+    add up (0 + 0: the identity), so a NaN in l or acc is never dropped.
     """
     for r in range(m.shape[0]):
         m_new = max(m[r], m_b[r])
-        if m_new == NEG_INF:
-            continue  # neither side has seen a key
-        a = math.exp(m[r] - m_new)
-        b = math.exp(m_b[r] - m_new)
+        a = np.float32(1.0) if m[r] == m_new else math.exp(m[r] - m_new)
+        b = np.float32(1.0) if m_b[r] == m_new else math.exp(m_b[r] - m_new)
         l[r] = a * l[r] + b * l_b[r]
         for d in range(acc.shape[1]):
             acc[r, d] = a * acc[r, d] + b * acc_b[r, d]
@@ -299,13 +307,14 @@ def merge_state(m, l, acc, m_b, l_b, acc_b):
 
 
 @njit(cache=True)
-def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, mk, scale, m, l, acc, S, alpha):
+def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, mk, scale, m, l, acc, S, alpha,
+                loops=False):
     """Walk KV tiles j_lo <= j < j_hi of ``K, V`` [Lk, D] in order (tile j = keys
     [j*Bc, min((j+1)*Bc, Lk)), the same grid everywhere, so every driver does the same sums).
 
     Tiles with no visible key are skipped; only PARTIAL tiles pay for the mask. ``S`` is a
     flat workspace of at least 2*Br*Bc floats: S and P~ (ragged tiles take contiguous
-    prefixes of each half).
+    prefixes of each half). ``loops``: see ``tile_update``.
     """
     Br = Qi.shape[0]
     half = S.shape[0] // 2
@@ -318,4 +327,4 @@ def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, mk, scale, m, l, acc, S, alp
         St = S[: Br * (k1 - k0)].reshape((Br, k1 - k0))
         Pt = S[half: half + Br * (k1 - k0)].reshape((Br, k1 - k0))
         tile_update(Qi, K[k0:k1], V[k0:k1], qpos, k0, Lk, mk, cls == PARTIAL, scale,
-                    m, l, acc, St, Pt, alpha)
+                    m, l, acc, St, Pt, alpha, loops)

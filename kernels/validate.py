@@ -77,6 +77,13 @@ def check_finite(name: str, x: np.ndarray) -> None:
         )
 
 
+def name_non_finite(q, k, v) -> None:
+    """Raise ``check_finite``'s error for the first of q, k, v holding a NaN or Inf (called
+    once a result came out non-finite: the scan is paid only then)."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_finite(name, x)
+
+
 def check_block(name: str, value, default: int) -> int:
     if value is None:
         return default

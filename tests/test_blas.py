@@ -18,6 +18,11 @@ def _gemm(alpha, A, B, beta, C, trans_b):
 
 
 @njit(cache=False)
+def _gemm_ta(alpha, A, B, beta, C, trans_b, trans_a):
+    gemm(alpha, A, B, beta, C, trans_b, trans_a)
+
+
+@njit(cache=False)
 def _bits(b):
     out = np.empty(b.shape[0], np.float32)
     for c in range(b.shape[0]):
@@ -40,6 +45,26 @@ def test_gemm_matches_numpy(dtype, trans_b, M, N, K, alpha, beta):
     want = (alpha * (A.astype(np.float64) @ (B.T if trans_b else B).astype(np.float64))
             + beta * C.astype(np.float64))
     _gemm(dtype(alpha), A, B, dtype(beta), C, trans_b)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(C, want, rtol=tol, atol=tol * max(1, K))
+
+
+@pytest.mark.nojit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [True, False])
+@pytest.mark.parametrize("trans_b", [True, False])
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (1, 37, 5), (13, 7, 29), (64, 130, 128), (9, 3, 0)])
+def test_gemm_transposed_a_matches_numpy(dtype, trans_a, trans_b, M, N, K):
+    """op(A) = A^T (the backward pass's P^T dO and dS^T Q), on row slices of wider arrays."""
+    rng = np.random.default_rng(M * 999 + N * 7 + K + 3 * trans_a + trans_b)
+    A = rng.standard_normal((K, M + 3) if trans_a else (M, K + 3)).astype(dtype)
+    A = A[:, :M] if trans_a else A[:, :K]
+    Bfull = rng.standard_normal((N, K + 2) if trans_b else (K, N + 4)).astype(dtype)
+    B = Bfull[:, :K] if trans_b else Bfull[:, :N]
+    C = rng.standard_normal((M, N + 1)).astype(dtype)[:, :N]
+    opA = (A.T if trans_a else A).astype(np.float64)
+    want = -1.5 * (opA @ (B.T if trans_b else B).astype(np.float64)) + C.astype(np.float64)
+    _gemm_ta(dtype(-1.5), A, B, dtype(1.0), C, trans_b, trans_a)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(C, want, rtol=tol, atol=tol * max(1, K))
 

@@ -133,28 +133,32 @@ def _prepare_numba_standard(case: Case, q, k, v) -> Call:
 
 
 def make_streaming(q_block: int | None = None, kv_block: int | None = None,
-                   name: str = "numba_streaming", label: str = "Numba streaming") -> Contender:
-    """The streaming kernel with given tile sizes (None: the kernels' default per D)."""
+                   name: str = "numba_streaming", label: str = "Numba streaming",
+                   check_finite: bool = False) -> Contender:
+    """The streaming kernel with given tile sizes (None: the kernels' default per D);
+    ``check_finite``: as a user calls it by default (the cost of the finiteness check)."""
 
     def prepare(case: Case, q, k, v) -> Call:
         from kernels import streaming_attention
 
         kw = case.mask_kwargs()
         return lambda: streaming_attention(q, k, v, **kw, q_block=q_block, kv_block=kv_block,
-                                           check_finite=False)
+                                           check_finite=check_finite)
 
     def predict(case: Case) -> int:
-        return streaming_predicted_bytes(case, *blocks_for(case.D, q_block, kv_block))
+        return streaming_predicted_bytes(case, *blocks_for(case.D, q_block, kv_block,
+                                                            decode=case.Lq == 1))
 
     return Contender(name, label, prepare, predict)
 
 
-def blocks_for(D: int, q_block: int | None, kv_block: int | None) -> tuple[int, int]:
-    """(Br, Bc) the streaming kernel will use."""
-    from kernels import default_blocks
+def blocks_for(D: int, q_block: int | None, kv_block: int | None, *, decode: bool = False
+               ) -> tuple[int, int]:
+    """(Br, Bc) the streaming kernel will use (``decode``: Lq == 1, its own tuned Bc)."""
+    from kernels import decode_block, default_blocks
 
     Br, Bc = default_blocks(D)
-    return (q_block or Br, kv_block or Bc)
+    return (q_block or Br, kv_block or (decode_block(D) if decode else Bc))
 
 
 def _threads() -> int:
@@ -203,15 +207,20 @@ NUMBA_STANDARD = Contender(
 NUMBA_STREAMING = make_streaming()
 TORCH = Contender("torch", "torch SDPA", _prepare_torch, predict_bytes=lambda case: None)
 
-ALL_NAMES = ("numpy", "numba_standard", "numba_streaming", "torch")
+ALL_NAMES = ("numpy", "numba_standard", "numba_streaming", "torch", "numba_streaming_checked")
+DEFAULT_NAMES = ALL_NAMES[:4]  # the checked variant is asked for by name (--contenders)
 
 
 def default_contenders(names=None, q_block=None, kv_block=None) -> list[Contender]:
-    """The contenders by name (default: all four, torch only when importable)."""
+    """The contenders by name (default: the four of DEFAULT_NAMES, torch only when
+    importable)."""
     pool = {"numpy": NUMPY, "numba_standard": NUMBA_STANDARD,
-            "numba_streaming": make_streaming(q_block, kv_block), "torch": TORCH}
+            "numba_streaming": make_streaming(q_block, kv_block), "torch": TORCH,
+            "numba_streaming_checked": make_streaming(
+                q_block, kv_block, "numba_streaming_checked",
+                "Numba streaming, check_finite=True", check_finite=True)}
     if names is None:
-        names = [n for n in ALL_NAMES if n != "torch" or torch_available()]
+        names = [n for n in DEFAULT_NAMES if n != "torch" or torch_available()]
     unknown = [n for n in names if n not in pool]
     if unknown:
         raise ValueError(f"unknown contenders {unknown}; choose from {', '.join(ALL_NAMES)}")

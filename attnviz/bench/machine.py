@@ -203,6 +203,9 @@ def machine_info() -> dict:
     from .contenders import torch_in_process
 
     info["kernel_blas"] = {"name": BLAS.name, "version": BLAS.version, "reason": BLAS.reason}
+    from kernels import tuning_summary
+
+    info["tuning"] = tuning_summary()  # the kernels' per-host choices in force (autotune)
     info["torch_threads"] = torchworker.threads()
     info["torch_process"] = "the same" if torch_in_process() else "its own (torchworker.py)"
     return info

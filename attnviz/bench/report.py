@@ -42,6 +42,7 @@ def describe_machine(m: dict) -> list[str]:
         *([f"Kernel tile GEMMs: {kb['name']} {kb['version']} ({kb['reason']}); torch runs in "
            f"{m.get('torch_process', 'the same')} process"]
           if (kb := m.get("kernel_blas")) else []),
+        *([f"Kernel choices: {t['text']}"] if (t := m.get("tuning")) else []),
         f"dtype {m['dtype']}; Numba kernels called with check_finite=False (their NaN/Inf scan "
         "of the inputs is not timed)",
         f"git {m['git']}; load average at start {' '.join(f'{x:.2f}' for x in m['loadavg'])}",

@@ -52,8 +52,10 @@ class TracedHead:
 
 @st.cache_resource(show_spinner="Warming up the Numba kernels (once per server)...")
 def warm() -> dict:
-    """Kernels and traced driver compiled or loaded; returns what the timing panel shows."""
-    warmup()
+    """Kernels and traced driver compiled or loaded; returns what the timing panel shows.
+    The server never tunes (a first page view would wait ~20 s): it reads the tuning that
+    ``make warm`` / ``make run`` or ``python -m attnviz.bench --autotune`` stored."""
+    warmup(autotune=False)
     return machine()
 
 

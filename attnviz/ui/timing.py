@@ -22,7 +22,7 @@ import pandas as pd
 import psutil
 import streamlit as st
 
-from kernels import decode_split
+from kernels import decode_split, tuning_summary
 
 from .. import contention, plots, roofline
 from ..runqueue import QUEUE, Job
@@ -127,7 +127,8 @@ def _work_current(p: Problem, cfg: ViewConfig, repeats: int, threads: int, ram: 
             job.report("peak memory of each method, in a fresh process", 0.7)
             measure_memory(p, {"standard": res["standard"], "streaming": res["streaming"]},
                            n, ram=ram)
-            return {"res": res, "threads": n, "layout": layout(p)}
+            return {"res": res, "threads": n, "layout": layout(p),
+                    "tuning": tuning_summary()["text"]}  # in force on this thread count
     return work
 
 
@@ -282,6 +283,9 @@ def _current_results(cfg: ViewConfig, machine: dict) -> None:
                "(blocks and threads as timed). Below ~1 MiB the two can differ by a tile: "
                "RSS counts 4 KiB pages, and a small tile may come from memory the process "
                "already held.")
+    if job.result.get("tuning"):
+        st.caption(f"Kernel choices: {job.result['tuning']}. Tuned once per host by "
+                   "`make warm` or `python -m attnviz.bench --autotune`.")
 
 
 def _skip_captions(rows: list[dict]) -> None:

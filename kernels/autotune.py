@@ -1,0 +1,264 @@
+"""Measure, on this host, the kernel choices that depend on the machine; store them.
+
+A choice tuned on one machine can lose on another: decode tiles through BLAS were
+1.1-1.5x faster than plain loops on oneMKL (Intel) and slower on OpenBLAS (AMD), where
+decode then fell behind torch (BENCHMARKS.md). So ``autotune`` times the candidates side by
+side, in round-robin rounds within a time budget (20 s by default), and keeps a candidate
+only when it beats the built-in default by more than ``MARGIN``:
+
+1. decode tiles, per head dim D: the KV block Bc and BLAS vs plain loops for the few-row
+   [g, Bc] products (``kernels/smallmm.py``), on a long GQA cache (the decode benchmark's
+   shape);
+2. the decode chunk size (``api.decode_split``'s fewest keys per chunk), on caches with one
+   KV head, where the split decides how many tasks there are;
+3. the prefill blocks (Br, Bc) per D, on a short and a longer causal prefill.
+
+Each candidate's time is the best of its rounds (the least disturbed on a shared machine),
+scored against the default's as a geometric mean over the problems of a stage. The result
+goes to ``kernels.tuning`` (a JSON file keyed by CPU, BLAS and threads), which every call
+reads; calls never tune. Compiling the kernels (``api.warmup``) is done first and is not
+counted in the budget. ``python -m attnviz.bench --autotune`` reruns it;
+``attnviz.warmup()`` runs it when no tuning is stored.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import tuning
+from .api import _split, streaming_attention, warmup
+from .streaming import decode_kernel
+from .validate import mask_spec
+
+BUDGET_S = 20.0
+MARGIN = 0.03  # a candidate must be this much faster than the default to replace it
+MIN_SAMPLE_S = 0.002  # calls per sample grow until a sample takes this long
+MAX_ROUNDS = 9
+SHARES = {"decode": 0.3, "chunk": 0.15}  # of the budget; the prefill blocks get the rest
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The problems timed (small enough for the budget, large enough to be representative).
+
+    decode: (Hq, Hkv, Lk) per D in ``Ds``; chunk: (Hq, Hkv, Lk) at D = ``chunk_D``;
+    prefill: (H, L) per D in ``Ds``; and the candidates of each choice.
+    """
+
+    Ds: tuple = (64, 128)
+    decode: tuple = ((32, 8, 8192),)
+    decode_Bc: tuple = (64, 128, 256)
+    chunk: tuple = ((8, 1, 2048), (8, 1, 8192))
+    chunk_D: int = 128
+    chunks: tuple = (256, 512, 1024, 2048)
+    prefill: tuple = ((4, 512), (4, 2048))
+    blocks: tuple = ((128, 128), (64, 64), (128, 64), (64, 128), (256, 64), (256, 128))
+
+
+FULL = Sizes()
+
+
+class _Budget:
+    """Deadlines on ``clock``: the whole run's, and a share of what is left for a stage."""
+
+    def __init__(self, budget_s: float, clock: Callable[[], float]):
+        self.clock = clock
+        self.t0 = clock()
+        self.end = self.t0 + budget_s
+
+    def left(self) -> float:
+        return self.end - self.clock()
+
+    def until(self, share: float) -> float:
+        """A deadline ``share`` of the remaining time from now."""
+        now = self.clock()
+        return now + max(0.0, self.end - now) * share
+
+
+def _race(fns: dict, clock, deadline: float) -> dict:
+    """Best seconds per call of each candidate ``fns[name]()``, timed in round-robin rounds
+    until ``deadline`` (or MAX_ROUNDS). A candidate first runs once untimed (warm caches),
+    which also sizes its samples (enough calls for MIN_SAMPLE_S). Candidates never timed
+    before the deadline are missing from the result."""
+    reps = {}
+    for name, fn in fns.items():
+        if clock() >= deadline:
+            break
+        t = clock()
+        fn()
+        dt = max(clock() - t, 1e-9)
+        reps[name] = max(1, min(1000, math.ceil(MIN_SAMPLE_S / dt)))
+    best: dict = {}
+    for _ in range(MAX_ROUNDS):
+        for name, n in reps.items():
+            if clock() >= deadline:
+                return best
+            fn = fns[name]
+            t = clock()
+            for _ in range(n):
+                fn()
+            per_call = (clock() - t) / n
+            best[name] = min(best.get(name, math.inf), per_call)
+    return best
+
+
+def _choose(races: list[dict], default, fmt, n_cands: int) -> tuple[object, dict, bool]:
+    """The candidate with the lowest geometric-mean time relative to ``default`` over the
+    races (problems), if it beats it by more than MARGIN; else the default. Returns (choice,
+    the measurements for the record, whether all ``n_cands`` were timed in every race)."""
+    complete = all(len(r) == n_cands for r in races)
+    usable = [r for r in races if default in r]
+    names = set.intersection(*(set(r) for r in usable)) if usable else set()
+    score = {c: math.exp(sum(math.log(r[c] / r[default]) for r in usable) / len(usable))
+             for c in names}
+    record = {fmt(c): {"ms": [round(r[c] * 1e3, 4) for r in usable],
+                       "vs_default": round(s, 4)} for c, s in sorted(score.items(), key=str)}
+    best = min(score, key=score.get, default=default)
+    if best != default and score[best] < 1.0 - MARGIN:
+        return best, record, complete
+    return default, record, complete
+
+
+def _rand(rng, shape):
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def _decode_fn(q, k, v, Bc: int, loops: bool, min_chunk: int):
+    """One decode call of the jitted kernel with these choices (causal, bottom-right)."""
+    B, Hq, _, D = q.shape
+    Lk = k.shape[2]
+    mask = mask_spec(1, Lk, True, None, None, Hq=Hq)
+    mk, sink = mask.geometry(), mask.sink_array(Hq)
+    per, _ = _split(B, k.shape[1], Lk, Bc, mask.q_offset, mk, min_chunk)
+    out = np.empty((B, Hq, 1, D), np.float32)
+    lse = np.empty((B, Hq, 1), np.float32)
+    scale = np.float32(1.0 / math.sqrt(D))
+    return lambda: decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Bc, per,
+                                 loops)
+
+
+def _split_time(clock, end: float, parts_left: int) -> float:
+    """A deadline for the next of ``parts_left`` equal parts of the time until ``end``."""
+    now = clock()
+    return now + max(0.0, end - now) / parts_left
+
+
+def _races(problems, make_fns, clock, end: float, say, label) -> list[dict]:
+    """One race per problem (its inputs made just before), sharing the time until ``end``."""
+    races = []
+    for n, prob in enumerate(problems):
+        say(label(prob))
+        fns = make_fns(prob)
+        races.append(_race(fns, clock, _split_time(clock, end, len(problems) - n)))
+    return races
+
+
+def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | None = None,
+             clock: Callable[[], float] = time.perf_counter, sizes: Sizes = FULL,
+             save: bool = True, seed: int = 0) -> tuning.Tuning:
+    """Time the candidates within ``budget_s`` seconds of ``clock`` (compiling excluded) and
+    return the Tuning (stored for this host unless ``save=False``). ``progress(text)`` gets a
+    line per step. Choices the budget left unmeasured keep their built-in defaults
+    (``complete=False``)."""
+    say = progress or (lambda text: None)
+    warmup()  # compile or load every kernel first: not part of the budget
+    key = tuning.host_key()
+    budget = _Budget(budget_s, clock)
+    rng = np.random.default_rng(seed)
+    base = tuning.BUILTIN
+    measured: dict = {}
+    complete = True
+
+    def pct() -> str:
+        return f"autotune {min(100, round(100 * (clock() - budget.t0) / budget_s)):3d}%"
+
+    def qkv(Hq, Hkv, Lq, Lk, D):
+        return (_rand(rng, (1, Hq, Lq, D)), _rand(rng, (1, Hkv, Lk, D)),
+                _rand(rng, (1, Hkv, Lk, D)))
+
+    # 1. decode tiles per D: (Bc, loops)
+    decode = {}
+    stage_end = budget.until(SHARES["decode"])
+    for n, D in enumerate(sizes.Ds):
+        default = (base.blocks_for(D)[1], tuning.BUILTIN_DECODE_LOOPS)
+        cands = list(dict.fromkeys([default] + [(Bc, lp) for Bc in sizes.decode_Bc
+                                                for lp in (False, True)]))
+
+        def fns(prob, D=D, cands=cands):
+            q, k, v = qkv(prob[0], prob[1], 1, prob[2], D)
+            return {c: _decode_fn(q, k, v, c[0], c[1], base.decode_min_chunk) for c in cands}
+
+        races = _races(sizes.decode, fns, clock, _split_time(clock, stage_end, len(sizes.Ds) - n),
+                       say, lambda p, D=D: f"{pct()}: decode tiles D={D} (Hq={p[0]} Hkv={p[1]} "
+                                           f"Lk={p[2]}): KV block x (BLAS, loops)")
+        decode[D], measured[f"decode D={D}"], done = _choose(
+            races, default, lambda c: f"Bc={c[0]} {'loops' if c[1] else 'BLAS'}", len(cands))
+        complete &= done
+
+    # 2. decode chunk size, with the tiles just chosen for chunk_D
+    D = sizes.chunk_D
+    Bc, loops = decode.get(D, (base.blocks_for(D)[1], tuning.BUILTIN_DECODE_LOOPS))
+    chunks = list(dict.fromkeys((base.decode_min_chunk, *sizes.chunks)))
+
+    def chunk_fns(prob):
+        q, k, v = qkv(prob[0], prob[1], 1, prob[2], D)
+        return {c: _decode_fn(q, k, v, Bc, loops, c) for c in chunks}
+
+    races = _races(sizes.chunk, chunk_fns, clock,
+                   budget.until(SHARES["chunk"] / (1.0 - SHARES["decode"])), say,
+                   lambda p: f"{pct()}: decode chunk size (Hq={p[0]} Hkv={p[1]} Lk={p[2]}): "
+                             f"{chunks} keys")
+    min_chunk, measured["decode_min_chunk"], done = _choose(races, base.decode_min_chunk,
+                                                            lambda c: f"{c} keys", len(chunks))
+    complete &= done
+
+    # 3. prefill blocks per D
+    blocks = {}
+    stage_end = budget.until(1.0)
+    for n, D in enumerate(sizes.Ds):
+        default = base.blocks_for(D)
+        cands = list(dict.fromkeys((default, *sizes.blocks)))
+
+        def fns(prob, D=D, cands=cands):
+            q, k, v = qkv(prob[0], prob[0], prob[1], prob[1], D)
+            return {c: (lambda c=c: streaming_attention(q, k, v, q_block=c[0], kv_block=c[1],
+                                                        check_finite=False)) for c in cands}
+
+        races = _races(sizes.prefill, fns, clock,
+                       _split_time(clock, stage_end, len(sizes.Ds) - n), say,
+                       lambda p, D=D, c=cands: f"{pct()}: prefill blocks D={D} "
+                                               f"(H={p[0]} L={p[1]}): {len(c)} (Br, Bc)")
+        blocks[D], measured[f"blocks D={D}"], done = _choose(
+            races, default, lambda c: f"{c[0]}x{c[1]}", len(cands))
+        complete &= done
+
+    seconds = clock() - budget.t0
+    result = tuning.Tuning(blocks, decode, min_chunk, "tuned on this host", key, measured,
+                           seconds, complete)
+    if save:
+        path = tuning.save(result)
+        result = tuning.load(key) or result
+        say(f"autotune done in {seconds:.1f} s: {tuning.summary(result)['text']}")
+        say(f"autotune stored in {path}")
+    else:
+        say(f"autotune done in {seconds:.1f} s")
+    return result
+
+
+def tune_if_missing(progress: Callable[[str], None] | None = None,
+                    budget_s: float = BUDGET_S) -> tuning.Tuning | None:
+    """Run the autotune when this host (CPU, BLAS, threads) has no stored tuning, unless
+    ``ATTNVIZ_AUTOTUNE=off``. Returns the tuning in force, or None when turned off."""
+    if tuning.disabled():
+        return None
+    current = tuning.active()
+    if current.tuned:
+        return current
+    if progress:
+        progress("autotune: no tuning stored for this host yet; measuring the kernels' "
+                 f"choices (<= {budget_s:.0f} s, once)")
+    return autotune(budget_s=budget_s, progress=progress)

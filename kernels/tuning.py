@@ -1,0 +1,217 @@
+"""The kernels' machine-dependent choices: built-in defaults, or what ``kernels.autotune``
+measured on this host, read from a JSON file. Calls never tune: they read.
+
+What is chosen (``Tuning``):
+* ``blocks``: (Br, Bc), the Q and KV block of the streaming prefill, per head dim D;
+* ``decode``: (Bc, loops) of the split-KV decode per D: its KV block, and its [g, Bc] tile
+  products as plain loops (True) or BLAS (``kernels/smallmm.py``);
+* ``decode_min_chunk``: the fewest keys a split-KV decode chunk holds (``api.decode_split``).
+
+A choice tuned on one machine can lose on another (BENCHMARKS.md: per-tile BLAS tuned on
+oneMKL cost decode its lead on OpenBLAS), so a file is keyed by the host: CPU model, the BLAS
+library the tile GEMMs call (``kernels.BLAS``) and the Numba thread count. It lives in
+``<cache root>/autotune/<hash of the key>.json`` (cache root: ``$ATTNVIZ_CACHE_DIR`` or
+``~/.cache/attnviz``); a file for another key is never read, and one whose recorded key
+differs is ignored. ``ATTNVIZ_AUTOTUNE=off`` pins the built-in defaults (and turns the
+autotune off).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._config import cache_root
+
+SCHEMA = 1
+ENV = "ATTNVIZ_AUTOTUNE"
+
+# Built-in (Br, Bc) per head dim, from `python -m attnviz.bench --sweep-blocks` on an Intel
+# host (BENCHMARKS.md). Other D take the nearest entry.
+BUILTIN_BLOCKS = {16: (128, 128), 32: (128, 128), 64: (128, 128), 128: (128, 128),
+                  256: (64, 64)}
+BUILTIN_DECODE_LOOPS = False  # BLAS: 1.1-1.5x faster than loops on oneMKL (Intel)
+# the decode's KV block: the prefill's Bc (blocks_for(D)[1]) unless tuned
+BUILTIN_DECODE_MIN_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The choices in force. ``blocks`` holds the tuned D only; ``blocks_for`` falls back on
+    the built-in table for the others."""
+
+    blocks: dict = field(default_factory=dict)  # D -> (Br, Bc), tuned
+    decode: dict = field(default_factory=dict)  # D -> (Bc, loops), tuned
+    decode_min_chunk: int = BUILTIN_DECODE_MIN_CHUNK
+    source: str = "built-in defaults"  # where the values come from, for people
+    host: dict = field(default_factory=dict)  # the key it was measured for
+    measured: dict = field(default_factory=dict)  # the timings behind each choice (ms)
+    seconds: float = 0.0  # how long the autotune took
+    complete: bool = False  # every choice measured within the time budget
+
+    @property
+    def tuned(self) -> bool:
+        return bool(self.host)
+
+    def blocks_for(self, D: int) -> tuple[int, int]:
+        """(Br, Bc) of the prefill: the tuned or built-in entry of the nearest D."""
+        table = {**BUILTIN_BLOCKS, **self.blocks}
+        return table[_nearest(table, D)]
+
+    def decode_for(self, D: int) -> tuple[int, bool]:
+        """(Bc, loops) of the decode: the tuned entry of the nearest D when one was tuned
+        that near, else (the prefill's Bc, built-in BLAS)."""
+        if self.decode:
+            near = _nearest(self.decode, D)
+            if near == _nearest({**BUILTIN_BLOCKS, **self.decode}, D):
+                return self.decode[near]
+        return self.blocks_for(D)[1], BUILTIN_DECODE_LOOPS
+
+    def to_json(self) -> dict:
+        return {"schema": SCHEMA, "host": self.host, "source": self.source,
+                "blocks": {str(D): list(b) for D, b in sorted(self.blocks.items())},
+                "decode": {str(D): [Bc, loops] for D, (Bc, loops) in sorted(self.decode.items())},
+                "decode_min_chunk": self.decode_min_chunk,
+                "measured": self.measured, "seconds": round(self.seconds, 2),
+                "complete": self.complete}
+
+
+BUILTIN = Tuning()
+
+
+def _nearest(table: dict, D: int) -> int:
+    return min(table, key=lambda d: (abs(d - D), d))
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+_CPU = _cpu_model()
+
+
+def host_key(threads: int | None = None) -> dict:
+    """What a tuning is valid for: CPU model, the tile GEMMs' BLAS and the thread count."""
+    import numba
+
+    from . import BLAS
+
+    return {"cpu": _CPU, "blas": BLAS.describe(),
+            "threads": int(numba.get_num_threads() if threads is None else threads)}
+
+
+def tuning_dir() -> Path:
+    return cache_root() / "autotune"
+
+
+def path_for(key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return tuning_dir() / f"{digest}.json"
+
+
+def _parse(data: dict, key: dict, path: Path) -> Tuning | None:
+    """The Tuning a file holds, or None when it is for another key, schema or malformed."""
+    try:
+        if data.get("schema") != SCHEMA or data.get("host") != key:
+            return None
+        blocks = {}
+        for D, (Br, Bc) in data["blocks"].items():
+            if not (int(D) > 0 and int(Br) > 0 and int(Bc) > 0):
+                return None
+            blocks[int(D)] = (int(Br), int(Bc))
+        decode = {}
+        for D, (Bc, loops) in data["decode"].items():
+            if not (int(D) > 0 and int(Bc) > 0 and isinstance(loops, bool)):
+                return None
+            decode[int(D)] = (int(Bc), loops)
+        chunk = int(data["decode_min_chunk"])
+        if chunk < 1:
+            return None
+        return Tuning(blocks, decode, chunk, f"tuned on this host ({path})", key,
+                      data.get("measured", {}), float(data.get("seconds", 0.0)),
+                      bool(data.get("complete", False)))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def load(key: dict) -> Tuning | None:
+    """The tuning stored for ``key``, or None."""
+    path = path_for(key)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return _parse(data, key, path) if isinstance(data, dict) else None
+
+
+def save(tuning: Tuning) -> Path:
+    """Write ``tuning`` for its host key (atomically: readers see the old file or the new)."""
+    path = path_for(tuning.host)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(tuning.to_json(), indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    _memo.clear()
+    return path
+
+
+def disabled() -> bool:
+    return os.environ.get(ENV, "").strip().lower() in ("off", "0", "false", "no")
+
+
+_memo: dict[str, tuple[int, Tuning]] = {}  # key -> (file mtime_ns, what it held)
+_OFF = Tuning(source=f"built-in defaults ({ENV}=off)")
+
+
+def active() -> Tuning:
+    """The choices in force for this host and thread count: the stored tuning, else the
+    built-in defaults. Cheap (a stat per call), so a file written by another process (``make
+    warm``, ``--autotune``) is picked up."""
+    if disabled():
+        return _OFF
+    key = host_key()
+    path = path_for(key)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return BUILTIN
+    name = json.dumps(key, sort_keys=True)
+    hit = _memo.get(name)
+    if hit is None or hit[0] != mtime:
+        hit = (mtime, load(key) or BUILTIN)
+        _memo[name] = hit
+    return hit[1]
+
+
+def summary(t: Tuning | None = None) -> dict:
+    """The choices in force, the host key and where they come from (for the bench report and
+    the timing panel). ``text`` is one line for people."""
+    t = active() if t is None else t
+    key = t.host or host_key()
+    Ds = sorted({64, 128, *t.blocks, *t.decode})
+    blocks = {D: t.blocks_for(D) for D in Ds}
+    decode = {D: t.decode_for(D) for D in Ds}
+    text = ("prefill blocks " + ", ".join(f"D={D}: {Br}×{Bc}" for D, (Br, Bc) in blocks.items())
+            + "; decode tiles " + ", ".join(f"D={D}: {Bc} keys, {'loops' if lp else 'BLAS'}"
+                                           for D, (Bc, lp) in decode.items())
+            + f"; decode chunks >= {t.decode_min_chunk} keys")
+    where = t.source
+    if t.tuned:
+        where = (f"tuned on this host in {t.seconds:.1f} s"
+                 + ("" if t.complete else " (time budget ran out: some choices built-in)"))
+    return {"blocks": blocks, "decode": decode,
+            "decode_min_chunk": t.decode_min_chunk, "source": t.source, "tuned": t.tuned,
+            "host": key, "measured": t.measured,
+            "text": f"{text} ({where}; host: {key['cpu']}, {key['blas']}, "
+                    f"{key['threads']} threads)"}

@@ -1,0 +1,175 @@
+"""The autotune and its store: bounded in time (on a fake clock), stored per host key, read
+by a new process, ignored for another CPU, BLAS or thread count; the kernels run correctly
+with whatever it chose (float64 oracle, ragged shapes)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+import attnviz
+from attnviz import splitkv
+from kernels import autotune as at
+from kernels import (
+    decode_block,
+    decode_split,
+    default_blocks,
+    streaming_attention,
+    tuning,
+    tuning_summary,
+)
+from tests.helpers import assert_matches_oracle, qkv
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = at.Sizes(Ds=(16,), decode=((4, 2, 300),), decode_Bc=(32, 64), chunk=((2, 1, 300),),
+                chunk_D=16, chunks=(64, 128), prefill=((2, 100),), blocks=((32, 32), (64, 32)))
+# distinctive values, far from the built-in ones, so that reading them back proves the store
+ODD = {"blocks": {64: (48, 80)}, "decode": {64: (96, True)}, "decode_min_chunk": 200}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """An empty tuning store of its own (the Numba cache stays where it is: its folder was
+    fixed when ``kernels`` was imported); the autotune switch on."""
+    monkeypatch.setenv("ATTNVIZ_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(tuning.ENV, raising=False)
+    tuning._memo.clear()
+    yield tmp_path / "autotune"
+    tuning._memo.clear()
+
+
+def odd(host=None) -> tuning.Tuning:
+    return tuning.Tuning(ODD["blocks"], ODD["decode"], ODD["decode_min_chunk"], "test",
+                         host or tuning.host_key(), {}, 1.0, True)
+
+
+class FakeClock:
+    """Time that moves only when read: ``step`` seconds per read."""
+
+    def __init__(self, step: float):
+        self.t, self.step, self.reads = 0.0, step, 0
+
+    def __call__(self) -> float:
+        self.t += self.step
+        self.reads += 1
+        return self.t
+
+
+def test_no_store_means_built_in_defaults(store):
+    assert not tuning.active().tuned
+    assert default_blocks(128) == tuning.BUILTIN_BLOCKS[128]
+    assert decode_block(64) == tuning.BUILTIN_BLOCKS[64][1]
+    assert "built-in defaults" in tuning_summary()["text"]
+
+
+def test_the_autotune_stays_within_its_budget_on_a_fake_clock(store):
+    clock = FakeClock(0.05)
+    t = at.autotune(budget_s=3.0, clock=clock, sizes=TINY, save=False)
+    # every stage stops at its deadline: at most one sample (a few reads) past the budget
+    assert t.seconds <= 3.0 + 10 * clock.step
+    assert clock.reads <= 3.0 / clock.step + 40
+    assert t.tuned and t.host == tuning.host_key()
+    assert not store.exists()  # save=False wrote nothing
+
+
+def test_a_budget_too_small_for_everything_keeps_the_defaults(store):
+    t = at.autotune(budget_s=0.2, clock=FakeClock(0.1), sizes=TINY, save=False)
+    assert not t.complete
+    assert t.blocks_for(16) == tuning.BUILTIN_BLOCKS[16]  # never raced: the default stays
+    assert t.decode_min_chunk == tuning.BUILTIN_DECODE_MIN_CHUNK
+
+
+def test_a_real_run_stores_a_tuning_that_calls_then_read(store):
+    lines = []
+    t = at.autotune(budget_s=5.0, sizes=TINY, progress=lines.append)
+    assert any("decode tiles D=16" in s for s in lines) and "autotune done" in lines[-2]
+    assert tuning.path_for(tuning.host_key()).is_file()
+    assert tuning.active().tuned and tuning.active().decode_for(16) == t.decode_for(16)
+    Bc, _ = t.decode_for(16)
+    assert Bc in TINY.decode_Bc + (tuning.BUILTIN_BLOCKS[16][1],)
+    measured = t.measured["decode D=16"]
+    assert measured["Bc=128 BLAS"]["vs_default"] == 1.0  # the default, scored against itself
+    assert f"{Bc} keys" in tuning_summary()["text"] and "tuned on this host" in \
+        tuning_summary()["text"]
+
+
+def test_the_store_survives_a_restart_and_other_hosts_ignore_it(store):
+    tuning.save(odd())
+    code = ("import json, kernels, numba; from kernels import tuning;"
+            "print(json.dumps([kernels.default_blocks(64), kernels.decode_block(64),"
+            " tuning.active().decode_min_chunk, tuning.active().tuned]));"
+            "numba.set_num_threads(1);"  # another thread count: another key
+            "print(json.dumps([kernels.default_blocks(64), tuning.active().tuned]))")
+    env = {**os.environ, "ATTNVIZ_CACHE_DIR": str(store.parent)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    first, other = (json.loads(line) for line in done.stdout.split("\n")[:2])
+    assert first == [[48, 80], 96, 200, True]
+    if numba.get_num_threads() > 1:
+        assert other == [list(tuning.BUILTIN_BLOCKS[64]), False]
+
+
+def test_another_cpu_or_blas_is_ignored(store):
+    for other in ({"cpu": "Some Other CPU 9000"}, {"blas": "mkl 2099.1"},
+                  {"threads": numba.get_num_threads() + 1}):
+        tuning.save(odd({**tuning.host_key(), **other}))
+        assert not tuning.active().tuned and default_blocks(64) == tuning.BUILTIN_BLOCKS[64]
+    # a file at this host's path that records another key (copied from elsewhere): ignored
+    path = tuning.path_for(tuning.host_key())
+    data = odd().to_json() | {"host": {**tuning.host_key(), "cpu": "Elsewhere"}}
+    path.write_text(json.dumps(data))
+    assert not tuning.active().tuned
+    path.write_text("{not json")
+    assert not tuning.active().tuned
+    tuning.save(odd())
+    assert tuning.active().tuned and default_blocks(64) == (48, 80)
+
+
+def test_off_pins_the_defaults_and_never_tunes(store, monkeypatch):
+    tuning.save(odd())
+    monkeypatch.setenv(tuning.ENV, "off")
+    assert not tuning.active().tuned and default_blocks(64) == tuning.BUILTIN_BLOCKS[64]
+    assert at.tune_if_missing() is None
+    assert "ATTNVIZ_AUTOTUNE=off" in tuning_summary()["text"]
+
+
+def test_warmup_tunes_only_when_nothing_is_stored(store, monkeypatch):
+    tuning.save(odd())
+    monkeypatch.setattr(at, "autotune", lambda **kw: pytest.fail("tuned again"))
+    attnviz.warmup()  # stored: nothing to do
+    assert tuning.active().decode_min_chunk == 200
+
+
+def test_the_summary_names_the_values_and_the_host(store):
+    tuning.save(odd())
+    s = tuning_summary()
+    assert s["blocks"][64] == (48, 80) and s["decode"][64] == (96, True)
+    assert s["decode_min_chunk"] == 200 and s["host"] == tuning.host_key()
+    for part in ("D=64: 48×80", "D=64: 96 keys, loops", ">= 200 keys", s["host"]["cpu"],
+                 s["host"]["blas"]):
+        assert part in s["text"]
+
+
+@pytest.mark.parametrize("Lk,window", [(1, None), (777, None), (3001, None), (3001, 900)])
+def test_the_kernels_are_exact_with_tuned_choices_and_splitkv_follows(store, Lk, window):
+    """With the odd tuning (decode tiles of 96 keys as loops, chunks of >= 200 keys, prefill
+    48 x 80), the kernels still match the oracle, and the lab's chunks are the kernel's."""
+    tuning.save(odd())
+    q, k, v = qkv(1, 8, 2, 1, Lk, 64, seed=Lk)
+    out, lse = streaming_attention(q, k, v, window=window, return_lse=True)
+    assert_matches_oracle(out, lse, q, k, v, window=window)
+    per, C = decode_split(1, 2, Lk, 96, q_offset=Lk - 1, window=window or 0)
+    assert C == 1 or per * 96 >= 200  # chunks of at least the tuned size
+    bounds = splitkv.kernel_bounds(Lk, 64, Hkv=2, window=window)
+    assert all(b % 96 == 0 for b in bounds[1:-1])  # the tuned decode tile grid
+    qp, kp, vp = qkv(1, 2, 1, 131, 131, 64, seed=Lk)
+    out, lse = streaming_attention(qp, kp, vp, return_lse=True)  # prefill: 48 x 80 blocks
+    assert_matches_oracle(out, lse, qp, kp, vp)
+    np.testing.assert_equal(default_blocks(64), (48, 80))
