@@ -87,3 +87,14 @@ def test_backward_tab_caps_long_sequences_with_a_notice():
     notes = [i.value for i in at.info]
     assert any("limited to 256 keys: traced with Lq = 256, Lk = 256" in x for x in notes)
     assert re.search(r"#### Backward step 1 of \d+", step_heading(at))
+
+
+def test_too_many_tiles_is_a_message_before_any_tracing():
+    at = open_backward(L=256, D=16, Br=2, Bc=2)
+    notes = [i.value for i in at.info]
+    found = [re.search(r"^(\d+) × (\d+) tiles × 1 head\(s\) = (\d+) tiles: choose larger "
+                       r"blocks", x) for x in notes]
+    m = next(f for f in found if f)
+    Tr, Tc, n = (int(x) for x in m.groups())
+    assert Tr == 128 and Tr * Tc == n > 4096  # the sidebar's clamping allows 8192
+    assert not [m for m in at.markdown if m.value.startswith("#### Backward step ")]

@@ -107,14 +107,14 @@ def render(cfg: ViewConfig, threads: int) -> None:
         f"Inputs: the sidebar's scenario “{cfg.scenario}” (seed {cfg.seed}; uploaded arrays "
         f"are not used here), KV head 0 and its first {g} query head(s); dO is random from "
         f"the seed. {cfg.describe()}."))
+    if cfg.Tr * cfg.Tc * g > MAX_STEPS:  # checked before tracing: a trace keeps every tile
+        st.info(f"{cfg.Tr} × {cfg.Tc} tiles × {g} head(s) = {cfg.Tr * cfg.Tc * g} tiles: "
+                f"choose larger blocks Br, Bc (the backward trace holds at most {MAX_STEPS}).")
+        return
     trace = traced(cfg, g)
     c = trace.config
     if not trace.steps:
         st.info("This mask leaves no tile to compute.")
-        return
-    if c.Tr * c.Tc * trace.group > MAX_STEPS:
-        st.info(f"{c.Tr * c.Tc * trace.group} tiles: choose larger blocks (at most "
-                f"{MAX_STEPS} tiles here).")
         return
     n = _controls(len(trace.steps) - 1)
     s = trace.steps[n]
