@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 
+import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -88,9 +89,12 @@ def test_each_bug(page: Page, app_url: str, bug: str):
     cfg, _ = clamp({**BUG_VIEW.__dict__, "bug": bug,
                     "scenario": "large_logits" if bug in OVERFLOWS else "random"})
     trace = _trace(cfg)
-    first = trace.first_departure(oracle(trace)[0])
+    O_ref = oracle(trace)[0]
+    first = trace.first_departure(O_ref)
     assert first is not None, f"{bug} shows nothing in the bug view"
-    open_view(page, app_url, **to_query(cfg, step=0, row=0))
+    i0, i1 = trace.config.rows(trace.steps[first].i)
+    worst = int(np.argmax(trace.row_error(O_ref)[i0:i1]))  # the why panel shows this row
+    open_view(page, app_url, **to_query(cfg, step=0, row=worst))
     banner = page.locator(".st-key-bug_banner")
     expect(banner).to_contain_text(f"Bug lab: {bug}")
     expect(banner).to_contain_text(f"First departure at step {first + 1}")
@@ -100,6 +104,8 @@ def test_each_bug(page: Page, app_url: str, bug: str):
     assert_no_exception(page)
     scroll_to(page, banner)
     screenshot(page, f"bug_{bug}.png")
+    scroll_to(page, page.locator("h4", has_text="Why it is exact"))  # the invariant, broken
+    screenshot(page, f"bug_{bug}_why.png")
     button(page, "Back to the correct algorithm").click()
     expect(banner).to_have_count(0, timeout=30_000)
     page.wait_for_url(lambda u: "bug=" not in u)
