@@ -37,7 +37,8 @@ def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> No
             "*after* this tile, so every entry is ≤ 1 and exp never overflows. The table "
             "lists each row's state: m (running max) and l (running sum of P~) before and "
             "after, and alpha = exp(m old − m new), the factor by which the old l and output "
-            "accumulator were rescaled because the max moved.",
+            "accumulator were rescaled because the max moved; \"none: first tile\" marks a "
+            "row's first visible key (m_old = −∞: nothing to rescale yet).",
             *([aside(decode)] if cfg.mode == "decode" else []))
     show(figs.tiles, "step_tiles")
     rowtable.render(figs.rows)
