@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from attnviz.ui import (
+    backward,
     buglab,
     cache,
     detail,
@@ -101,8 +102,9 @@ step_view()
 st.divider()
 # Only the open tab is drawn: every element on the page costs the browser time on each
 # step click, even outside the step view (the closed tab's ~40 ms per click, measured).
-memory_tab, timing_tab, splitkv_tab, numerics_tab = st.tabs(
-    ["Memory", "Timing", "Split-KV decode", "Numerics"], key=state.PANEL, on_change="rerun")
+memory_tab, timing_tab, splitkv_tab, numerics_tab, backward_tab = st.tabs(
+    ["Memory", "Timing", "Split-KV decode", "Numerics", "Backward"], key=state.PANEL,
+    on_change="rerun")
 if memory_tab.open:
     with memory_tab:
         guarded(memory.render, cfg, machine["threads"], timing.measured_peaks())
@@ -115,3 +117,6 @@ if splitkv_tab.open:
 if numerics_tab.open:
     with numerics_tab:
         guarded(numerics.render)
+if backward_tab.open:
+    with backward_tab:
+        guarded(backward.render, cfg, machine["threads"])

@@ -31,3 +31,6 @@ def warmup(progress=None, *, autotune: bool = True) -> None:
     from . import splitkv  # the split-KV lab calls the tile routines from Python
 
     splitkv.merge(splitkv.partials(x[:2], x, x, bounds=[0, 2, 5]), [1, 0])
+    from .backward_trace import run_backward_trace  # the Backward tab (and its kernels)
+
+    run_backward_trace(x, x, x, x, q_block=2, kv_block=3)

@@ -43,6 +43,8 @@ class BackwardStep:
     S: np.ndarray  # scaled, masked scores (-inf where masked)
     P: np.ndarray  # exp(S - LSE), recomputed from the saved LSE
     P_fwd: np.ndarray  # the forward's P~ / l = exp(S - m) / l with its final m, l (float64)
+    m_fwd: np.ndarray  # [rows] the forward's final running max m of each row
+    l_fwd: np.ndarray  # [rows] and its final denominator l
     dP: np.ndarray  # dO_i V_j^T
     dS: np.ndarray  # P * (dP - D)
     dK_before: np.ndarray
@@ -189,7 +191,8 @@ def run_backward_trace(q, k, v, dout, *, causal=True, q_offset=None, window=None
                               trace.dq[h, i0:i1], S, P, dP, dS)
                 trace.steps.append(BackwardStep(
                     n=len(trace.steps), j=j, h=h, i=i, kind=str(status[i, j]), S=S, P=P,
-                    P_fwd=_p_over_l(S, m_fin[h, i0:i1], l_fin[h, i0:i1]), dP=dP, dS=dS,
+                    P_fwd=_p_over_l(S, m_fin[h, i0:i1], l_fin[h, i0:i1]),
+                    m_fwd=m_fin[h, i0:i1].copy(), l_fwd=l_fin[h, i0:i1].copy(), dP=dP, dS=dS,
                     dK_before=dK0, dK=dKj.copy(), dV_before=dV0, dV=dVj.copy(),
                     dQ_before=dQ0, dQ=trace.dq[h, i0:i1].copy()))
     return trace

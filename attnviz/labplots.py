@@ -1,5 +1,4 @@
-"""Charts of the split-KV and numerics labs and of the "why it is exact" panel (Plotly):
-pure functions of the labs' results.
+"""Charts of the split-KV and numerics labs (Plotly): pure functions of the labs' results.
 
 Like ``attnviz.plots``, nothing here imports Streamlit; the tests read the traces back. The
 labs' tabs are drawn only when opened, so Plotly's script costs nothing on the step view.
@@ -9,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .exactness import Accumulator, Exactness
 from .numerics import Accumulation, ErrorSweep, MaskedRows, Overflow
 from .plots import _MARGIN, _TEMPLATE
 
@@ -140,57 +138,3 @@ def masked_rows_chart(mr: MaskedRows) -> go.Figure:
     fig.update_layout(template=_TEMPLATE, height=330, margin=dict(l=50, r=20, t=40, b=50))
     return fig
 
-
-def why_chart(ex: Exactness, acc: Accumulator) -> go.Figure:
-    """The "why it is exact" figure of one row at one step. Top: the row's scores as
-    standard attention sees them (keys the loop has seen so far in blue, the rest light;
-    masked keys as grey crosses at the bottom; the global max M dashed). Middle: the
-    accumulator's D entries: acc_old, alpha·acc_old, P~V_j and acc_new. Bottom, once the row
-    is finished: O = acc / l beside the float64 oracle's row."""
-    from plotly.subplots import make_subplots
-
-    last = acc.O is not None
-    titles = ["Scores s of the row (standard attention: all keys)",
-              f"Accumulator acc (D = {acc.acc_new.shape[0]} entries) at this step"]
-    if last:
-        titles.append("Output row O = acc / l beside the float64 oracle")
-    fig = make_subplots(rows=len(titles), cols=1, subplot_titles=titles, vertical_spacing=0.12)
-    keys = np.arange(ex.s.shape[0])
-    seen = np.zeros(keys.shape[0], bool)
-    for t in ex.tiles:
-        seen[t.k0:t.k1] = True
-    vis = ex.visible
-    finite = ex.s[vis]
-    floor = float(finite.min()) if finite.size else 0.0
-    for mask, name, color in ((vis & seen, "seen by the loop so far", "#2563eb"),
-                              (vis & ~seen, "not seen yet", "#cbd5e1")):
-        fig.add_trace(go.Bar(x=keys[mask], y=ex.s[mask], name=name, marker_color=color,
-                             hovertemplate="key %{x}: s = %{y:.4g}<extra></extra>"), 1, 1)
-    if (~vis).any():
-        fig.add_trace(go.Scatter(x=keys[~vis], y=np.full(int((~vis).sum()), floor),
-                                 mode="markers", marker=dict(symbol="x", size=5,
-                                                             color="#9ca3af"),
-                                 name="masked (−∞)", hoverinfo="skip"), 1, 1)
-    if np.isfinite(ex.M):
-        fig.add_hline(y=ex.M, line_dash="dash", line_color="#dc2626", row=1, col=1,
-                      annotation_text=f"M = {ex.M:.4g}", annotation_position="top left")
-    d = np.arange(acc.acc_new.shape[0])
-    for y, name, color in ((acc.acc_old, "acc_old", "#94a3b8"),
-                           (acc.scaled_old, f"α·acc_old (α = {acc.alpha:.4g})", "#f59e0b"),
-                           (acc.PV, "P~V_j (this tile)", "#16a34a"),
-                           (acc.acc_new, "acc_new", "#2563eb")):
-        fig.add_trace(go.Bar(x=d, y=np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0),
-                             name=name, marker_color=color, legendgroup="acc",
-                             hovertemplate="d = %{x}: %{y:.4g}<extra>" + name + "</extra>"),
-                      2, 1)
-    if last:
-        for y, name, color in ((acc.O, "O (streaming, float32)", "#2563eb"),
-                               (acc.O_oracle, "oracle (float64)", "#111827")):
-            fig.add_trace(go.Bar(x=d, y=np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0),
-                                 name=name, marker_color=color, legendgroup="O",
-                                 hovertemplate="d = %{x}: %{y:.6g}<extra>" + name
-                                 + "</extra>"), 3, 1)
-    fig.update_xaxes(title_text="key", row=1, col=1)
-    fig.update_xaxes(title_text="d", row=len(titles), col=1)
-    return _layout(fig, "", height=260 * len(titles), barmode="group", bargap=0.15,
-                   legend=dict(orientation="h", y=-0.08))

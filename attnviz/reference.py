@@ -17,28 +17,22 @@ import numpy as np
 from .masks import visible_mask
 
 
-def attention_reference(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None,
-                        prefix=None, doc_ids=None, sink_logits=None, scale=None):
-    """q [..., Hq, Lq, D] or [Lq, D]; k, v [..., Hkv, Lk, D] or [Lk, D] -> (O, LSE) in float64.
+def _softmax(q, k, *, causal, q_offset, window, sinks, prefix, doc_ids, sink_logits, scale):
+    """The masked, normalized P [..., Lq, Lk] and LSE [..., Lq] in float64, with the K heads
+    repeated per query head (GQA), the scale used and the group size.
 
-    sink_logits: [Hq] (a number for one head [Lq, D])."""
-    q = np.asarray(q, dtype=np.float64)
-    k = np.asarray(k, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64)
+    q [..., Hq, Lq, D] or [Lq, D]; k [..., Hkv, Lk, D] or [Lk, D], float64."""
     Lq, D = q.shape[-2:]
     Lk = k.shape[-2]
-    if q.ndim == 4 and q.shape[1] != k.shape[1]:
-        group = q.shape[1] // k.shape[1]
-        k = np.repeat(k, group, axis=1)  # [B, Hq, Lk, D]
-        v = np.repeat(v, group, axis=1)
+    group = q.shape[1] // k.shape[1] if q.ndim == 4 else 1
+    kr = np.repeat(k, group, axis=1) if group > 1 else k  # [B, Hq, Lk, D]
     if q_offset is None:
         q_offset = Lk - Lq
     if scale is None:
         scale = 1.0 / np.sqrt(D)
     vis = visible_mask(Lq, Lk, causal=causal, q_offset=q_offset, window=window or 0,
                        sinks=sinks or 0, prefix=prefix or 0, doc_ids=doc_ids)
-    S = scale * (q @ np.swapaxes(k, -1, -2))  # [..., Lq, Lk]
-    S = np.where(vis, S, -np.inf)
+    S = np.where(vis, scale * (q @ np.swapaxes(kr, -1, -2)), -np.inf)  # [..., Lq, Lk]
     m = S.max(axis=-1, keepdims=True)
     s = np.array(-np.inf)
     if sink_logits is not None:
@@ -47,11 +41,26 @@ def attention_reference(q, k, v, *, causal=True, q_offset=None, window=None, sin
         s = s.reshape(s.shape + (1, 1)) if q.ndim > 2 else s.reshape(1, 1)
         m = np.maximum(m, s)
     seen = np.isfinite(m)  # rows that see at least one key (or a sink logit)
-    P = np.exp(S - np.where(seen, m, 0.0))
-    l = P.sum(axis=-1, keepdims=True) + np.exp(s - np.where(seen, m, 0.0))
-    O = np.where(seen, (P @ v) / np.where(seen, l, 1.0), 0.0)
+    E = np.exp(S - np.where(seen, m, 0.0))  # 0 on masked entries
+    l = E.sum(axis=-1, keepdims=True) + np.exp(s - np.where(seen, m, 0.0))
+    P = np.where(seen, E / np.where(seen, l, 1.0), 0.0)
     lse = np.where(seen, m + np.log(np.where(seen, l, 1.0)), -np.inf)[..., 0]
-    return O, lse
+    return P, lse, kr, scale, group
+
+
+def attention_reference(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None,
+                        prefix=None, doc_ids=None, sink_logits=None, scale=None):
+    """q [..., Hq, Lq, D] or [Lq, D]; k, v [..., Hkv, Lk, D] or [Lk, D] -> (O, LSE) in float64.
+
+    sink_logits: [Hq] (a number for one head [Lq, D])."""
+    q = np.asarray(q, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    P, lse, _, _, group = _softmax(q, k, causal=causal, q_offset=q_offset, window=window,
+                                   sinks=sinks, prefix=prefix, doc_ids=doc_ids,
+                                   sink_logits=sink_logits, scale=scale)
+    vr = np.repeat(v, group, axis=1) if group > 1 else v  # [B, Hq, Lk, D]
+    return P @ vr, lse  # a row that sees no key has P = 0: O = 0
 
 
 def attention_backward_reference(q, k, v, dout, *, causal=True, q_offset=None, window=None,
@@ -68,28 +77,11 @@ def attention_backward_reference(q, k, v, dout, *, causal=True, q_offset=None, w
     k = np.asarray(k, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
     dout = np.asarray(dout, dtype=np.float64)
-    Lq, D = q.shape[-2:]
-    Lk = k.shape[-2]
-    group = q.shape[1] // k.shape[1] if q.ndim == 4 else 1
-    kr = np.repeat(k, group, axis=1) if group > 1 else k  # [B, Hq, Lk, D]
+    P, _, kr, scale, group = _softmax(q, k, causal=causal, q_offset=q_offset, window=window,
+                                      sinks=sinks, prefix=prefix, doc_ids=doc_ids,
+                                      sink_logits=sink_logits, scale=scale)
     vr = np.repeat(v, group, axis=1) if group > 1 else v
-    if q_offset is None:
-        q_offset = Lk - Lq
-    if scale is None:
-        scale = 1.0 / np.sqrt(D)
-    vis = visible_mask(Lq, Lk, causal=causal, q_offset=q_offset, window=window or 0,
-                       sinks=sinks or 0, prefix=prefix or 0, doc_ids=doc_ids)
-    S = np.where(vis, scale * (q @ np.swapaxes(kr, -1, -2)), -np.inf)  # [..., Lq, Lk]
-    m = S.max(axis=-1, keepdims=True)
-    s = np.array(-np.inf)
-    if sink_logits is not None:
-        s = np.asarray(sink_logits, np.float64)
-        s = s.reshape(s.shape + (1, 1)) if q.ndim > 2 else s.reshape(1, 1)
-        m = np.maximum(m, s)
-    seen = np.isfinite(m)
-    E = np.exp(S - np.where(seen, m, 0.0))  # 0 on masked entries
-    l = E.sum(axis=-1, keepdims=True) + np.exp(s - np.where(seen, m, 0.0))
-    P = np.where(seen, E / np.where(seen, l, 1.0), 0.0)  # [..., Lq, Lk]
+    Lk, D = k.shape[-2:]
     dV = np.swapaxes(P, -1, -2) @ dout  # [..., Lk, D]
     dP = dout @ np.swapaxes(vr, -1, -2)  # [..., Lq, Lk]
     dS = P * (dP - (P * dP).sum(axis=-1, keepdims=True))

@@ -53,7 +53,7 @@ def tile_work(trace: Trace) -> TileWork:
     counts = trace.counts
     computed = sum((c.rows(s.i)[1] - c.rows(s.i)[0]) * (c.keys(s.j)[1] - c.keys(s.j)[0])
                    for s in trace.steps)
-    m = c.mask
+    m = trace.driver.mask if trace.driver else c.mask  # the mask the loop walked (a bug's)
     return TileWork(
         full=counts["full"], partial=counts["partial"], skipped=counts["skipped"],
         entries=c.Lq * c.Lk, computed_entries=computed,

@@ -224,3 +224,45 @@ def test_standard_backward_refuses_a_huge_matrix():
     with pytest.raises(MemoryError, match="P and dS"):
         standard_attention_backward(a["q"], a["k"], a["v"], a["out"], a["lse"], a["dout"],
                                     max_bytes=100)
+
+
+def test_skipped_tiles_are_never_computed():
+    """Packed documents aligned with the tiles: the rows of document 0 are NaN (q, dO, and so
+    O and LSE), checks off. Any computed cross-document tile would carry NaN into the keys of
+    documents 1 and 2 (0 * NaN is NaN: with q_block=20 a computed partial tile does leak it,
+    checked by hand); their gradients equal the oracle's instead."""
+    L, docs = 96, packed_doc_ids(96, 3)  # documents [0, 32), [32, 64), [64, 96)
+    q, k, v, _, _, dout = _case(1, 2, 1, L, L, 16, {}, seed=21)
+    mask = {"doc_ids": docs}
+    want = attention_backward_reference(q, k, v, dout, **mask)
+    q[:, :, :32] = np.nan
+    dout[:, :, :32] = np.nan
+    out, lse = streaming_attention(q, k, v, return_lse=True, check_finite=False, **mask)
+    dq, dk, dv = streaming_attention_backward(q, k, v, out, lse, dout, q_block=16,
+                                              kv_block=16, check_finite=False, **mask)
+    for got, ref in ((dq[:, :, 32:], want[0][:, :, 32:]), (dk[:, :, 32:], want[1][:, :, 32:]),
+                     (dv[:, :, 32:], want[2][:, :, 32:])):
+        assert np.isfinite(got).all()
+        assert rel_err(got, ref) <= RTOL
+
+
+def test_one_worker_or_all_give_the_same_gradients():
+    """dQ from per-worker partials: 1 worker (no partials) and every thread agree to float32
+    rounding, and a repeated call with the same threads is bit for bit the same."""
+    import numba
+
+    q, k, v, out, lse, dout = _case(2, 4, 2, 150, 150, 32, {"window": 40}, seed=8)
+    a = streaming_attention_backward(q, k, v, out, lse, dout, window=40, q_block=16,
+                                     kv_block=16)
+    b = streaming_attention_backward(q, k, v, out, lse, dout, window=40, q_block=16,
+                                     kv_block=16)
+    n = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        c = streaming_attention_backward(q, k, v, out, lse, dout, window=40, q_block=16,
+                                         kv_block=16)
+    finally:
+        numba.set_num_threads(n)
+    for x, y, z in zip(a, b, c, strict=True):
+        np.testing.assert_array_equal(x, y)
+        assert rel_err(x, z.astype(np.float64)) <= RTOL

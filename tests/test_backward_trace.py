@@ -111,3 +111,26 @@ def test_bad_input():
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="dout contains NaN"):
         run_backward_trace(q, k, v, bad)
+
+
+def test_live_math_writes_the_recorded_numbers():
+    from attnviz.backward_math import tile_math
+    from attnviz.livemath import fmt
+
+    q, k, v, dout = _inputs(2, 30, 30, 8, seed=6)
+    t = run_backward_trace(q, k, v, dout, window=12, q_block=8, kv_block=8)
+    c = t.config
+    for n in (0, len(t.steps) // 2, len(t.steps) - 1):
+        s = t.steps[n]
+        (i0, i1), k0 = c.rows(s.i), c.keys(s.j)[0]
+        r, key = i1 - 1, k0  # the last row sees key k0 unless the window hides it
+        tm = tile_math(t, n, r, key)
+        a, b = r - i0, key - k0
+        assert (tm.p, tm.dP, tm.dS, tm.D) == (s.P[a, b], s.dP[a, b], s.dS[a, b], t.D[s.h, r])
+        assert tm.dQ_new == pytest.approx(float(np.linalg.norm(s.dQ[a])))
+        tex = " ".join(tm.latex())
+        assert fmt(tm.dS) in tex and fmt(tm.dV_new) in tex and fmt(tm.dK_old) in tex
+        if tm.masked:
+            assert tm.p == 0 and tm.dS == 0 and "masked" in tex
+    with pytest.raises(ValueError, match="not in KV block"):
+        tile_math(t, 0, 0, c.Lk - 1)

@@ -164,3 +164,24 @@ def test_invariant_on_random_geometries(Lq, extra, D, Br, Bc, seed, mask, top_le
     rows = {0, Lq - 1, seed % Lq}
     for r in rows:
         check_row(trace, lse_ref, O_ref, r)
+
+
+def test_the_figure_draws_the_panels_numbers():
+    """The why figure's plots span the numbers they show: the score row's range and M, the
+    accumulator's four series; a third plot (O beside the oracle) only at the row's end."""
+    from attnviz.images import why_figure
+
+    (q, k, v), kw = CASES["window"]
+    trace = run_trace(q, k, v, **kw)
+    O_ref, _ = oracle(trace)
+    for n in (0, trace.block_done_after[1]):
+        r = trace.config.rows(trace.steps[n].i)[0] + 2
+        ex, acc = exactness(trace, r, n), accumulator(trace, r, n, O_ref)
+        fig = why_figure(ex, acc)
+        s = ex.s[ex.visible]
+        ps, pa = fig.plots["scores"], fig.plots["acc"]
+        assert ps.y.lo <= min(s.min(), 0) and ps.y.hi >= max(s.max(), ex.M)
+        for y in (acc.acc_old, acc.scaled_old, acc.PV, acc.acc_new):
+            assert pa.y.lo <= y.min() and pa.y.hi >= y.max()
+        assert ("O" in fig.plots) == ex.last == fig.meta["last"]
+        assert fig.alt == f"why it is exact: row {r} at step {n + 1}"

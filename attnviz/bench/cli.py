@@ -8,6 +8,7 @@
     python -m attnviz.bench --case prefill:L=2048,D=64 --case decode:L=16384
     python -m attnviz.bench --autotune           # measure this host's kernel choices again
     python -m attnviz.bench --autotune --quick   # ... then run the quick subset with them
+    python -m attnviz.bench --backward           # the backward pass vs torch (issue 13)
 
 Results go to stdout; progress goes to stderr (one line, rewritten, on a terminal).
 """
@@ -64,8 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "GROUP in prefill/decode/chunk/long; keys B,H,Hq,Hkv,L,Lq,Lk,D,"
                            "causal,window,q_offset. E.g. prefill:L=2048,D=64")
     what.add_argument("--contenders", type=lambda s: s.split(","), metavar="A,B",
-                      help=f"subset of {','.join(ALL_NAMES)} (default: the first four; torch if "
-                           "installed)")
+                      help=f"subset of {','.join(ALL_NAMES)} (default: all; torch if installed); "
+                           "with --backward: streaming,standard,torch")
     what.add_argument("--autotune", action="store_true",
                       help="measure this host's kernel choices again (blocks, decode tiles, "
                            "decode chunks; <= --autotune-budget s) and store them; alone, "
@@ -76,6 +77,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     what.add_argument("--sweep-D", type=_ints, default=[64, 128], metavar="D,..")
     what.add_argument("--sweep-L", type=int, default=None, metavar="L",
                       help="sequence length of the sweep (default 4096, --quick 1024)")
+    what.add_argument("--backward", action="store_true",
+                      help="time the backward pass instead: streaming vs standard vs torch "
+                           "SDPA's autograd backward, causal prefill, H=8")
+    what.add_argument("--backward-L", type=_ints, default=[1024, 2048, 4096, 8192],
+                      metavar="L,..")
+    what.add_argument("--backward-D", type=_ints, default=[64, 128], metavar="D,..")
+    what.add_argument("--backward-blocks", metavar="BrxBc,..",
+                      type=lambda s: [tuple(int(x) for x in b.split("x")) for b in s.split(",")],
+                      help="with --backward: time the streaming backward at these tile sizes "
+                           "(e.g. 64x64,128x64) side by side at each L and D, instead")
     what.add_argument("--q-blocks", type=_ints, default=[16, 32, 64, 128, 256], metavar="Br,..")
     what.add_argument("--kv-blocks", type=_ints, default=[16, 32, 64, 128, 256], metavar="Bc,..")
     how = p.add_argument_group("how")
@@ -149,6 +160,8 @@ def _warm(contenders, progress) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     progress = Progress(not args.quiet)
+    if args.backward:
+        return _backward(args, progress)
     names = args.contenders
     if names and "torch" in names and not torch_available():
         print("torch is not installed: pip install -r requirements-bench.txt", file=sys.stderr)
@@ -239,4 +252,68 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(to_json(machine, config, roof, bandwidth, cold, rows, sweeps), f,
                       indent=1, allow_nan=False)
+    return 0
+
+
+def _backward(args, progress) -> int:
+    """``--backward``: the three backward passes side by side (``bench.backward``)."""
+    import kernels
+
+    from . import backward
+
+    names = args.contenders or list(backward.NAMES)
+    unknown = [n for n in names if n not in backward.NAMES]
+    if unknown:
+        print(f"--contenders with --backward: {unknown} unknown; choose from "
+              f"{','.join(backward.NAMES)}", file=sys.stderr)
+        return 2
+    if args.threads:
+        set_threads(args.threads)
+    progress("warm-up: Numba kernels (compile or cache load)")
+    kernels.warmup()
+    cpu0 = cpu_snapshot()
+    if args.backward_blocks:
+        return _backward_blocks(args, progress, cpu0)
+    rows = backward.run(args.backward_L, args.backward_D, names,
+                        repeats=args.repeats or 5,
+                        budget_s=args.budget if args.budget is not None else 60.0,
+                        memory=not args.no_memory, seed=args.seed, progress=progress)
+    machine = machine_info()
+    machine["loadavg_end"] = list(os.getloadavg())
+    machine["other_cores"] = other_cores(cpu0, cpu_snapshot())
+    progress.done()
+    command = "python -m attnviz.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print("\n".join(describe_machine(machine)))
+    print(f"\nCommand: `{command.strip()}`\n")
+    print("\n".join(backward.table(rows)))
+    print()
+    print("\n".join(backward.gate_lines(rows)))
+    return 0
+
+
+def _backward_blocks(args, progress, cpu0) -> int:
+    """``--backward --backward-blocks``: the streaming backward's tile sizes, side by side."""
+    import numpy as np
+
+    from . import backward
+
+    lines = []
+    for D in args.backward_D:
+        for L in args.backward_L:
+            t = backward.sweep_blocks(L, D, args.backward_blocks, repeats=args.repeats or 5,
+                                      budget_s=args.budget if args.budget is not None
+                                      else 60.0, seed=args.seed,
+                                      progress=lambda m, L=L, D=D: progress(
+                                          f"backward blocks L={L} D={D}: {m}"))
+            best = min(t, key=lambda b: min(t[b]))
+            lines.append(f"| L={L} D={D} | " + " | ".join(
+                f"{'**' if b == best else ''}{1e3 * min(x):,.0f} / {1e3 * np.median(x):,.0f}"
+                f"{'**' if b == best else ''}" for b, x in t.items()) + " |")
+    machine = machine_info()
+    machine["other_cores"] = other_cores(cpu0, cpu_snapshot())
+    progress.done()
+    print("\n".join(describe_machine(machine)))
+    head = ["case"] + [f"{b[0]}x{b[1]} ms (min / median)" for b in args.backward_blocks]
+    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    print("\n".join(lines))
     return 0

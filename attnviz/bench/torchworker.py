@@ -11,7 +11,9 @@ Both sides live here. ``TorchWorker`` (the parent) starts this file by path in i
 
 * ``("threads", n)``: set PyTorch's intra-op pool to n (None: leave it); reply the count;
 * ``("load", q, k, v, is_causal, mask)``: hold the inputs as tensors (mask: bool or None);
-* ``("out",)``: one call; reply O [B, Hq, Lq, D] float32;
+* ``("load_backward", q, k, v, dout, is_causal, mask)``: run the forward once with autograd,
+  then each call is its backward alone (``sdpa_backward_call``);
+* ``("out",)``: one call; reply O [B, Hq, Lq, D] float32 (or the backward's dq, dk, dv);
 * ``("time", n)``: n calls back to back, gc off; reply their wall time in seconds, timed
   there, so that no pickling or pipe time is counted.
 
@@ -44,6 +46,26 @@ def sdpa_call(q, k, v, is_causal: bool, mask):
     def call():
         with torch.inference_mode():
             return F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True, **kwargs)
+
+    return call
+
+
+def sdpa_backward_call(q, k, v, dout, is_causal: bool, mask):
+    """A zero-argument call of the backward pass alone of ``scaled_dot_product_attention``:
+    the forward runs once here with autograd (graph retained), each call then runs
+    ``torch.autograd.grad`` from ``dout`` and returns (dq, dk, dv) as tensors."""
+    import torch
+    import torch.nn.functional as F
+
+    tq, tk, tv = (torch.from_numpy(x).requires_grad_(True) for x in (q, k, v))
+    kwargs = {"is_causal": bool(is_causal)}
+    if mask is not None:
+        kwargs["attn_mask"] = torch.from_numpy(mask)
+    out = F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True, **kwargs)
+    tdout = torch.from_numpy(dout)
+
+    def call():
+        return torch.autograd.grad(out, (tq, tk, tv), tdout, retain_graph=True)
 
     return call
 
@@ -144,8 +166,13 @@ def main() -> int:
             elif op == "load":
                 call = sdpa_call(*msg[1:])
                 reply = None
+            elif op == "load_backward":
+                call = sdpa_backward_call(*msg[1:])
+                reply = None
             elif op == "out":
-                reply = call().numpy()
+                result = call()
+                reply = (tuple(x.numpy() for x in result) if isinstance(result, tuple)
+                         else result.numpy())
             elif op == "time":  # gc off, as for the contenders timed in the parent
                 gc.disable()
                 try:

@@ -37,7 +37,8 @@ def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> No
             "*after* this tile, so every entry is ≤ 1 and exp never overflows. The table "
             "lists each row's state: m (running max) and l (running sum of P~) before and "
             "after, and alpha = exp(m old − m new), the factor by which the old l and output "
-            "accumulator were rescaled because the max moved.",
+            "accumulator were rescaled because the max moved; \"none: first tile\" marks a "
+            "row's first visible key (m_old = −∞: nothing to rescale yet).",
             *([aside(decode)] if cfg.mode == "decode" else []))
     show(figs.tiles, "step_tiles")
     rowtable.render(figs.rows)
@@ -86,8 +87,12 @@ def render_math(trace: Trace, n: int, r: int) -> None:
 def render_output(head: TracedHead, n: int, figs: StepFigures) -> None:
     trace = head.trace
     done, err_o, err_l = figs.errors
-    err = (f"max |O − oracle| **{np.nanmax(err_o):.2e}**, max |LSE − oracle| "
-           f"**{np.nanmax(err_l):.2e}**" if done.any() else "no error to show yet")
+    bad = int((done & ~np.isfinite(err_o)).sum())  # a bug lab's overflow
+    finite_o, finite_l = err_o[done & np.isfinite(err_o)], err_l[done & np.isfinite(err_l)]
+    err = (f"max |O − oracle| **{finite_o.max(initial=0):.2e}**, max |LSE − oracle| "
+           f"**{finite_l.max(initial=0):.2e}**" if done.any() else "no error to show yet")
+    if bad:
+        err += f"; **{bad} rows not finite** (inf or NaN)"
     heading("Output rows finished so far",
             "A Q block's rows are divided by l (O = acc / l) once its last tile is done. Each "
             "finished row is compared with a float64 oracle that materializes the whole "

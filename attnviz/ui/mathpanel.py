@@ -41,13 +41,14 @@ _component = component.boxed(
   box.querySelector("pre").textContent = data.latex;""")
 
 
-def box_data(rm: RowMath, notes: str) -> dict:
+def box_data(rm: RowMath, notes: str) -> dict:  # or anything with .mathml() and .latex()
     """The component's data: the formulas as MathML and as LaTeX, and the notes (text)."""
     return {"mathml": rm.mathml(), "latex": latex_block(rm.latex()), "notes": notes}
 
 
-def render(rm: RowMath, notes: str) -> None:
-    _component(key=KEY, data=box_data(rm, notes))
+def render(rm: RowMath, notes: str, key: str = KEY) -> None:
+    """The box for ``rm`` (the backward tab passes its ``TileMath`` and its own key)."""
+    _component(key=key, data=box_data(rm, notes))
 
 
 def render_box(key: str, mathml: str, latex: str, notes: str = "") -> None:

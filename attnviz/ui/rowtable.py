@@ -36,7 +36,7 @@ _component = component.boxed(
   box.innerHTML = `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;""")
 
 
-FIRST_TILE = "first tile of this row: nothing to rescale (m_old = −∞)"
+FIRST_TILE = "none: first tile"  # the row meets its first visible key: m_old = -inf
 COLUMNS = ("row", "m old", "rowmax S", "m new", "alpha", "l old", "rowsum P~", "l new",
            "rescaled")
 

@@ -4,7 +4,10 @@ for, the identity as a formula with the live numbers, and the accumulator itself
 
 Behind a toggle (off by default): a step click with it off costs nothing more; with it on,
 the panel's numbers (``attnviz.exactness``: a score row and one replay of the Q block's
-tiles) and one Plotly figure are made on each step.
+tiles) and one figure are made on each step. The figure is a PNG drawn on the server
+(``images.why_figure``), kept in the server's figure cache, like the step view's others:
+a Plotly figure here cost a step click ~0.25 s more (0.5 s instead of 0.25 s, measured with
+``python -m tests.browser.latency --panels``), ~40-100 ms of it building the figure.
 """
 from __future__ import annotations
 
@@ -14,20 +17,20 @@ import numpy as np
 import streamlit as st
 
 from ..exactness import Exactness, accumulator, exactness
-from ..labplots import why_chart
+from ..images import why_figure
 from ..livemath import latex_block
 from ..trace import step_label
 from . import mathpanel, rowtable
-from .cache import TracedHead
+from .cache import TracedHead, caches
+from .figures import Shown, show
 from .text import heading
 
 TOGGLE = "why_open"
 MATH_KEY, TILES_KEY, CHART_KEY = "why_math", "why_tiles", "why_chart"
-COLUMNS = ("step", "KV block j", "keys", "m_j", "l_j", "l_j·exp(m_j − M)",
-           "Σ exp(s − M), keys seen", "relative difference")
+COLUMNS = ("step", "j", "keys", "m_j", "l_j", "l_j·e^(m_j−M)", "Σ_seen e^(s−M)", "rel. diff")
 
 
-def _g(x: float, digits: int = 7) -> str:
+def _g(x: float, digits: int = 6) -> str:
     return "−∞" if x == -math.inf else f"{x:.{digits}g}"
 
 
@@ -36,8 +39,8 @@ def tiles_data(ex: Exactness) -> dict:
     rows = []
     for t in ex.tiles:
         diff = abs(t.scaled - t.partial) / t.partial if t.partial else abs(t.scaled)
-        rows.append([str(step_label(t.n)), str(t.j), f"{t.k0}–{t.k1 - 1}", _g(t.m), _g(t.l),
-                     _g(t.scaled), _g(t.partial), f"{diff:.1e}"])
+        rows.append([str(step_label(t.n)), str(t.j), f"{t.k0}–{t.k1 - 1}", _g(t.m, 5),
+                     _g(t.l, 5), _g(t.scaled, 7), _g(t.partial, 7), f"{diff:.0e}"])
     return {"columns": list(COLUMNS), "rows": rows}
 
 
@@ -83,11 +86,9 @@ def render(head: TracedHead, n: int, r: int) -> None:
             "running sum is the partial sum, written in the current max's scale. Rescaling "
             "by alpha keeps it so when the max moves; after the last tile it is the full "
             "denominator, and O = acc / l is softmax(s)·V.", *summary(ex))
-    left, right = st.columns([5, 6], gap="large")
-    with left:
-        notes = ("Under a bug the two sides part: the invariant is what the bug breaks."
-                 if trace.bug else "")
-        mathpanel.render_box(MATH_KEY, ex.mathml(), latex_block(ex.latex()), notes)
-        rowtable.render(tiles_data(ex), key=TILES_KEY)
-    with right:
-        st.plotly_chart(why_chart(ex, acc), key=CHART_KEY, config={"displayModeBar": False})
+    notes = ("Under a bug the two sides part: the invariant is what the bug breaks."
+             if trace.bug else "")
+    mathpanel.render_box(MATH_KEY, ex.mathml(), latex_block(ex.latex()), notes)
+    rowtable.render(tiles_data(ex), key=TILES_KEY)
+    fig = caches().figures.get(("why", head.key, n, r), lambda: Shown.of(why_figure(ex, acc)))
+    show(fig, CHART_KEY)
