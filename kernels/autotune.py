@@ -266,14 +266,26 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
 
 def tune_if_missing(progress: Callable[[str], None] | None = None,
                     budget_s: float = BUDGET_S) -> tuning.Tuning | None:
-    """Run the autotune when this host (CPU, BLAS, threads) has no stored tuning, unless
+    """Run the autotune for each thread count a caller may use that has no stored tuning on
+    this host (CPU, BLAS): all threads, and 1 thread (the timing panel's clean-scaling
+    choice), sharing ``budget_s`` (1 thread gets a third when both are missing); unless
     ``ATTNVIZ_AUTOTUNE=off``. Returns the tuning in force, or None when turned off."""
     if tuning.disabled():
         return None
-    current = tuning.active()
-    if current.tuned:
-        return current
-    if progress:
+    import numba
+
+    n = numba.get_num_threads()
+    missing = [t for t in dict.fromkeys((n, 1)) if tuning.load(tuning.host_key(t)) is None]
+    if missing and progress:
         progress("autotune: no tuning stored for this host yet; measuring the kernels' "
                  f"choices (<= {budget_s:.0f} s, once)")
-    return autotune(budget_s=budget_s, progress=progress)
+    shares = {n: 2 / 3, 1: 1 / 3} if len(missing) == 2 else {t: 1.0 for t in missing}
+    try:
+        for t in missing:
+            numba.set_num_threads(t)
+            if progress and len(missing) == 2:
+                progress(f"autotune: on {t} thread{'s' * (t > 1)}")
+            autotune(budget_s=budget_s * shares[t], progress=progress)
+    finally:
+        numba.set_num_threads(n)
+    return tuning.active()

@@ -216,4 +216,4 @@ def summary(t: Tuning | None = None) -> dict:
             "decode_min_chunk": t.decode_min_chunk, "source": t.source, "tuned": t.tuned,
             "host": key, "measured": t.measured,
             "text": f"{text} ({where}; host: {key['cpu']}, {key['blas']}, "
-                    f"{key['threads']} threads)"}
+                    f"{key['threads']} thread{'s' * (key['threads'] != 1)})"}

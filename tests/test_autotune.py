@@ -140,11 +140,24 @@ def test_off_pins_the_defaults_and_never_tunes(store, monkeypatch):
     assert "ATTNVIZ_AUTOTUNE=off" in tuning_summary()["text"]
 
 
-def test_warmup_tunes_only_when_nothing_is_stored(store, monkeypatch):
-    tuning.save(odd())
+def test_warmup_tunes_each_missing_thread_count_once(store, monkeypatch):
+    n = numba.get_num_threads()
+    calls = []
+
+    def fake_autotune(budget_s, progress):
+        t = numba.get_num_threads()
+        calls.append((t, budget_s))
+        tuning.save(odd({**tuning.host_key(t)}))
+        return tuning.active()
+
+    monkeypatch.setattr(at, "autotune", fake_autotune)
+    attnviz.warmup()  # nothing stored: all threads, then 1 thread (the panel's choice)
+    expected = [(n, 20.0 * 2 / 3), (1, 20.0 / 3)] if n > 1 else [(1, 20.0)]
+    assert [t for t, _ in calls] == [t for t, _ in expected]
+    assert [b for _, b in calls] == pytest.approx([b for _, b in expected])
+    assert numba.get_num_threads() == n and tuning.active().decode_min_chunk == 200
     monkeypatch.setattr(at, "autotune", lambda **kw: pytest.fail("tuned again"))
-    attnviz.warmup()  # stored: nothing to do
-    assert tuning.active().decode_min_chunk == 200
+    attnviz.warmup()  # stored for both: nothing to do
 
 
 def test_the_summary_names_the_values_and_the_host(store):
