@@ -203,3 +203,8 @@ def warmup() -> None:
     streaming_attention(q, k, k, q_block=2, kv_block=3)  # prefill
     streaming_attention(q[:, :, :1], k, k, kv_block=3)  # decode
     standard_attention(q, k, k)
+    from .backward import standard_attention_backward, streaming_attention_backward
+
+    O, lse = streaming_attention(q, k, k, return_lse=True)
+    streaming_attention_backward(q, k, k, O, lse, O, q_block=2, kv_block=3)  # the gradients
+    standard_attention_backward(q, k, k, O, lse, O)

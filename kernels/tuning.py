@@ -89,7 +89,8 @@ def _nearest(table: dict, D: int) -> int:
     return min(table, key=lambda d: (abs(d - D), d))
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (what a tuning, and the bench, name the host by)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -100,7 +101,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-_CPU = _cpu_model()
+_CPU = cpu_model()
 
 
 def host_key(threads: int | None = None) -> dict:

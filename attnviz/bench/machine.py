@@ -128,17 +128,6 @@ def child_env() -> dict:
     return env
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -165,6 +154,7 @@ def machine_info() -> dict:
     from threadpoolctl import threadpool_info
 
     from kernels import BLAS
+    from kernels.tuning import cpu_model
 
     blas = []
     for lib in threadpool_info():
@@ -182,7 +172,7 @@ def machine_info() -> dict:
     except ValueError:  # no parallel kernel has run yet
         layer = numba.config.THREADING_LAYER
     info = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "ram_bytes": psutil.virtual_memory().total,
