@@ -14,7 +14,9 @@ n (the loop's m_j, l_j as recorded, float32; the partial sums in float64 from th
 ``accumulator(trace, r, n)`` the D entries of acc around step n (replayed, ``Trace.replay``).
 Works with every mask and mode, a sink logit (a term of every sum, there from the start), a
 row that has seen no key yet (l = 0, both sides 0) and a row that sees none (M = −∞). Under a
-bug (``attnviz.bugs``) the two sides part: that is the lesson.
+bug (``attnviz.bugs``) the two sides part: that is the lesson. The formula then writes "≠"
+and says the invariant is broken (``agree``: equal up to float32 rounding, ``RTOL``), so the
+page never prints "=" between unequal numbers.
 """
 from __future__ import annotations
 
@@ -23,10 +25,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .formula import Equation, Math, bracket, mathml_block, mi, mo, num, sub, sup, text
+from .formula import (
+    Equation,
+    Math,
+    bracket,
+    mathml_block,
+    mi,
+    mo,
+    num,
+    space,
+    sub,
+    sup,
+    text,
+)
 from .masks import visible_mask
 from .reference import attention_reference
 from .trace import Trace
+
+# Two sides "agree" within this relative difference. The correct loop's sides differ only by
+# float32 rounding (its running sums and its m, seen ~1e-8..1e-5 apart even with logits of
+# +-100); a bug parts them by far more (0.5 in the learner's no_l_rescale row).
+RTOL = 1e-3
+
+
+def agree(a: float, b: float) -> bool:
+    """a and b equal up to float32 rounding (``RTOL``); two infinities of one sign agree."""
+    if a == b:
+        return True
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return False
+    return abs(a - b) <= RTOL * max(abs(a), abs(b))
 
 
 @dataclass(frozen=True)
@@ -41,6 +69,11 @@ class TileSum:
     l: float  # l_j
     scaled: float  # l_j · exp(m_j − M)
     partial: float  # Σ exp(s − M) over the visible keys of the tiles visited so far
+
+    @property
+    def holds(self) -> bool:
+        """The invariant holds after this tile (up to float32 rounding)."""
+        return agree(self.scaled, self.partial)
 
 
 @dataclass(frozen=True)
@@ -66,6 +99,14 @@ class Exactness:
         return not self.tiles or self.tiles[-1].l == 0.0
 
     @property
+    def broken(self) -> bool:
+        """A bug broke the invariant: after some tile so far, or in the full sums at the
+        last tile, the two sides differ beyond float32 rounding."""
+        return (any(not t.holds for t in self.tiles)
+                or (self.last and not agree(self.tiles[-1].scaled if self.tiles else 0.0,
+                                            self.total)))
+
+    @property
     def sees_none(self) -> bool:
         return not self.visible.any()
 
@@ -82,13 +123,13 @@ class Exactness:
             sub(ell, j) + dot + sup(e, sub(m, j) + minus + M),
             seen + sup(e, sub(s, k) + minus + M),
             (num(t.l) + dot + sup(e, num(t.m) + minus + _operand(self.M)) + eq
-             + num(t.scaled) + space_eq() + num(t.partial)) if t else num(0))]
+             + sides(t.scaled, t.partial)) if t else num(0))]
         if self.last:
             every = sub(mo(r"\sum", "∑"), k + mo(r"\in", "∈") + text("all keys"))
             rows.append(Equation(
                 ell + dot + sup(e, m + minus + M),
                 every + sup(e, sub(s, k) + minus + M),
-                num(t.scaled if t else 0.0) + space_eq() + num(self.total)))
+                sides(t.scaled if t else 0.0, self.total)))
         return rows
 
     def mathml(self) -> str:
@@ -101,6 +142,19 @@ class Exactness:
 def space_eq() -> Math:
     """ "=" between the two sides' numbers, with a little room."""
     return mo(r"\;=\;", "=")
+
+
+def space_neq() -> Math:
+    """ "≠" between the two sides' numbers, with a little room."""
+    return mo(r"\;\neq\;", "≠")
+
+
+def sides(lhs: float, rhs: float) -> Math:
+    """``lhs = rhs`` when they agree up to float32 rounding; else ``lhs ≠ rhs`` and the words
+    "invariant broken" (a bug's run): never "=" between unequal numbers."""
+    if agree(lhs, rhs):
+        return num(lhs) + space_eq() + num(rhs)
+    return num(lhs) + space_neq() + num(rhs) + space(0.8) + text("(invariant broken)")
 
 
 def _operand(x: float) -> Math:

@@ -9,6 +9,7 @@ import random
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from attnviz import run_trace
 from attnviz.bugs import BUGS
@@ -19,7 +20,7 @@ from attnviz.scenarios import one_head
 from attnviz.stats import oracle
 from attnviz.ui import rowtable
 from attnviz.viewconfig import ViewConfig
-from tests.test_app import chart, config, keyed, live_math, ok, open_app, rows_table, shown
+from tests.test_app import APP, chart, config, keyed, live_math, ok, open_app, rows_table, shown
 
 
 def _trace(cfg: ViewConfig):
@@ -195,3 +196,32 @@ def test_random_walk_of_the_new_controls():
             at.radio(key="mode").set_value(rng.choice(["prefill", "decode", "chunked"]))
         at.run()
         _no_exception(at)
+
+
+def test_a_broken_invariant_is_written_neq_on_the_page():
+    """Under no_l_rescale the identity's two sides differ: the page writes ≠ and says the
+    invariant is broken (MathML, LaTeX and the note); the correct loop writes = only."""
+    base = dict(mode="prefill", L=128, D=16, Br=16, Bc=16, B=1, Hq=8, Hkv=8, seed=0,
+                mask="none", scenario="random", step=3, row=1)
+    for bug in ("no_l_rescale", None):
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.query_params.update({k: str(v) for k, v in base.items()})
+        if bug:
+            at.query_params["bug"] = bug
+        at = _no_exception(at.run())
+        at.toggle(key="why_open").set_value(True).run()
+        _no_exception(at)
+        trace = _trace(config(at))
+        n, r = _row(at, trace)
+        ex = exactness(trace, r, n)
+        box = _box(at, "why_math")
+        assert ex.latex()[0] in box["latex"]
+        if bug:
+            t = ex.tiles[-1]
+            assert abs(t.scaled - t.partial) > 1e-2 * t.partial
+            assert f"<mn>{t.scaled:.6g}</mn><mo>≠</mo><mn>{t.partial:.6g}</mn>" in box["mathml"]
+            assert r"\neq" in box["latex"] and "invariant broken" in box["latex"]
+            assert box["notes"].startswith("The invariant is broken")
+        else:
+            assert "≠" not in box["mathml"] and r"\neq" not in box["latex"]
+            assert box["notes"] == ""

@@ -62,6 +62,9 @@ def check_row(trace, lse_ref, O_ref, r):
             np.testing.assert_allclose(t.scaled, t.partial, rtol=tol(t.j), atol=0)
             if t.l == 0.0:  # no key seen yet: both sides are exactly 0
                 assert t.partial == 0.0 and t.m == -np.inf
+        # the correct loop's sides agree: the formula writes "=", never "≠"
+        assert not ex.broken and "≠" not in ex.mathml()
+        assert not any(r"\neq" in tex or "broken" in tex for tex in ex.latex())
         if ex.last:
             np.testing.assert_allclose(ex.tiles[-1].scaled, ex.total, rtol=tol(ex.tiles[-1].j),
                                        atol=0)
@@ -124,6 +127,54 @@ def test_under_a_bug_the_two_sides_part():
               for s in trace.steps for r in range(*trace.config.rows(s.i))
               for t in exactness(trace, r, s.n).tiles[-1:]]
     assert any(parted)
+
+
+def _sides(tex: str) -> tuple[float, str, float]:
+    """The numbers line's last relation "a \\;=\\; b" or "a \\;\\neq\\; b" of an
+    equation's LaTeX: (a, relation, b)."""
+    numbers = tex.split(r"\\")[1]
+    rel = r"\neq" if r"\neq" in numbers else "="
+    left, right = numbers.split(r"\;\neq\;" if rel != "=" else r"\;=\;")
+    a = float(left.split("=")[-1].strip())
+    b = float(right.replace(r"\end{aligned}", "").split(r"\quad")[0].strip())
+    return a, rel, b
+
+
+@pytest.mark.parametrize("bug", ["no_l_rescale", "no_acc_rescale", "no_max_carry"])
+def test_under_a_bug_the_formula_writes_neq_between_unequal_sides(bug):
+    """Never "=" between numbers that differ beyond float32 rounding: the formula writes
+    "≠" and "invariant broken" (LaTeX and MathML) exactly where the two sides part."""
+    (q, k, v), kw = CASES["prefill"]
+    trace = run_trace(q, k, v, bug=bug, **kw)
+    seen = {"=": 0, r"\neq": 0}
+    for s in trace.steps:
+        for r in range(*trace.config.rows(s.i)):
+            ex = exactness(trace, r, s.n)
+            for tex in ex.latex():
+                a, rel, b = _sides(tex)
+                differ = abs(a - b) > 1e-3 * max(abs(a), abs(b))  # 6 digits each, as shown
+                assert rel == (r"\neq" if differ else "="), (r, s.n, tex)
+                assert ("invariant broken" in tex) == differ
+                seen[rel] += 1
+            assert ex.mathml().count("<mo>≠</mo>") == sum(r"\neq" in t for t in ex.latex())
+            assert ex.broken == any(r"\neq" in t for t in ex.latex())
+    if bug == "no_l_rescale":  # its sides part as soon as a max moves
+        assert seen[r"\neq"] and seen["="]
+
+
+def test_the_learners_no_l_rescale_row():
+    """A learner saw "= 23.2921 = 15.3223" here (prefill L=128, no mask, row 1 of step 4)."""
+    from attnviz.scenarios import one_head
+    q, k, v = one_head("random", 128, 128, 16, seed=0)
+    trace = run_trace(q, k, v, q_block=16, kv_block=16, causal=False, bug="no_l_rescale")
+    n = 3
+    r = trace.config.rows(trace.steps[n].i)[0] + 1
+    ex = exactness(trace, r, n)
+    t = ex.tiles[-1]
+    assert abs(t.scaled - t.partial) > 0.1 * t.partial  # they differ by a third here
+    assert f"{t.scaled:.6g} \\;\\neq\\; {t.partial:.6g}" in ex.latex()[0]
+    assert (f"<mn>{t.scaled:.6g}</mn><mo>≠</mo><mn>{t.partial:.6g}</mn>" in ex.mathml()
+            and "invariant\u00a0broken" in ex.mathml())
 
 
 def test_the_formula_carries_the_numbers():

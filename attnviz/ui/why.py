@@ -72,6 +72,22 @@ def summary(ex: Exactness) -> list[str]:
     return lines
 
 
+def notes(ex: Exactness, bug: str | None) -> str:
+    """The note under the identity: with a bug, whether the two sides have parted yet."""
+    if not bug:
+        return ""
+    bad = next((t for t in ex.tiles if not t.holds), None)
+    if bad is not None:
+        return (f"The invariant is broken: the two sides differ (≠), first after "
+                f"step {step_label(bad.n)} (KV block {bad.j}), beyond float32 rounding. That is "
+                f"what the bug {bug} breaks.")
+    if ex.broken:
+        return (f"The invariant is broken: the full sums differ (≠). That is what the bug "
+                f"{bug} breaks.")
+    return (f"Under a bug the two sides part, but not yet here: up to this step the bug {bug} "
+            "leaves them equal.")
+
+
 def render(head: TracedHead, n: int, r: int) -> None:
     if not st.toggle("Why the result is exact (the invariant and the accumulator, on this "
                      "row)", key=TOGGLE):
@@ -86,9 +102,7 @@ def render(head: TracedHead, n: int, r: int) -> None:
             "running sum is the partial sum, written in the current max's scale. Rescaling "
             "by alpha keeps it so when the max moves; after the last tile it is the full "
             "denominator, and O = acc / l is softmax(s)·V.", *summary(ex))
-    notes = ("Under a bug the two sides part: the invariant is what the bug breaks."
-             if trace.bug else "")
-    mathpanel.render_box(MATH_KEY, ex.mathml(), latex_block(ex.latex()), notes)
+    mathpanel.render_box(MATH_KEY, ex.mathml(), latex_block(ex.latex()), notes(ex, trace.bug))
     rowtable.render(tiles_data(ex), key=TILES_KEY)
     fig = caches().figures.get(("why", head.key, n, r), lambda: Shown.of(why_figure(ex, acc)))
     show(fig, CHART_KEY)
