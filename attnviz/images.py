@@ -230,8 +230,10 @@ def _padded(lo: float, hi: float) -> tuple[float, float]:
 
 def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> Figure:
     """m (left axis) and l (right axis) of query row r after each step of its Q block up to
-    step n; rescale events (alpha < 1 with state to rescale) as red triangles; step n's KV
-    block as a dashed line. ``all_rows``: m of every row of the block too (thin grey)."""
+    step n; rescale events (alpha ≠ 1 with state to rescale) as red triangles; step n's KV
+    block as a dashed line. ``all_rows``: m of every row of the block too (thin grey).
+    The legend says "alpha < 1" for the correct loop; a bug's loop may let m fall (alpha > 1),
+    so under a bug it says "alpha ≠ 1"."""
     c = trace.config
     i0, _ = c.rows(r // c.Br)
     t = r - i0
@@ -249,7 +251,8 @@ def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> Figu
     all_js = [s.j for s in steps]
     x_axis = Axis(min(all_js) - 0.5, max(all_js) + 0.5)
     entries = [(f"m (row {r})", "-", M_COLOR), (f"l (row {r})", "--", L_COLOR),
-               ("rescale (alpha < 1)", "^", RESCALE_COLOR),
+               ("rescale (alpha ≠ 1)" if trace.bug else "rescale (alpha < 1)", "^",
+                RESCALE_COLOR),
                (f"step {step_label(n)} (KV block {trace.steps[n].j})", "--", CURRENT_COLOR)]
     if all_rows:
         entries.append((f"m of rows {i0}–{i0 + M.shape[0] - 1}", "-", ROWS_COLOR))
@@ -277,7 +280,7 @@ def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> Figu
     legend(cv, 8, 222 + 48, entries, W - 16)
     alt = f"row history of query row {r} up to step {step_label(n)}"
     return Figure(cv, {"m": pm, "l": pl}, alt, {
-        "j": js, "m": m, "l": ls, "all_rows": M.shape[0],
+        "j": js, "m": m, "l": ls, "all_rows": M.shape[0], "legend": [e[0] for e in entries],
         "rescale": [(s.j, float(s.alpha[t]), s.n) for s in resc]})
 
 

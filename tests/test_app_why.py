@@ -14,13 +14,24 @@ from streamlit.testing.v1 import AppTest
 from attnviz import run_trace
 from attnviz.bugs import BUGS
 from attnviz.exactness import accumulator, exactness
-from attnviz.images import why_figure
+from attnviz.images import row_history, why_figure
 from attnviz.quiz import question
 from attnviz.scenarios import one_head
 from attnviz.stats import oracle
 from attnviz.ui import rowtable
 from attnviz.viewconfig import ViewConfig
-from tests.test_app import APP, chart, config, keyed, live_math, ok, open_app, rows_table, shown
+from tests.test_app import (
+    APP,
+    assert_shows,
+    chart,
+    config,
+    keyed,
+    live_math,
+    ok,
+    open_app,
+    rows_table,
+    shown,
+)
 
 
 def _trace(cfg: ViewConfig):
@@ -225,3 +236,29 @@ def test_a_broken_invariant_is_written_neq_on_the_page():
         else:
             assert "≠" not in box["mathml"] and r"\neq" not in box["latex"]
             assert box["notes"] == ""
+
+
+def test_row_history_caption_says_the_bug_lets_m_fall():
+    """Under no_max_carry on large logits m falls: the caption over the one-row chart says so
+    (not "m only grows"), the chart is the buggy row's; without the bug, the old caption."""
+    base = dict(mode="prefill", L=128, D=16, Br=16, Bc=16, B=1, Hq=8, Hkv=8, seed=0,
+                mask="none", scenario="large_logits", step=3, row=0)
+    for bug in ("no_max_carry", None):
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.query_params.update({k: str(v) for k, v in base.items()})
+        if bug:
+            at.query_params["bug"] = bug
+        at = _no_exception(at.run())
+        trace = _trace(config(at))
+        n, r = _row(at, trace)
+        t = r - trace.config.rows(trace.steps[n].i)[0]
+        fell = [s.j for s in trace.row_history(r) if s.n <= n
+                and np.isfinite(s.m_before[t]) and s.m[t] < s.m_before[t]]
+        text = next(m.value for m in at.markdown if m.value.startswith("#### One row"))
+        assert_shows(at, "row_history", row_history(trace, n, r))
+        if bug:
+            assert fell, "m should fall in this buggy row"
+            assert "m only grows;" not in text and "This bug lets m fall" in text
+            assert f"KV block {', '.join(map(str, fell))}" in text
+        else:
+            assert not fell and "The running max m only grows" in text

@@ -147,6 +147,22 @@ def test_row_history_draws_m_and_l_and_marks_the_big_rescale():
     assert not np.array_equal(both.array(), fig.array())
 
 
+def test_row_history_legend_under_a_bug_says_alpha_is_not_1():
+    """no_max_carry on large logits lets m fall (alpha > 1): the legend must not say
+    "alpha < 1" then; the correct loop's legend still does."""
+    q, k, v = one_head("large_logits", 128, 128, 16, seed=0)
+    bad = run_trace(q, k, v, q_block=16, kv_block=16, causal=False, bug="no_max_carry")
+    good = run_trace(q, k, v, q_block=16, kv_block=16, causal=False)
+    n = 3
+    fig = images.row_history(bad, n, 0)
+    assert [a > 1 for _, a, _ in fig.meta["rescale"]].count(True) >= 1  # m fell here
+    assert "rescale (alpha ≠ 1)" in fig.meta["legend"]
+    assert "rescale (alpha < 1)" not in fig.meta["legend"]
+    ok = images.row_history(good, n, 0)
+    assert all(a < 1 for _, a, _ in ok.meta["rescale"])
+    assert "rescale (alpha < 1)" in ok.meta["legend"]
+
+
 def test_output_rows_show_only_finished_rows_and_their_error():
     trace = _trace(Lq=64, Lk=64, D=8)
     O_ref, lse_ref = oracle(trace)

@@ -52,12 +52,34 @@ def current_row(trace: Trace, n: int) -> int:
     return i0 + offset
 
 
+CORRECT_ROW = ("The running max m only grows; each time it grows (red triangles) the old sum l "
+               "and the accumulated output are multiplied by alpha < 1, so that every term "
+               "keeps the form exp(score − current max).")
+
+
+def row_caption(trace: Trace, n: int, r: int) -> list[str]:
+    """The lines over row r's history chart up to step n. The correct loop's m only grows;
+    under a bug that is no longer true, so the lines say what this buggy row did."""
+    if not trace.bug:
+        return [CORRECT_ROW]
+    t = r - trace.config.rows(r // trace.config.Br)[0]
+    upto = [s for s in trace.row_history(r) if s.n <= n]
+    fell = [s for s in upto if np.isfinite(s.m_before[t]) and s.m[t] < s.m_before[t]]
+    lines = [f"Bug `{trace.bug}` on: the chart shows the buggy loop's m and l. In the correct "
+             "loop m only grows and every rescale has alpha < 1; here each red triangle marks "
+             "a rescale with alpha ≠ 1."]
+    if fell:
+        blocks = ", ".join(str(s.j) for s in fell[:6]) + (", …" if len(fell) > 6 else "")
+        lines.append(f"**This bug lets m fall**: row {r}'s m dropped at KV block "
+                     f"{blocks}, where alpha = exp(m old − m new) > 1 scaled l and acc *up*.")
+    else:
+        lines.append(f"Up to this step, row {r}'s m has not fallen.")
+    return lines
+
+
 def render_row(trace: Trace, n: int, r: int, figs: StepFigures) -> None:
     i0, i1 = trace.config.rows(trace.steps[n].i)
-    heading(f"One row, step by step: query row {r}",
-            "The running max m only grows; each time it grows (red triangles) the old sum l "
-            "and the accumulated output are multiplied by alpha < 1, so that every term keeps "
-            "the form exp(score − current max).")
+    heading(f"One row, step by step: query row {r}", *row_caption(trace, n, r))
     with st.container(horizontal=True, vertical_alignment="bottom"):
         st.number_input(f"Row within the Q block (0 – {i1 - i0 - 1})", 0, max(0, i1 - i0 - 1),
                         key=state.ROW)
