@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -262,3 +263,48 @@ def test_row_history_caption_says_the_bug_lets_m_fall():
             assert f"KV block {', '.join(map(str, fell))}" in text
         else:
             assert not fell and "The running max m only grows" in text
+
+
+def _open_with_bug(**params):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({k: str(v) for k, v in params.items()})
+    return _no_exception(at.run())
+
+
+@pytest.mark.parametrize("params", [
+    dict(mode="prefill", L=128, D=16, Br=16, Bc=16, mask="causal", bug="no_max_carry"),
+    dict(mode="prefill", L=40, D=8, Br=8, Bc=8, mask="none", bug="no_max_subtraction"),
+    # one KV tile per row: without a second tile m is never carried, so nothing to show
+    dict(mode="decode", cache=8, D=8, Br=1, Bc=16, mask="causal", bug="no_max_carry"),
+])
+def test_an_overflow_bug_that_does_not_show_offers_large_logits(params):
+    at = _open_with_bug(scenario="random", step=0, **params)
+    cfg = config(at)
+    trace = _trace(cfg)
+    O_ref, _ = oracle(trace)
+    assert trace.first_departure(O_ref) is None  # random inputs: the bug does not show
+    large = _trace(replace(cfg, scenario="large_logits"))
+    departs = large.first_departure(oracle(large)[0])
+    info = " ".join(i.value for i in at.info)
+    button = [b for b in at.button if b.key == "bug_large"]
+    spec = chart(at, "bug_errors")
+    assert "max |O − O₆₄|" in spec["layout"]["title"]["text"]
+    assert "max |O − O₆₄|" in spec["layout"]["yaxis"]["title"]["text"]
+    assert spec["layout"]["xaxis"]["title"]["text"] == "query row"
+    if departs is None:
+        assert not button and "large logits** scenario" not in info
+        return
+    assert button and f"its rows depart from step {departs + 1} on" in info
+    button[0].click().run()
+    _no_exception(at)
+    after = config(at)
+    assert after.scenario == "large_logits" and after.bug == params["bug"]
+    assert any(f"First departure at step {departs + 1}**" in e.value for e in at.error)
+    assert not [b for b in at.button if b.key == "bug_large"]
+
+
+def test_a_bug_that_departs_offers_no_scenario_switch():
+    at = _open_with_bug(mode="prefill", L=64, D=8, Br=16, Bc=16, mask="none",
+                        scenario="random", bug="no_l_rescale")
+    assert any("First departure" in e.value for e in at.error)
+    assert not [b for b in at.button if b.key == "bug_large"]

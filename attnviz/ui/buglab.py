@@ -1,23 +1,29 @@
 """The bug lab: a selector of the classic mistakes (sidebar), and with one on, a banner that
 names it, marks the first step where a finished row departs from the float64 oracle, shows
-the per-row error, and goes back to the correct algorithm in one click.
+the per-row error, and goes back to the correct algorithm in one click. An overflow bug
+(``OVERFLOW_BUGS``) that does not depart on the current inputs gets a one-click switch to the
+large-logits scenario, offered only when that scenario's trace (built here, and cached as the
+click will need it) does depart.
 
 The bug is part of the configuration (``ViewConfig.bug``, ``?bug=`` in the URL): the trace
 is the buggy loop's (``run_trace(..., bug=...)``), so the step view shows its numbers.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from ..bugs import BUGS, MASK_BUGS, changes_nothing
+from ..bugs import BUGS, MASK_BUGS, OVERFLOW_BUGS, changes_nothing
 from ..trace import step_label
 from ..viewconfig import ViewConfig
 from . import state
-from .cache import TracedHead
+from .cache import TracedHead, traced_head
 
 KEY = "bug"  # the ViewConfig field
+SCENARIO, LARGE = "scenario", "large_logits"  # the ViewConfig field and the scenario
 
 
 def _label(name: str | None) -> str:
@@ -38,9 +44,27 @@ def _correct() -> None:
     st.session_state[KEY] = None
 
 
+def _large_logits() -> None:
+    st.session_state[SCENARIO] = LARGE  # the bug stays on
+
+
+def large_logits_departure(head: TracedHead, cfg: ViewConfig) -> int | None:
+    """The step where the same buggy loop departs on large logits, when the bug is an
+    overflow one that the current (scenario) inputs do not show; else None."""
+    if (head.trace.bug not in OVERFLOW_BUGS or head.source is not None
+            or cfg.scenario == LARGE):
+        return None
+    other = traced_head(replace(cfg, scenario=LARGE))
+    return other.trace.first_departure(other.O_ref)
+
+
 def _goto(n: int) -> None:
     st.session_state[state.STEP] = n
     state.navigated()
+
+
+ERROR_TITLE = ("Error of each query row's final output: max |O − O₆₄| over its D entries "
+               "(O₆₄: float64 oracle)")
 
 
 def error_chart(err: np.ndarray) -> go.Figure:
@@ -55,8 +79,9 @@ def error_chart(err: np.ndarray) -> go.Figure:
         fig.add_trace(go.Scatter(x=rows[bad], y=np.full(int(bad.sum()), top), mode="markers",
                                  marker=dict(color="#dc2626", symbol="x"),
                                  name="not finite (inf or NaN)"))
-    fig.update_layout(height=220, margin=dict(l=60, r=20, t=10, b=40), yaxis_type="log",
-                      xaxis_title="query row", yaxis_title="error",
+    fig.update_layout(height=250, margin=dict(l=60, r=20, t=40, b=40), yaxis_type="log",
+                      title=dict(text=ERROR_TITLE, font=dict(size=14), x=0, xanchor="left"),
+                      xaxis_title="query row", yaxis_title="max |O − O₆₄| (log)",
                       legend=dict(orientation="h", y=-0.35))
     return fig
 
@@ -75,11 +100,17 @@ def banner(head: TracedHead, cfg: ViewConfig) -> None:
         idle = changes_nothing(trace.config.mask, trace.bug) if trace.bug in MASK_BUGS else None
         if idle:
             lines.append(f"No effect on this configuration: {idle}")
+        reveal = large_logits_departure(head, cfg) if first is None and not idle else None
         if first is None:
             lines.append("Every finished row still agrees with the float64 oracle here "
-                         f"(max error {np.max(err, initial=0):.1e})."
-                         + (" Try larger logits (scenario) or more tiles per row."
-                            if not idle else ""))
+                         f"(max error {np.max(err, initial=0):.1e}).")
+            if reveal is not None:
+                lines.append(f"This bug only shows when exp overflows float32: on the "
+                             f"**large logits** scenario its rows depart from step "
+                             f"{step_label(reveal)} on. Switch with the button below (the bug "
+                             "stays on).")
+            elif not idle:
+                lines.append("Try larger logits (scenario) or more tiles per row.")
             st.info("\n\n".join(lines), icon=":material/bug_report:")
         else:
             nbad = int((err > 1e-4 * max(1.0, float(np.abs(head.O_ref).max()))).sum())
@@ -97,6 +128,9 @@ def banner(head: TracedHead, cfg: ViewConfig) -> None:
             if first is not None:
                 st.button(f"Go to step {step_label(first)}", key="bug_goto", on_click=_goto,
                           args=(first,))
+            if reveal is not None:
+                st.button("Show it on large logits", key="bug_large", on_click=_large_logits,
+                          icon=":material/trending_up:")
         st.plotly_chart(error_chart(err), key="bug_errors", config={"displayModeBar": False})
 
 
