@@ -61,6 +61,7 @@ MASK_COLOR = "#9aa0a8"  # darker than the diverging scale's white zero: never mi
 PENDING_COLOR = "#eceef1"
 M_COLOR, L_COLOR, ERR_COLOR, ROWS_COLOR = "#2563eb", "#16a34a", "#7c3aed", "#b4bcc8"
 EXACT_COLOR = "#0d9488"  # rows whose error is exactly 0, on the error chart's floor
+SHORT_TILE_PX = 96  # height of a step tile of <= 4 query rows (decode's single row)
 COLORWAY = ["#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#0891b2", "#ca8a04", "#db2777"]
 
 
@@ -200,10 +201,13 @@ def step_tiles(trace: Trace, n: int) -> Figure:
     finite = S[~masked]
     span = float(np.abs(finite).max()) if finite.size else 1.0
     span = span or 1.0
-    ph = 220 if i1 - i0 > 4 else 56
+    # a block of a few rows (decode: one) still gets a readable height, and its colour bars
+    # fewer ticks: 3 on a short bar, not 5 crammed into 56 px
+    short = i1 - i0 <= 4
+    ph = SHORT_TILE_PX if short else 220
     top, W = 50, 440
     cv = Canvas(W, top + ph + 46)
-    panels = {}
+    panels, ticks = {}, {}
     for name, x0, Z, cmap, lo, hi, title in (
             ("S", 52, S, DIVERGING, -span, span, "S = Q·Kᵀ/√D"),
             ("P~", 264, np.where(masked, np.nan, P), VIRIDIS, 0.0, 1.0, "P~ = exp(S − m new)")):
@@ -213,12 +217,24 @@ def step_tiles(trace: Trace, n: int) -> Figure:
         cv.rect(box, outline=(160, 166, 176))
         _matrix_axes(p, i0, i1, k0, k1, y_title=name == "S")
         p.title(title)
-        colorbar(cv, (box[2] + 8, top, box[2] + 18, top + ph), cmap, lo, hi,
-                 None if name == "S" else [0, 0.25, 0.5, 0.75, 1])
+        ticks[name] = _bar_ticks(name, lo, hi, short)
+        colorbar(cv, (box[2] + 8, top, box[2] + 18, top + ph), cmap, lo, hi, ticks[name])
         panels[name] = p
     legend(cv, 52, 2, [("masked (S = −∞, so P~ = 0)", "s", MASK_COLOR)], W - 60)
     return Figure(cv, panels, f"S and P~ tiles, step {step_label(n)}: rows {i0}–{i1 - 1} × keys "
-                  f"{k0}–{k1 - 1}", {"span": span})
+                  f"{k0}–{k1 - 1}", {"span": span, "bar_ticks": ticks, "tile_px": ph})
+
+
+def _bar_ticks(name: str, lo: float, hi: float, short: bool) -> list[float]:
+    """A step tile's colour bar ticks: about 5, or 3 on a short (few-row) bar (S's scale is
+    symmetric, [-span, span]: then -a, 0, a with a the roundest 1, 2, 5 x 10^k <= span)."""
+    if name == "P~":
+        return [0, 0.5, 1] if short else [0, 0.25, 0.5, 0.75, 1]
+    if not short:
+        return nice_ticks(lo, hi, 5)
+    e = 10.0 ** math.floor(math.log10(hi))
+    a = max(b * e for b in (1, 2, 5) if b * e <= hi)
+    return [-a, 0.0, a]
 
 
 def _padded(lo: float, hi: float) -> tuple[float, float]:

@@ -118,6 +118,32 @@ def test_step_tiles_grey_out_exactly_the_masked_scores(causal):
     assert f"rows {i0}–{i1 - 1} × keys {k0}–{k1 - 1}" in fig.alt
 
 
+def test_one_row_tiles_are_tall_enough_with_few_colour_bar_ticks():
+    """Decode's 1-row S and P~ tiles: a readable height (not a 56 px strip) and 3 colour bar
+    ticks, still coloured by their values; a 16-row tile keeps 5 ticks."""
+    q, k, v = one_head("random", 1, 193, 16, seed=0)
+    trace = run_trace(q, k, v, q_block=1, kv_block=16, q_offset=192, window=64)
+    n = 0
+    fig = images.step_tiles(trace, n)
+    s = trace.steps[n]
+    (i0, _), (k0, k1) = trace.config.rows(s.i), trace.config.keys(s.j)
+    for name in ("S", "P~"):
+        top = fig.plots[name].xy(k0, i0 - 0.5)[1]
+        bottom = fig.plots[name].xy(k0, i0 + 0.5)[1]
+        assert abs(bottom - top) >= 80  # the one row's height in logical pixels
+        assert len(fig.meta["bar_ticks"][name]) == 3
+    span = fig.meta["span"]
+    assert all(-span <= t <= span for t in fig.meta["bar_ticks"]["S"])
+    S, P = trace.tiles(n)
+    for key in range(k0, k1):
+        if np.isfinite(S[0, key - k0]):
+            want = DIVERGING.colors(np.array([S[0, key - k0]]), -span, span, (0, 0, 0))[0]
+            assert _at(fig, "S", key, i0) == tuple(want)
+    big = images.step_tiles(_trace("random", Lq=64, Lk=64, D=8), 0)
+    assert [len(t) for t in big.meta["bar_ticks"].values()] == [len(nice_ticks(
+        -big.meta["span"], big.meta["span"], 5)), 5]
+
+
 def test_row_history_draws_m_and_l_and_marks_the_big_rescale():
     L = 128
     trace = _trace("late_spike", Lq=L, Lk=L, D=16)
