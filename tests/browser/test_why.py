@@ -153,3 +153,69 @@ def test_random_walk_of_the_new_controls(page: Page, app_url: str):
             expect(page.locator(".st-key-bug_banner")).to_be_visible(timeout=30_000)
         page.wait_for_timeout(400)
         assert_no_exception(page)
+
+
+# the learner's view (polish round): prefill L=128, 16 x 16 tiles
+LEARNER = dict(mode="prefill", L=128, D=16, Br=16, Bc=16, B=1, Hq=8, Hkv=8, seed=0)
+# every formula of a live math box ends inside the box (shrunk to fit, or scrollable)
+_MATH_FITS = """key => { const f = document.querySelector(`.st-key-${key} .formulas`);
+  const right = f.getBoundingClientRect().right;
+  return [...f.querySelectorAll('math')].every(m => m.getBoundingClientRect().right <= right + 0.5)
+    || f.scrollWidth > f.clientWidth; }"""
+_MATH_CLIPPED = """key => { const f = document.querySelector(`.st-key-${key} .formulas`);
+  const right = f.getBoundingClientRect().right;
+  return [...f.querySelectorAll('math')].filter(m => m.getBoundingClientRect().right > right + 0.5)
+    .length; }"""
+
+
+def test_broken_invariant_is_written_neq(page: Page, app_url: str):
+    """no_l_rescale: the identity's sides differ, so the page writes ≠, never = between them."""
+    open_view(page, app_url, **LEARNER, mask="none", scenario="random", bug="no_l_rescale",
+              step=3, row=1)
+    open_why(page)
+    box = page.locator(".st-key-why_math")
+    expect(box.locator("mo", has_text="≠").first).to_be_visible()
+    expect(box).to_contain_text("invariant broken")
+    expect(box).to_contain_text("The invariant is broken")
+    assert_no_exception(page)
+    scroll_to(page, page.locator("h4", has_text="Why it is exact"))
+    screenshot(page, "polish_neq.png")
+
+
+def test_bug_row_history_and_live_math_fit(page: Page, app_url: str):
+    """no_max_carry on large logits: the one-row caption says m falls, and the live math's
+    long numbers (× 10^15) are not cut at the box's right edge."""
+    open_view(page, app_url, **LEARNER, mask="none", scenario="large_logits",
+              bug="no_max_carry", step=3, row=0)
+    expect(page.get_by_text("This bug lets m fall")).to_be_visible()
+    assert page.evaluate(_MATH_CLIPPED, "live_math") == 0
+    assert page.evaluate(_MATH_FITS, "live_math")
+    assert_no_exception(page)
+    scroll_to(page, page.locator("h4", has_text="One row, step by step"))
+    screenshot(page, "polish_bug_row.png")
+
+
+def test_overflow_bug_offers_large_logits(page: Page, app_url: str):
+    open_view(page, app_url, **LEARNER, mask="causal", scenario="random", bug="no_max_carry",
+              step=0)
+    banner = page.locator(".st-key-bug_banner")
+    expect(banner).to_contain_text("still agrees with the float64 oracle")
+    expect(banner).to_contain_text("Error of each query row's final output")
+    scroll_to(page, banner)
+    screenshot(page, "polish_bug_offer.png")
+    button(page, "Show it on large logits").click()
+    expect(banner).to_contain_text("First departure at step", timeout=60_000)
+    page.wait_for_url(lambda u: "scenario=large_logits" in u and "bug=no_max_carry" in u)
+    assert_no_exception(page)
+    scroll_to(page, banner)
+    screenshot(page, "polish_bug_large.png")
+
+
+def test_decode_one_row_tiles(page: Page, app_url: str):
+    open_view(page, app_url, mode="decode", cache=192, D=16, Br=16, Bc=16, mask="window", W=64)
+    img = page.locator(".st-key-step_tiles img").first
+    expect(img).to_be_visible()
+    assert img.bounding_box()["height"] >= 150  # 96 px tiles + title and axes, not a strip
+    assert_no_exception(page)
+    scroll_to(page, page.locator("h4", has_text="Step 1 of"))
+    screenshot(page, "polish_decode.png")
