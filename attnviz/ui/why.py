@@ -84,8 +84,9 @@ def notes(ex: Exactness, bug: str | None) -> str:
     if ex.broken:
         return (f"The invariant is broken: the full sums differ (≠). That is what the bug "
                 f"{bug} breaks.")
-    return (f"Under a bug the two sides part, but not yet here: up to this step the bug {bug} "
-            "leaves them equal.")
+    return (f"The two sides still agree: up to this step the bug {bug} leaves this invariant "
+            "on l intact. A bug can break the accumulator instead: see acc below, and O "
+            "beside the oracle at the row's last tile.")
 
 
 def render(head: TracedHead, n: int, r: int) -> None:
