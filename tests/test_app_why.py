@@ -308,3 +308,19 @@ def test_a_bug_that_departs_offers_no_scenario_switch():
                         scenario="random", bug="no_l_rescale")
     assert any("First departure" in e.value for e in at.error)
     assert not [b for b in at.button if b.key == "bug_large"]
+
+
+def test_why_note_under_a_bug_that_keeps_the_l_invariant():
+    """no_acc_rescale leaves l right: its sums agree (=), and the note points at acc."""
+    from attnviz.ui.why import notes
+    cfg = ViewConfig(L=48, D=8, Br=8, Bc=8, mask="none", bug="no_acc_rescale")
+    trace = _trace(cfg)
+    n = trace.block_done_after[0]
+    ex = exactness(trace, 0, n)
+    assert len(ex.tiles) > 1 and not ex.broken and "≠" not in ex.mathml()
+    assert notes(ex, "no_acc_rescale").startswith("The two sides still agree")
+    assert notes(ex, None) == ""
+    bad = exactness(_trace(ViewConfig(L=48, D=8, Br=8, Bc=8, mask="none",
+                                      bug="no_l_rescale")), 0, n)
+    if bad.broken:
+        assert notes(bad, "no_l_rescale").startswith("The invariant is broken")
