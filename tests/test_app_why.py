@@ -293,6 +293,7 @@ def test_an_overflow_bug_that_does_not_show_offers_large_logits(params):
     assert spec["layout"]["xaxis"]["title"]["text"] == "query row"
     if departs is None:
         assert not button and "large logits** scenario" not in info
+        assert "Large logits do not show it on this configuration" in info
         return
     assert button and f"its rows depart from step {departs + 1} on" in info
     button[0].click().run()

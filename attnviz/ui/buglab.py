@@ -109,6 +109,11 @@ def banner(head: TracedHead, cfg: ViewConfig) -> None:
                              f"**large logits** scenario its rows depart from step "
                              f"{step_label(reveal)} on. Switch with the button below (the bug "
                              "stays on).")
+            elif not idle and head.source is None and (cfg.scenario == LARGE
+                                                   or trace.bug in OVERFLOW_BUGS):
+                # large logits are on, or were tried (and show nothing either)
+                lines.append("Large logits do not show it on this configuration: try more "
+                             "tiles per row (a smaller Bc, a longer sequence).")
             elif not idle:
                 lines.append("Try larger logits (scenario) or more tiles per row.")
             st.info("\n\n".join(lines), icon=":material/bug_report:")
