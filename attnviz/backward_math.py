@@ -73,6 +73,15 @@ class TileMath:
         return self.dS != 0 and abs(self.dS) <= 8 * eps * self.p * max(abs(self.dP),
                                                                        abs(self.D))
 
+    @property
+    def rounding_note(self) -> str:
+        """The words for a rounding-level dS ("" otherwise), shown below the formulas."""
+        if not self.dS_is_rounding:
+            return ""
+        return (f"dS = {self.dS:.3g} here is 0 up to float32 rounding: dP and D agree to "
+                "float32 precision" + (" (P = 1: the row's whole weight is on this key, so dP = D)"
+                                       if self.p == 1 else "") + ".")
+
     def equations(self) -> list[Equation]:
         """P, D, dP, dS of entry (r, c), then the three accumulations (as norms: they are
         vectors of D numbers), each with its numbers on a second line."""
@@ -94,8 +103,8 @@ class TileMath:
                 + eq + num(self.p_fwd)))
         ds_value = (num(self.p) + dot + paren(num(self.dP) + minus + num_operand(self.D),
                                               False) + eq + num(self.dS))
-        if self.dS_is_rounding:  # e.g. a row that sees one key: dP = D, so dS is 0
-            ds_value = ds_value + space(0.3) + text("(0 up to float32 rounding)")
+        if self.dS_is_rounding:  # e.g. a row that sees one key: dP = D, so dS is 0 (the
+            ds_value = ds_value + mo(r"\approx", "≈") + num(0)  # words: ``rounding_note``)
         rows += [
             Equation(Dr, word("rowsum") + paren(dO_r + mo(r"\circ", "∘") + O_r, False),
                      num(self.D)),

@@ -122,17 +122,17 @@ def render(cfg: ViewConfig, threads: int) -> None:
     heading(f"Backward step {step_label(n)} of {len(trace.steps)}: KV block {s.j} "
             f"(keys {k0}–{k1 - 1}) × Q block {s.i} (rows {i0}–{i1 - 1}), query head {s.h} "
             f"of {trace.group}, {s.kind}")
-    left, right = st.columns([4, 7], gap="large")
-    with left:
-        fig = backward_images.tile_map(trace, n)
-        with st.container(key="bwd_tile_map"):
-            st.image(fig.data_url(), width=fig.width, alt=fig.alt, caption=aside(
-                "Shaded: tiles this head's backward has computed so far. Each column (KV "
-                "block) is finished before the next: its dK_j, dV_j are then final."))
-    with right:
-        fig = backward_images.step_tiles(trace, n)
-        with st.container(key="bwd_tiles"):
-            st.image(fig.data_url(), width=fig.width, alt=fig.alt)
+    # the two figures side by side need more than the page's width: columns in proportion
+    # to their widths, each image scaled to its column (at its own width the tile map
+    # spilled under the heatmaps and the text beside them)
+    tile_map, tiles = backward_images.tile_map(trace, n), backward_images.step_tiles(trace, n)
+    left, right = st.columns([tile_map.width, tiles.width], gap="small")
+    with left, st.container(key="bwd_tile_map"):
+        st.image(tile_map.data_url(), width="stretch", alt=tile_map.alt, caption=aside(
+            "Shaded: tiles this head's backward has computed so far. Each column (KV "
+            "block) is finished before the next: its dK_j, dV_j are then final."))
+    with right, st.container(key="bwd_tiles"):
+        st.image(tiles.data_url(), width="stretch", alt=tiles.alt)
     # below both columns, full width: beside the heatmaps it ran into the tile map
     err = float(np.nanmax(np.abs(s.P - s.P_fwd))) if s.P.size else 0.0
     st.markdown(aside(
@@ -162,6 +162,8 @@ def render(cfg: ViewConfig, threads: int) -> None:
         note = ("P~ / l uses the forward's final m and l of the row (computed in float64): "
                 "the same number as P, up to float32 rounding." if not tm.masked else
                 "This entry is masked: P = 0, so dS = 0 and it adds nothing to any gradient.")
+        if tm.rounding_note:
+            note = f"{tm.rounding_note} {note}"
         mathpanel.render(tm, note, key="bwd_math")
 
 
