@@ -196,7 +196,7 @@ def explain(row: dict, roofs: Roofs, caches: dict[str, int] | None = None) -> st
     L = row["L"]
     winner, loser = ("standard", "streaming") if t_std < t_str else ("streaming", "standard")
     ratio = max(t_std, t_str) / min(t_std, t_str)
-    head = f"At L = {L}, {winner} is {ratio:.2g}x faster ({_t(min(t_std, t_str))} vs " \
+    head = f"At L = {L}, {winner} is {ratio:.3g}x faster ({_t(min(t_std, t_str))} vs " \
            f"{_t(max(t_std, t_str))})"
     over = roofs.call_overhead_s
     if min(t_std, t_str) < 5 * over:

@@ -149,7 +149,7 @@ def test_timing_table_names_the_timed_blocks_and_the_sweep_legend_what_it_saw(
     expect(page.locator('[data-testid="stProgress"]')).to_have_count(0, timeout=180_000)
     chart = page.locator(".st-key-crossover_chart .js-plotly-plot")
     expect(chart).to_have_count(1, timeout=60_000)
-    legend = chart.locator(".legend").inner_text()
+    legend = chart.locator(".legend").text_content()
     assert "crossover: streaming faster from L = 256" not in legend, legend
     scroll_to(page, page.get_by_text("Sweep over L: where does streaming overtake"))
     screenshot(page, "15_timing_sweep_legend.png")
