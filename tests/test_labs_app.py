@@ -214,6 +214,9 @@ def test_uploaded_arrays_go_through_the_stepper_memory_timing_and_export():
     # the split-KV lab on the group of query head 3: KV head 1, heads 2 and 3, last row
     at.session_state["panel"] = "Split-KV decode"
     ok(at.run())
+    # 100 keys are one kernel chunk: the lab opened on equal chunks; the kernel's cut here
+    assert at.radio(key="skv_chunking").value == "equal"
+    ok(at.radio(key="skv_chunking").set_value("kernel").run())
     df = frame(at, "skv_partials")
     states = splitkv.partials(q[2:4, -1], k[1], v[1], bounds=splitkv.kernel_bounds(
         100, 24, Hkv=2))
