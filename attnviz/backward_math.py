@@ -65,6 +65,23 @@ class TileMath:
     def masked(self) -> bool:
         return math.isinf(self.s)
 
+    @property
+    def dS_is_rounding(self) -> bool:
+        """dS = P·(dP − D) nonzero but at float32 rounding level: dP and D equal up to a few
+        ulps of the larger (a row that sees one key has P = 1 and dP = D exactly)."""
+        eps = float(np.finfo(np.float32).eps)
+        return self.dS != 0 and abs(self.dS) <= 8 * eps * self.p * max(abs(self.dP),
+                                                                       abs(self.D))
+
+    @property
+    def rounding_note(self) -> str:
+        """The words for a rounding-level dS ("" otherwise), shown below the formulas."""
+        if not self.dS_is_rounding:
+            return ""
+        return (f"dS = {self.dS:.3g} here is 0 up to float32 rounding: dP and D agree to "
+                "float32 precision" + (" (P = 1: the row's whole weight is on this key, so dP = D)"
+                                       if self.p == 1 else "") + ".")
+
     def equations(self) -> list[Equation]:
         """P, D, dP, dS of entry (r, c), then the three accumulations (as norms: they are
         vectors of D numbers), each with its numbers on a second line."""
@@ -84,13 +101,16 @@ class TileMath:
                 Pf + rc, sup(e, S + rc + minus + mi("m")) + mo("/") + mi(r"\ell", "ℓ"),
                 sup(e, num(self.s) + minus + num_operand(self.m)) + mo("/") + num(self.l)
                 + eq + num(self.p_fwd)))
+        ds_value = (num(self.p) + dot + paren(num(self.dP) + minus + num_operand(self.D),
+                                              False) + eq + num(self.dS))
+        if self.dS_is_rounding:  # e.g. a row that sees one key: dP = D, so dS is 0 (the
+            ds_value = ds_value + mo(r"\approx", "≈") + num(0)  # words: ``rounding_note``)
         rows += [
             Equation(Dr, word("rowsum") + paren(dO_r + mo(r"\circ", "∘") + O_r, False),
                      num(self.D)),
             Equation(dP, dO_r + dot + sub(mi("V"), num(self.c)), num(self.dP)),
             Equation(dS, P + rc + paren(dP + minus + Dr, False),
-                     num(self.p) + dot + paren(num(self.dP) + minus + num_operand(self.D),
-                                               False) + eq + num(self.dS)),
+                     ds_value),
         ]
         rows += self._accumulations()
         return rows

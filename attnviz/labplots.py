@@ -12,6 +12,11 @@ from .numerics import Accumulation, ErrorSweep, MaskedRows, Overflow
 from .plots import _MARGIN, _TEMPLATE
 
 NAN_COLOR = "#dc2626"
+# the overflow chart's ln(max) labels, in log10 units (Plotly places annotations on a log
+# axis by the exponent): above the NaN marks' band (<= 10), one row each (on a narrow
+# chart the two labels are wider than the gap between their lines), below the axis top
+LABEL_LOG10 = {"float16": 2.8, "float32": 1.8}
+TOP_LOG10 = 3.4
 DTYPE_COLORS = {"float32": "#2563eb", "float16": "#ea580c", "bfloat16": "#16a34a"}
 
 
@@ -98,16 +103,19 @@ def overflow_chart(o: Overflow) -> go.Figure:
                                  line=dict(color=DTYPE_COLORS[name], dash="dot"),
                                  hovertemplate="x = %{x}: %{y:.3g}<extra>" + name + "</extra>"))
     wide = max(o.limit["float32"], o.limit["bfloat16"])
-    fig.add_vline(x=o.limit["float16"], line=dict(color=DTYPE_COLORS["float16"], dash="dash"),
-                  annotation_text=f"ln(max fp16) = {o.limit['float16']:.2f}",
-                  annotation_position="top right")
-    fig.add_vline(x=wide, line=dict(color=DTYPE_COLORS["float32"], dash="dash"),
-                  annotation_text=f"ln(max fp32, bf16) = {wide:.2f}",
-                  annotation_position="bottom left")
-    return _layout(fig, "Softmax of a row with top logit x", height=440,
+    # the labels sit in a band above every trace (errors <= 1, NaN marks <= 10): on the
+    # plotted data they hid the curves; fp16's reads rightwards, fp32's leftwards of its line
+    for x, text, color, side in (
+            (o.limit["float16"], f"ln(max fp16) = {o.limit['float16']:.2f}", "float16", "left"),
+            (wide, f"ln(max fp32, bf16) = {wide:.2f}", "float32", "right")):
+        fig.add_vline(x=x, line=dict(color=DTYPE_COLORS[color], dash="dash"))
+        fig.add_annotation(x=x, y=LABEL_LOG10[color], text=text, showarrow=False,
+                           xanchor=side, xshift=4 if side == "left" else -4,
+                           font=dict(color=DTYPE_COLORS[color], size=11))
+    return _layout(fig, "Softmax of a row with top logit x", height=520,
                    xaxis=dict(title="top logit x", range=[0, 100]),
                    yaxis=dict(title="max |p − p_exact|", type="log", exponentformat="power",
-                              range=[-9, 1.3]))
+                              range=[-9, TOP_LOG10], tickvals=[1e-9, 1e-6, 1e-3, 1]))
 
 
 def _cell_text(a: np.ndarray) -> list[list[str]]:

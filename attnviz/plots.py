@@ -91,19 +91,47 @@ SKIP_NAMES = {"memory": "not run: its memory guard (S too big)",
               "size": "not run: inputs over the memory budget"}
 
 
+def _both(rows: list[dict]) -> list[dict]:
+    """The sweep's points where both methods ran, in order of L."""
+    return sorted((r for r in rows if r.get("standard_s") and r.get("streaming_s")),
+                  key=lambda r: r["L"])
+
+
 def crossover(rows: list[dict]) -> int | None:
-    """The smallest L from which streaming is faster than standard at every measured L
-    where both ran; None if that never happens."""
-    both = [r for r in rows if r.get("standard_s") and r.get("streaming_s")]
+    """The L of a measured change of winner: the smallest L from which streaming is faster at
+    every measured L where both ran, provided standard was faster at the measured L just
+    before it (a crossover lies between two measured points); None otherwise (including when
+    streaming wins at every L measured: see ``streaming_always``)."""
+    both = _both(rows)
     for k, r in enumerate(both):
-        if all(b["streaming_s"] < b["standard_s"] for b in both[k:]):
-            return r["L"]
+        if k > 0 and all(b["streaming_s"] < b["standard_s"] for b in both[k:]):
+            return r["L"] if both[k - 1]["streaming_s"] >= both[k - 1]["standard_s"] else None
+    return None
+
+
+def streaming_always(rows: list[dict]) -> bool:
+    """Streaming faster at every measured L where both ran (no crossover inside the sweep)."""
+    both = _both(rows)
+    return bool(both) and all(b["streaming_s"] < b["standard_s"] for b in both)
+
+
+def crossover_label(rows: list[dict]) -> str | None:
+    """The legend's words for who wins where, claiming a crossover only between two measured
+    points where the winner changes."""
+    both = _both(rows)
+    x = crossover(rows)
+    if x is not None:
+        before = max(r["L"] for r in both if r["L"] < x)
+        return (f"crossover between L = {before} and {x}: streaming faster from L = {x}")
+    if streaming_always(rows):
+        return f"streaming faster at every L measured (from {both[0]['L']})"
     return None
 
 
 def crossover_chart(rows: list[dict]) -> go.Figure:
     """Median time of standard vs streaming over L (log-log); the L where standard was refused
-    marked (at streaming's time); the crossover (``crossover``) as a vertical line."""
+    marked (at streaming's time); a measured crossover (``crossover``) as a vertical line, or
+    a legend entry when streaming wins at every L measured."""
     fig = go.Figure()
     times = [r[k] for r in rows for k in ("standard_s", "streaming_s") if r.get(k)]
     for key, name, color in (("standard_s", "standard (materializes S)", "#ea580c"),
@@ -124,10 +152,13 @@ def crossover_chart(rows: list[dict]) -> go.Figure:
                 marker=dict(symbol="x", size=12, color="#ea580c"),
                 customdata=[r["standard_skipped"] for r in refused],
                 hovertemplate="L = %{x}<br>%{customdata}<extra></extra>"))
-    x = crossover(rows)
+    x, label = crossover(rows), crossover_label(rows)
     if x is not None:
-        fig.add_trace(_line([x, x], [min(times), max(times)],
-                            f"crossover: streaming faster from L = {x}", "#16a34a", "dash"))
+        fig.add_trace(_line([x, x], [min(times), max(times)], label, "#16a34a", "dash"))
+    elif label:  # no line where nothing crosses: a legend entry alone
+        fig.add_trace(go.Scatter(name=label, x=[None], y=[None], mode="markers",
+                                 marker=dict(color="#16a34a", symbol="star", size=10),
+                                 hoverinfo="skip"))
     Ls = sorted({r["L"] for r in rows})
     fig.update_xaxes(type="log", title_text="sequence length L", tickvals=Ls,
                      ticktext=[length_label(L) for L in Ls])

@@ -196,7 +196,7 @@ def explain(row: dict, roofs: Roofs, caches: dict[str, int] | None = None) -> st
     L = row["L"]
     winner, loser = ("standard", "streaming") if t_std < t_str else ("streaming", "standard")
     ratio = max(t_std, t_str) / min(t_std, t_str)
-    head = f"At L = {L}, {winner} is {ratio:.2g}x faster ({_t(min(t_std, t_str))} vs " \
+    head = f"At L = {L}, {winner} is {ratio:.3g}x faster ({_t(min(t_std, t_str))} vs " \
            f"{_t(max(t_std, t_str))})"
     over = roofs.call_overhead_s
     if min(t_std, t_str) < 5 * over:
@@ -237,11 +237,14 @@ def explain(row: dict, roofs: Roofs, caches: dict[str, int] | None = None) -> st
             f"visible ones (the mask drops the rest only after they are computed), where "
             f"streaming skips the masked tiles ({w_str:.2g}x)") if w_std > 1.1 * w_str else ""
     if not fits or (L3 is not None and s_total > L3):
+        s_traffic = S_PASSES * s_total
         return (f"{head}: passes over memory. Standard writes and rereads its score matrix "
-                f"{S_PASSES} times ({_b(s_total)}; a task's rows, {_b(slab)}, exceed the "
-                f"{_b(L2) + ' L2' if L2 else 'L2'} cache): about {_b(traffic)} of memory traffic "
-                f"per call, which at the {roofs.read_gbps:.0f} GB/s measured here takes at "
-                f"least {_t(floor)}, {100 * floor / t_std:.0f}% of its time; streaming keeps "
+                f"{S_PASSES} times (a task's rows, {_b(slab)}, exceed the "
+                f"{_b(L2) + ' L2' if L2 else 'L2'} cache): {S_PASSES} x {_b(s_total)} = "
+                f"{_b(s_traffic)}, plus {_b(traffic - s_traffic)} for Q, K, V in and O, LSE "
+                f"out, about {_b(traffic)} of memory traffic per call, which at the "
+                f"{roofs.read_gbps:.0f} GB/s measured here takes at least {_t(floor)}, "
+                f"{100 * floor / t_std:.0f}% of its time; streaming keeps "
                 f"each {tile_rows} x {Bc} tile in cache and reads K and V once per Q block, "
                 f"running at {g_str:.3g} GFLOP/s, {100 * g_str / roofs.gemm_gflops:.0f}% of "
                 "the GEMM roof" + (f". Besides, {work}." if work else "."))

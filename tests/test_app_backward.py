@@ -49,6 +49,16 @@ def test_backward_tab_steps_in_kv_outer_order_with_the_traces_numbers():
     i0, i1 = t.config.rows(s0.i)
     np.testing.assert_allclose(rows["LSE"].to_numpy(), t.lse[0, i0:i1], rtol=1e-6)
     np.testing.assert_allclose(rows["D"].to_numpy(), t.D[0, i0:i1], rtol=1e-6)
+    # the P check in scientific notation (0.00000002 read as a row of zeros)
+    gap = np.abs(s0.P - s0.P_fwd).max(axis=1)
+    assert list(rows["max |P − P~/l|"]) == [f"{x:.2e}" for x in gap]
+    assert all(re.fullmatch(r"\d\.\d\de[-+]\d\d", x) for x in rows["max |P − P~/l|"])
+    # the live math opens on the tile's last row, which sees all the tile's keys (row 0 of a
+    # diagonal tile sees one key: P = 1, dP = D, and dS only float32 rounding)
+    k0 = t.config.keys(s0.j)[0]
+    assert at.number_input(key="bwd_row").value == i1 - i0 - 1
+    assert any(m.value.startswith(f"#### Live math: row {i1 - 1}, key {k0}, step 1")
+               for m in at.markdown)
     bwd, fwd = total_flops(t)
     work = text(at, "#### Work and memory")
     assert f"**{bwd:,}** vs {fwd:,} = **2.50×**" in work

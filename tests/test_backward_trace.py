@@ -134,3 +134,31 @@ def test_live_math_writes_the_recorded_numbers():
             assert tm.p == 0 and tm.dS == 0 and "masked" in tex
     with pytest.raises(ValueError, match="not in KV block"):
         tile_math(t, 0, 0, c.Lk - 1)
+
+
+def test_live_math_calls_a_rounding_level_dS_zero():
+    import dataclasses
+
+    from attnviz.backward_math import tile_math
+
+    q, k, v, dout = _inputs(1, 24, 24, 8, seed=2)
+    t = run_backward_trace(q, k, v, dout, causal=True, q_block=8, kv_block=8)
+    s = t.steps[0]  # the diagonal tile (0, 0): row 0 sees key 0 only
+    assert (s.i, s.j) == (0, 0)
+    one = tile_math(t, 0, 0, 0)  # P = 1 and dP = D in exact arithmetic
+    assert one.p == pytest.approx(1.0, abs=1e-6)
+    assert abs(one.dS) <= 8 * np.finfo(np.float32).eps * max(abs(one.dP), abs(one.D))
+    assert (r"\approx 0" in " ".join(one.latex())) == (one.dS != 0)
+    assert ("0 up to float32 rounding" in one.rounding_note) == (one.dS != 0)
+    # the last row sees all 8 keys: its dS are real, never called rounding
+    for key in range(8):
+        tm = tile_math(t, 0, 7, key)
+        assert abs(tm.dS) > 1e-4 and r"\approx" not in " ".join(tm.latex())
+        assert tm.rounding_note == ""
+    # the rule itself, on the learner's numbers: 1·(1.85623 − 1.85623) = 1.19209e-7
+    seen = dataclasses.replace(one, p=1.0, dP=1.85623, D=1.85623, dS=1.19209e-7)
+    assert seen.dS_is_rounding and r"= 1.19209 \times 10^{-7} \approx 0" in " ".join(
+        seen.latex()).replace("{,}", "")
+    assert seen.rounding_note.startswith("dS = 1.19e-07 here is 0 up to float32 rounding")
+    assert not dataclasses.replace(seen, dS=1e-3).dS_is_rounding
+    assert not dataclasses.replace(seen, dS=0.0).dS_is_rounding

@@ -37,6 +37,17 @@ def test_overflow_chart_puts_nan_marks_where_the_naive_softmax_failed():
     for name in ("float32", "float16", "bfloat16"):
         marks = next(t for t in fig.data if t.name == f"{name}: NaN")
         assert marks.x[0] == o.first_bad[name] and len(marks.x) == np.isnan(o.naive[name]).sum()
+    # the ln(max) labels sit above every plotted point, inside the axis, not on the data
+    top = max(np.nanmax(np.asarray(t.y, float)) for t in fig.data if len(t.y))
+    lo, hi = fig.layout.yaxis.range
+    labels = {a.text: a for a in fig.layout.annotations}
+    assert set(labels) == {f"ln(max fp16) = {o.limit['float16']:.2f}",
+                           f"ln(max fp32, bf16) = {max(o.limit['float32'], o.limit['bfloat16']):.2f}"}
+    for a in labels.values():  # on a log axis Plotly reads an annotation's y as log10
+        assert np.log10(top) < a.y < hi and a.yref in (None, "y")
+    fp16, fp32 = (labels[t] for t in sorted(labels))  # "ln(max fp16..." < "ln(max fp32..."
+    assert (fp16.xanchor, fp32.xanchor) == ("left", "right") and fp16.x < fp32.x
+    assert abs(fp16.y - fp32.y) >= 0.9  # a row each: they would overlap on a narrow chart
 
 
 def test_masked_rows_chart_writes_nan_in_the_empty_rows_only():

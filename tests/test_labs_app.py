@@ -66,7 +66,7 @@ def test_splitkv_lab_shows_the_kernels_chunks_and_merges_in_the_learners_order(m
             row = df.iloc[c * 4 + h]
             assert float(row["m"]) == pytest.approx(float(s.m[h]), rel=1e-5)
             assert float(row["LSE_c"]) == pytest.approx(float(s.lse[h]), rel=1e-5)
-            assert float(row["weight exp(LSE_c − LSE)"]) == pytest.approx(w[c, h], abs=1e-4)
+            assert float(row["weight"]) == pytest.approx(w[c, h], abs=1e-4)
     chart = json.loads(next(e for e in at.get("plotly_chart") if e.key == "skv_weights").proto.spec)
     assert len(chart["data"]) == 4
     # merge pair by pair: the last chunk with the first, then the rest in reverse
@@ -86,8 +86,10 @@ def test_splitkv_lab_shows_the_kernels_chunks_and_merges_in_the_learners_order(m
     assert len(log) == 4 * len(order) and set(log["merge"]) == set(range(1, len(order) + 1))
     assert names  # every chunk took part
     done = at.success[0].value
-    assert done.startswith(f"All {C} chunks merged (c{C - 1}+c0"
-                           + (f" → c{C - 2}+c{C - 1}+c0" if C > 2 else ")"))
+    # the merges as numbered steps, a merged state in brackets: never "c3+c0 → c2+c3+c0"
+    assert done.startswith(f"All {C} chunks merged: (1) c{C - 1} + c0"
+                           + (f", then (2) c{C - 2} + [c{C - 1}+c0]" if C > 2 else ". "))
+    assert "→" not in done
     err_ref, err_lse_ref, err_k, err_lse_k = numbers(done)
     assert err_ref < 1e-5 and err_lse_ref < 1e-5 and err_k < 1e-5 and err_lse_k < 1e-5
     check = numbers(caption(at, "Token t = 3000"))
@@ -95,6 +97,27 @@ def test_splitkv_lab_shows_the_kernels_chunks_and_merges_in_the_learners_order(m
     # start over: the pool is the chunks again
     ok(at.button(key="skv_reset").click().run())
     assert at.session_state["skv_merges"] == [] and not at.success
+
+
+def test_splitkv_lab_names_the_reduce_step_and_opens_on_equal_chunks_when_the_kernel_has_one():
+    # the default prefill view: 128 keys are one kernel chunk, nothing to merge
+    at = open_lab("Split-KV decode", mode="prefill", L=128, D=16, Br=16, Bc=16, Hq=8, Hkv=8)
+    assert len(splitkv.kernel_bounds(128, 16, B=1, Hkv=8)) == 2
+    intro = caption(at, "The newest token (position 127)")
+    assert "**reduce step**" in intro and "same result up to float32 rounding" in intro
+    assert at.radio(key="skv_chunking").value == "equal"
+    assert "uses a single chunk (nothing to merge)" in caption(at, "For 128 keys the decode")
+    df = frame(at, "skv_partials")
+    assert len(df) == 4 and df.columns[-1] == "weight"  # C = 4 chunks, g = 1 head
+    q_all, k, v = splitkv.lab_inputs("random", 128, 16, 1, 0)
+    states = splitkv.partials(q_all[:, -1], k, v, bounds=splitkv.equal_bounds(128, 4))
+    np.testing.assert_allclose(df["m"].astype(float), [s.m[0] for s in states], rtol=1e-5)
+    for _ in range(3):
+        ok(at.button(key="skv_merge").click().run())  # c0 + c1, then c2 + c3, ...
+    done = at.success[0].value
+    assert done.startswith("All 4 chunks merged: (1) c0 + c1, then (2) c2 + c3, then (3) [c0+c1] + [c2+c3]. ")
+    err = numbers(done)
+    assert len(err) == 4 and max(err) < 1e-5
 
 
 def test_splitkv_lab_equal_chunks_with_a_window_has_empty_chunks_of_weight_zero():
@@ -105,7 +128,7 @@ def test_splitkv_lab_equal_chunks_with_a_window_has_empty_chunks_of_weight_zero(
     df = frame(ok(at), "skv_partials")
     assert len(df) == 6  # g = 1
     assert list(df["m"][:5]) == ["−inf"] * 5  # only the last chunk [250, 300) is in the window
-    assert [float(x) for x in df["weight exp(LSE_c − LSE)"]] == [0, 0, 0, 0, 0, 1]
+    assert [float(x) for x in df["weight"]] == [0, 0, 0, 0, 0, 1]
     for _ in range(5):
         ok(at.button(key="skv_merge").click().run())  # the first two states, each time
     err = numbers(at.success[0].value)
@@ -191,6 +214,9 @@ def test_uploaded_arrays_go_through_the_stepper_memory_timing_and_export():
     # the split-KV lab on the group of query head 3: KV head 1, heads 2 and 3, last row
     at.session_state["panel"] = "Split-KV decode"
     ok(at.run())
+    # 100 keys are one kernel chunk: the lab opened on equal chunks; the kernel's cut here
+    assert at.radio(key="skv_chunking").value == "equal"
+    ok(at.radio(key="skv_chunking").set_value("kernel").run())
     df = frame(at, "skv_partials")
     states = splitkv.partials(q[2:4, -1], k[1], v[1], bounds=splitkv.kernel_bounds(
         100, 24, Hkv=2))

@@ -264,9 +264,26 @@ def test_crossover_is_where_streaming_stays_faster():
              "standard_skipped": "memory guard"}]
     assert plots.crossover(rows) == 512
     fig = plots.crossover_chart(rows)
-    assert list(_by_name(fig, "crossover: streaming faster from L = 512").x) == [512, 512]
+    assert list(_by_name(fig, "crossover between L = 256 and 512: streaming faster from "
+                              "L = 512").x) == [512, 512]
     assert list(_by_name(fig, "standard not run: its memory guard (S too big)").x) == [2048]
     assert plots.crossover(rows[:1]) is None
+
+
+def test_no_crossover_is_claimed_at_the_sweeps_first_point():
+    # streaming already faster at the first L: no crossover was measured, none is drawn
+    rows = [{"L": 256, "standard_s": 3.0, "streaming_s": 2.0},
+            {"L": 512, "standard_s": 9.0, "streaming_s": 4.0}]
+    assert plots.crossover(rows) is None and plots.streaming_always(rows)
+    fig = plots.crossover_chart(rows)
+    assert not any(t.name.startswith("crossover") for t in fig.data)
+    entry = _by_name(fig, "streaming faster at every L measured (from 256)")
+    assert list(entry.x) == [None]  # a legend entry, no line
+    # standard wins at the end: streaming is not "faster from" anywhere
+    back = [*rows, {"L": 1024, "standard_s": 10.0, "streaming_s": 11.0}]
+    assert plots.crossover(back) is None and plots.crossover_label(back) is None
+    # standard wins throughout
+    assert plots.crossover_label([{"L": 256, "standard_s": 1.0, "streaming_s": 2.0}]) is None
 
 
 def test_block_sweep_outlines_the_best_cell():

@@ -2,6 +2,7 @@
 outliers), the contention reading, the budget refusal before any allocation, the timing
 queue, the roofline's traffic model and its sentence, and the timing charts' axes."""
 import json
+import re
 import threading
 import time
 import tracemalloc
@@ -233,6 +234,18 @@ def test_the_sentence_names_why_the_winner_wins():
     passes = roofline.explain(_row(8192, 2.0, 0.5), ROOFS, CACHES)
     assert passes.startswith("At L = 8192, streaming is 4x faster") and "passes over memory" in passes
     assert "2 MiB" in passes  # a task's 64 rows of 8192 floats, beyond the 1 MiB L2
+    # the traffic's terms are shown and add up: passes x S + the rest = the total
+    units = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+    num = r"([\d.]+) (B|KiB|MiB|GiB)"
+    got = re.search(rf"{roofline.S_PASSES} x {num} = {num}, plus {num} for Q, K, V in and O, "
+                    rf"LSE out, about {num} of memory traffic", passes)
+    assert got, passes
+    S, passes_b, rest, total = (float(got[2 * i + 1]) * units[got[2 * i + 2]] for i in range(4))
+    assert S == pytest.approx(4 * _row(8192, 2.0, 0.5)["problem"].Hq * 8192**2, rel=0.01)
+    assert passes_b == pytest.approx(roofline.S_PASSES * S, rel=0.01)
+    assert passes_b + rest == pytest.approx(total, rel=0.01)
+    assert total == pytest.approx(
+        roofline.bytes_moved(_row(8192, 2.0, 0.5)["problem"], "standard"), rel=0.01)
     assert roofline.explain({**_row(256, 1e-3, 1e-3), "standard_s": None}, ROOFS, CACHES) == ""
 
 

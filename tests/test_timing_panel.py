@@ -56,14 +56,20 @@ def test_a_timing_runs_in_the_background_and_reports_samples_load_and_memory():
     # memory: measured in a fresh process, next to the Memory tab's model for the same call
     s = memory.Shape(1, 8, 8, 128, 128, 16)
     std, stream = runs.set_index("method")["peak extra memory (measured)"]
-    model = runs.set_index("method")["memory model (Memory tab)"]
+    model = runs.set_index("method")["memory model (the call as timed)"]
     assert _bytes(model["standard"]) == pytest.approx(memory.standard_bytes(s), rel=0.01)
+    # the model counts the timed blocks (the kernel's), and says it is not the sidebar's
+    Br, Bc = default_blocks(16)
+    assert _bytes(model["streaming"]) == pytest.approx(
+        memory.streaming_bytes(s, Br, Bc, 1), rel=0.01)
+    note = next(c.value for c in at.caption if c.value.startswith("Threads: 1 of"))
+    assert (f"streaming blocks {Br} x {Bc} (the kernel default), not the sidebar's 16 x 16 "
+            "that the Memory tab uses") in note
     # RSS of a fresh process: at 576 KiB the model's bytes are a few allocator arenas, and
     # the measured peak came out 0.9-1.6x of them (924 KiB once); 2x would be a wrong model
     assert 0.8 < _bytes(std) / memory.standard_bytes(s) < 2.0
     assert _bytes(std) > 2 * _bytes(stream) > 0  # never "standard 0 B, streaming 164 KiB"
     assert _load_sentence(at)
-    Br, Bc = default_blocks(16)
     diff = next(c.value for c in at.caption if c.value.startswith("max |O_standard"))
     assert float(diff.split("= ")[1].split(" ")[0]) < 1e-4
     assert diff.endswith(f"streaming blocks {Br} x {Bc} (kernel default).")

@@ -85,9 +85,9 @@ def _controls(last: int) -> int:
     return ss[STEP]
 
 
-def _offset(key: str, size: int) -> int:
+def _offset(key: str, size: int, default: int = 0) -> int:
     ss = st.session_state
-    ss[key] = min(max(int(ss.get(key, 0)), 0), size - 1)
+    ss[key] = min(max(int(ss.get(key, default)), 0), size - 1)
     return ss[key]
 
 
@@ -122,22 +122,23 @@ def render(cfg: ViewConfig, threads: int) -> None:
     heading(f"Backward step {step_label(n)} of {len(trace.steps)}: KV block {s.j} "
             f"(keys {k0}–{k1 - 1}) × Q block {s.i} (rows {i0}–{i1 - 1}), query head {s.h} "
             f"of {trace.group}, {s.kind}")
-    left, right = st.columns([4, 7], gap="medium")
-    with left:
-        fig = backward_images.tile_map(trace, n)
-        with st.container(key="bwd_tile_map"):
-            st.image(fig.data_url(), width=fig.width, alt=fig.alt, caption=aside(
-                "Shaded: tiles this head's backward has computed so far. Each column (KV "
-                "block) is finished before the next: its dK_j, dV_j are then final."))
-    with right:
-        fig = backward_images.step_tiles(trace, n)
-        with st.container(key="bwd_tiles"):
-            st.image(fig.data_url(), width=fig.width, alt=fig.alt)
-        err = float(np.nanmax(np.abs(s.P - s.P_fwd))) if s.P.size else 0.0
-        st.markdown(aside(
-            f"P recomputed from the saved LSE equals the forward's P~ / l = exp(S − m) / l "
-            f"(its final m and l per row): max |P − P~/l| = **{err:.2e}** on this tile "
-            f"(float32 rounding)."))
+    # the two figures side by side need more than the page's width: columns in proportion
+    # to their widths, each image scaled to its column (at its own width the tile map
+    # spilled under the heatmaps and the text beside them)
+    tile_map, tiles = backward_images.tile_map(trace, n), backward_images.step_tiles(trace, n)
+    left, right = st.columns([tile_map.width, tiles.width], gap="small")
+    with left, st.container(key="bwd_tile_map"):
+        st.image(tile_map.data_url(), width="stretch", alt=tile_map.alt, caption=aside(
+            "Shaded: tiles this head's backward has computed so far. Each column (KV "
+            "block) is finished before the next: its dK_j, dV_j are then final."))
+    with right, st.container(key="bwd_tiles"):
+        st.image(tiles.data_url(), width="stretch", alt=tiles.alt)
+    # below both columns, full width: beside the heatmaps it ran into the tile map
+    err = float(np.nanmax(np.abs(s.P - s.P_fwd))) if s.P.size else 0.0
+    st.markdown(aside(
+        f"P recomputed from the saved LSE equals the forward's P~ / l = exp(S − m) / l "
+        f"(its final m and l per row): max |P − P~/l| = **{err:.2e}** on this tile "
+        f"(float32 rounding)."))
     fig = backward_images.accumulators(trace, n)
     with st.container(key="bwd_acc"):
         st.image(fig.data_url(), width=fig.width, alt=fig.alt)
@@ -146,7 +147,7 @@ def render(cfg: ViewConfig, threads: int) -> None:
         _row_table(trace, n)
         _costs(trace, n, threads)
     with right:
-        a = _offset(ROW, i1 - i0)
+        a = _offset(ROW, i1 - i0, default=i1 - i0 - 1)  # the last row sees the most keys
         b = _offset(KEY, k1 - k0)
         with st.container(horizontal=True):
             st.number_input(f"Row within the tile (0 – {i1 - i0 - 1})", 0, i1 - i0 - 1,
@@ -161,6 +162,8 @@ def render(cfg: ViewConfig, threads: int) -> None:
         note = ("P~ / l uses the forward's final m and l of the row (computed in float64): "
                 "the same number as P, up to float32 rounding." if not tm.masked else
                 "This entry is masked: P = 0, so dS = 0 and it adds nothing to any gradient.")
+        if tm.rounding_note:
+            note = f"{tm.rounding_note} {note}"
         mathpanel.render(tm, note, key="bwd_math")
 
 
@@ -172,7 +175,8 @@ def _row_table(trace: BackwardTrace, n: int) -> None:
     st.markdown(aside("Each row of the tile: the forward's LSE, D = rowsum(dO∘O), and how far "
                       "the recomputed P is from the forward's P~ / l."))
     st.dataframe(pd.DataFrame({"row": rows, "LSE": trace.lse[s.h, i0:i1],
-                               "D": trace.D[s.h, i0:i1], "max |P − P~/l|": gap}),
+                               "D": trace.D[s.h, i0:i1],
+                               "max |P − P~/l|": [f"{x:.2e}" for x in gap]}),
                  hide_index=True, key="bwd_rows", height=min(35 * (len(rows) + 1) + 3, 300))
 
 

@@ -100,18 +100,21 @@ def render(cfg: ViewConfig, own=None) -> None:
         f"the {g_all} query head(s) of its GQA group" + (f" (the first {g} shown)" if g < g_all
                                                          else "") +
         ". The decode kernel (Flash-Decoding) cuts the keys into chunks, computes each chunk's "
-        "partial state (m, l, acc) in parallel, and merges them: m = max(m_a, m_b), "
-        "l = l_a·e^(m_a−m) + l_b·e^(m_b−m), acc likewise; O = acc / l, LSE = m + log l. "
-        "The merge is associative and commutative, so any order gives the same result."
+        "partial state (m, l, acc) in parallel, and merges them in a **reduce step**: "
+        "m = max(m_a, m_b), l = l_a·e^(m_a−m) + l_b·e^(m_b−m), acc likewise; O = acc / l, "
+        "LSE = m + log l. The merge is associative and commutative, so any order gives the "
+        "same result up to float32 rounding (each order rounds its sums differently)."
         + ("" if cfg.mode == "decode" else " (This configuration is not in decode mode: the "
            "lab takes the decode step of its last position.)")
         + (f" Inputs: your arrays, the group of query head {own.h}." if own else ""))
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
-    how = c1.radio("Chunks", list(CHUNKINGS), format_func=CHUNKINGS.get, key="skv_chunking",
-                   horizontal=True)
-    if how == "kernel":
-        bounds = splitkv.kernel_bounds(Lk, cfg.D, B=cfg.B, Hkv=cfg.Hkv, causal=causal,
+    kernel_cut = splitkv.kernel_bounds(Lk, cfg.D, B=cfg.B, Hkv=cfg.Hkv, causal=causal,
                                        window=window)
+    # one kernel chunk leaves nothing to merge: then the lab opens on equal chunks
+    how = c1.radio("Chunks", list(CHUNKINGS), format_func=CHUNKINGS.get, key="skv_chunking",
+                   horizontal=True, index=int(len(kernel_cut) <= 2))
+    if how == "kernel":
+        bounds = kernel_cut
     else:
         C = c2.number_input("C (chunks)", 1, MAX_CHUNKS, value=4, key="skv_C")
         bounds = splitkv.equal_bounds(Lk, int(C))
@@ -131,6 +134,12 @@ def render(cfg: ViewConfig, own=None) -> None:
                                           else "")
                    + (" For this few keys the kernel uses a single chunk: pick equal chunks "
                       "to merge some by hand." if len(states) == 1 else ""))
+    elif len(kernel_cut) <= 2:
+        st.caption(f"For {Lk} keys the decode kernel on this machine uses a single chunk "
+                   "(nothing to merge), so the lab cuts the keys into C equal chunks instead; "
+                   "the kernel cuts several only when B·Hkv is at most its thread count and "
+                   f"at least {2 * active_tuning().decode_min_chunk} keys are visible (raise "
+                   "the KV cache length in decode mode to see its own cut).")
 
     O, lse = splitkv.merge(states, range(len(states)))
     w = splitkv.merge_weights(states, lse.astype(np.float64))
@@ -141,12 +150,14 @@ def render(cfg: ViewConfig, own=None) -> None:
             rows.append({"chunk": labplots.chunk_label(c, s.keys[0]), "head": h,
                          "m": _fmt(s.m[h]), "l": _fmt(s.l[h]),
                          "|acc|": _fmt(float(np.linalg.norm(s.acc[h]))),
-                         "LSE_c": _fmt(lse_c[h]), "weight exp(LSE_c − LSE)": f"{w[c, h]:.4g}"})
+                         "LSE_c": _fmt(lse_c[h]), "weight": f"{w[c, h]:.4g}"})
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.markdown("##### Partial state of each chunk")
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key="skv_partials", height=300)
-        st.caption("An empty chunk (no visible key) has m = −inf, l = 0, acc = 0, LSE = −inf: "
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key="skv_partials",
+                     height=_height(len(rows)))
+        st.caption("weight = exp(LSE_c − LSE), the chunk's share of O. An empty chunk (no "
+                   "visible key) has m = −inf, l = 0, acc = 0, LSE = −inf: "
                    "the identity of the merge, weight 0.")
     with right:
         st.plotly_chart(labplots.merge_weights_chart(w, [s.keys[0] for s in states]),
@@ -197,16 +208,16 @@ def render(cfg: ViewConfig, own=None) -> None:
                         "LSE": _fmt(lse_m[h])})
     if log:
         st.dataframe(pd.DataFrame(log), hide_index=True, key="skv_log",
-                     height=min(400, 38 + 35 * len(log)))
+                     height=_height(len(log)))
     else:
         st.caption("Pick two states and merge them; a merged state can be merged again.")
     if len(pool) == 1:
         final = next(iter(pool.values()))
         O_me, lse_me = final.finalized()
         O_k, lse_k = _kernel_decode(q_all[:, -1], k, v, causal, window)
-        order = " → ".join(_name(a) + "+" + _name(b) for a, b in st.session_state[_MERGES])
+        order = _history(st.session_state[_MERGES])
         st.success(
-            (f"All {len(states)} chunks merged ({order}). " if order else
+            (f"All {len(states)} chunks merged: {order}. " if order else
              "A single chunk: nothing to merge. ") +
             f"max |O − O_float64| = {np.abs(O_me - O_ref).max():.2e}, "
             f"max |LSE − LSE_float64| = {_lse_diff(lse_me, lse_ref):.2e}; "
@@ -226,6 +237,21 @@ def render(cfg: ViewConfig, own=None) -> None:
         f"against the float64 oracle: decode {chk['decode_vs_oracle']:.2e}, prefill "
         f"{chk['prefill_vs_oracle']:.2e}. (Different paths sum in different orders: equal "
         "to float32 rounding, not bit for bit.)")
+
+
+def _height(rows: int) -> int:
+    """A dataframe's height in pixels for ``rows`` rows (header included, no blank rows),
+    scrolling past 10."""
+    return 2 + 35 * (1 + min(rows, 10))
+
+
+def _history(merges) -> str:
+    """The learner's merges in order: "(1) c3 + c1, then (2) c0 + c2, then (3) [c3+c1] +
+    [c0+c2]" (a merged state in brackets, so no step reads as turning into the next)."""
+    def state(chunks):
+        return _name(chunks) if len(chunks) == 1 else f"[{_name(chunks)}]"
+    return ", then ".join(f"({n}) {state(a)} + {state(b)}"
+                          for n, (a, b) in enumerate(merges, start=1))
 
 
 def _lse_diff(a, b) -> float:

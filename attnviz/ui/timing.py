@@ -233,6 +233,25 @@ def _memory_cell(b: int | None, note: str) -> str:
     return plots.bytes_label(b)
 
 
+MODEL_COLUMN = "memory model (the call as timed)"
+
+
+def model_note(cfg: ViewConfig, p: Problem) -> str:
+    """Which blocks the model column counts, and why it may differ from the Memory tab's
+    figure (that one uses the sidebar's Br x Bc)."""
+    Br, Bc = p.blocks
+    if p.Lq == 1:
+        return (f"The model column is the Memory tab's formula for the call as timed: the "
+                f"decode path's tiles of {Bc} keys and its chunks' partial states.")
+    same = (Br, Bc) == (cfg.Br, cfg.Bc)
+    return (f"The model column is the Memory tab's formula for the call as timed: streaming "
+            f"blocks {Br} x {Bc}" + (" (the sidebar's, as in the Memory tab)." if same else
+                                     f"{' (the kernel default)' if not p.Br else ''}, not the "
+                                     f"sidebar's {cfg.Br} x {cfg.Bc} that the Memory tab uses, "
+                                     "so its streaming figure differs from the Memory tab's; "
+                                     "choose \"the stepper's Br x Bc\" to time those."))
+
+
 def _run_table(res: dict) -> pd.DataFrame:
     rows = []
     for r in (res["standard"], res["streaming"]):
@@ -247,7 +266,7 @@ def _run_table(res: dict) -> pd.DataFrame:
                         if s else (r.skipped or "")),
             "GFLOP/s": "–" if r.gflops is None else f"{r.gflops:.3g}",
             "peak extra memory (measured)": _memory_cell(r.peak_bytes, r.memory_note),
-            "memory model (Memory tab)": _memory_cell(r.model_bytes, ""),
+            MODEL_COLUMN: _memory_cell(r.model_bytes, ""),
         })
     return pd.DataFrame(rows)
 
@@ -279,10 +298,9 @@ def _current_results(cfg: ViewConfig, machine: dict) -> None:
                "sample; median with the interquartile spread; a sample is as many calls as "
                "take ≥ 0.2 s (timeit's autorange), warm-up excluded. Peak extra memory: "
                "resident memory above the level before the call, in a fresh process with the "
-               "inputs already allocated; the model is the Memory tab's for the same call "
-               "(blocks and threads as timed). Below ~1 MiB the two can differ by a tile: "
-               "RSS counts 4 KiB pages, and a small tile may come from memory the process "
-               "already held.")
+               "inputs already allocated. Below ~1 MiB measured and model can differ by a "
+               "tile: RSS counts 4 KiB pages, and a small tile may come from memory the "
+               "process already held. " + model_note(got["cfg"], gp))
     if job.result.get("tuning"):
         st.caption(f"Kernel choices: {job.result['tuning']}. Tuned once per host by "
                    "`make warm` or `python -m attnviz.bench --autotune`.")

@@ -58,3 +58,27 @@ def test_backward_gqa_group(page: Page, app_url: str):
     text = _open_backward(page, app_url, 5, L=64, D=16, Br=16, Bc=16, Hq=8, Hkv=2)
     assert "query head 1 of 4" in text and "Q block 0" in text, text
     screenshot(page, "backward_04_gqa.png")
+
+
+def test_backward_default_view_text_clear_of_the_tile_map(page: Page, app_url: str):
+    # the learner's view: the P-check text once ran into the tile map beside the heatmaps
+    _open_backward(page, app_url, 1, L=128, D=16, Br=16, Bc=16, mask="causal")
+    tile_map = page.locator(".st-key-bwd_tile_map img").bounding_box()
+    check = page.get_by_text(re.compile(r"^P recomputed from the saved LSE")).bounding_box()
+    heatmaps = page.locator(".st-key-bwd_tiles img").bounding_box()
+    assert check["y"] >= tile_map["y"] + tile_map["height"], (check, tile_map)
+    assert heatmaps["x"] >= tile_map["x"] + tile_map["width"], (heatmaps, tile_map)
+    expect(page.locator("h4", has_text="Live math: row 15, key 0, step 1")).to_be_visible()
+    screenshot(page, "backward_05_default_layout.png")
+    scroll_to(page, page.locator("h4", has_text="Live math: row 15"))
+    screenshot(page, "backward_06_default_live_math.png")
+    # row 0 sees key 0 only: dP = D, and its dS is said to be 0 up to float32 rounding
+    row = page.get_by_label(re.compile(r"^Row within the tile"))
+    row.fill("0")
+    row.press("Enter")
+    expect(page.locator("h4", has_text="Live math: row 0, key 0, step 1")).to_be_visible(
+        timeout=60_000)
+    expect(page.get_by_text(re.compile(r"^dS = \S+ here is 0 up to float32 rounding"))
+           ).to_be_visible()
+    scroll_to(page, page.locator("h4", has_text="Live math: row 0"))
+    screenshot(page, "backward_07_row0_dS_rounding.png")

@@ -47,6 +47,35 @@ def test_splitkv_lab_merge_by_clicking(page: Page, app_url: str):
     assert_no_exception(page)
 
 
+def test_splitkv_lab_opens_on_equal_chunks_when_the_kernel_uses_one(page: Page, app_url: str):
+    # 193 keys are one kernel chunk: the lab opens on 4 equal chunks, its table as tall as
+    # its 4 rows (it once showed 4 blank rows and a cut "weight exp(…)" header)
+    open_view(page, app_url, mode="decode", cache=192, D=16, Br=16, Bc=16, mask="causal",
+              Hq=8, Hkv=8)
+    page.get_by_role("tab", name="Split-KV decode").click()
+    expect(page.locator(".st-key-skv_weights .js-plotly-plot")).to_be_visible(timeout=120_000)
+    expect(page.get_by_text(re.compile(r"^For 193 keys the decode kernel on this machine uses "
+                                       r"a single chunk"))).to_be_visible()
+    expect(page.get_by_text("reduce step")).to_be_visible()
+    table = page.locator('[data-testid="stDataFrame"]').first  # the partial-state table
+    expect(table).to_be_visible()
+    box = table.bounding_box()
+    assert box["height"] < 6 * 35 + 20, box  # header + 4 rows, no blank rows below
+    scroll_to(page, page.get_by_text("Split-KV decode: the chunks"))
+    screenshot(page, "labs_07_splitkv_equal_default.png")
+    merge = button(page, "Merge a and b")
+    for n in range(1, 4):
+        merge.click()
+        expect(page.get_by_text(re.compile(rf"^{4 - n} state\(s\) now: "))
+               ).to_be_visible(timeout=60_000)
+        _idle(page)
+    done = page.get_by_text(re.compile(r"^All 4 chunks merged: \(1\) c0 \+ c1, then \(2\) "))
+    expect(done).to_be_visible(timeout=60_000)
+    scroll_to(page, page.get_by_text("Merge them yourself"))
+    screenshot(page, "labs_08_splitkv_equal_merged.png")
+    assert_no_exception(page)
+
+
 def test_numerics_lab_charts_and_dtype_switch(page: Page, app_url: str):
     open_view(page, app_url)
     page.get_by_role("tab", name="Numerics").click()

@@ -121,3 +121,36 @@ def test_next_steps_while_an_L_sweep_runs_then_the_roofline(page: Page, app_url:
     scroll_to(page, page.get_by_text("Sweep over L: where does streaming overtake"))
     screenshot(page, "13_timing_roofline.png")
     assert_no_exception(page)
+
+
+def test_timing_table_names_the_timed_blocks_and_the_sweep_legend_what_it_saw(
+        page: Page, app_url: str):
+    # the learner's view: the model column once read as the Memory tab's (sidebar 16 x 16)
+    open_view(page, app_url, mask="causal")
+    _open_timing(page)
+    button(page, "Time standard vs streaming").click()
+    expect(page.get_by_text(re.compile(r"^max \|O_standard − O_streaming\|"))).to_be_visible(
+        timeout=180_000)
+    expect(page.get_by_text("memory model (the call as timed)")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"The model column is the Memory tab's formula for the "
+                                       r"call as timed: streaming blocks \d+ x \d+"))
+           ).to_be_visible()
+    scroll_to(page, page.get_by_text("Timing: the same Numba kernels, live"))
+    screenshot(page, "14_timing_model_column.png")
+    # a small sweep (L = 256, 512, 1024): its legend claims a crossover only between two
+    # measured points where the winner changes
+    page.locator(".st-key-sweep_Lmax input[type=range]").focus()
+    for _ in range(2):
+        page.keyboard.press("ArrowLeft")
+    expect(page.locator(".st-key-sweep_Lmax [data-testid=stSliderThumbValue]")).to_have_text(
+        "1024")
+    button(page, "Run the sweep").click()
+    expect(page.get_by_text(re.compile(r"^Why: At L = ")).first).to_be_visible(timeout=180_000)
+    expect(page.locator('[data-testid="stProgress"]')).to_have_count(0, timeout=180_000)
+    chart = page.locator(".st-key-crossover_chart .js-plotly-plot")
+    expect(chart).to_have_count(1, timeout=60_000)
+    legend = chart.locator(".legend").text_content()
+    assert "crossover: streaming faster from L = 256" not in legend, legend
+    scroll_to(page, page.get_by_text("Sweep over L: where does streaming overtake"))
+    screenshot(page, "15_timing_sweep_legend.png")
+    assert_no_exception(page)
