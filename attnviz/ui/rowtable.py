@@ -25,6 +25,8 @@ _CSS = """
   white-space: nowrap; }
 .rows-table td { text-align: right; padding: .1rem .3rem; white-space: nowrap; }
 .rows-table tr:nth-child(even) td { background: #f8fafc; }
+.rows-table td:last-child { white-space: normal; text-align: left; min-width: 4.2em; }
+.rows-table th, .rows-table td { padding-left: .2rem; padding-right: .2rem; }
 """
 
 _component = component.boxed(
