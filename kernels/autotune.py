@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import tuning
+from . import hostload, tuning
 from .api import _split, streaming_attention, warmup
 from .streaming import decode_kernel
 from .validate import mask_spec
@@ -182,6 +182,7 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
     say = progress or (lambda text: None)
     warmup()  # compile or load every kernel first: not part of the budget
     key = tuning.host_key()
+    load_start = hostload.cpu_snapshot()
     budget = _Budget(budget_s, clock)
     rng = np.random.default_rng(seed)
     base = tuning.BUILTIN
@@ -252,8 +253,12 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
         complete &= done
 
     seconds = clock() - budget.t0
+    others = hostload.other_cores(load_start, hostload.cpu_snapshot())
     result = tuning.Tuning(blocks, decode, min_chunk, "tuned on this host", key, measured,
-                           seconds, complete)
+                           seconds, complete, others)
+    if others is not None:
+        say(f"autotune: other processes used {others:.2f} cores meanwhile"
+            + (" (a busy machine: these choices may be noise)" if result.busy else ""))
     if save:
         path = tuning.save(result)
         result = tuning.load(key) or result
@@ -266,26 +271,51 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
 
 def tune_if_missing(progress: Callable[[str], None] | None = None,
                     budget_s: float = BUDGET_S) -> tuning.Tuning | None:
-    """Run the autotune for each thread count a caller may use that has no stored tuning on
-    this host (CPU, BLAS): all threads, and 1 thread (the timing panel's clean-scaling
-    choice), sharing ``budget_s`` (1 thread gets a third when both are missing); unless
-    ``ATTNVIZ_AUTOTUNE=off``. Returns the tuning in force, or None when turned off."""
+    """Run the autotune for each thread count a caller may use (all threads, and 1 thread:
+    the timing panel's clean-scaling choice) that has no stored tuning on this host (CPU,
+    BLAS), or whose tuning was measured on a busy machine while this one is quiet now; they
+    share ``budget_s`` (1 thread gets a third when both run). A redone tuning replaces the
+    stored one only if other processes took less of the machine during it. Does nothing
+    under ``ATTNVIZ_AUTOTUNE=off``. Returns the tuning in force, or None when turned off."""
     if tuning.disabled():
         return None
     import numba
 
     n = numba.get_num_threads()
-    missing = [t for t in dict.fromkeys((n, 1)) if tuning.load(tuning.host_key(t)) is None]
-    if missing and progress:
+    stored = {t: tuning.load(tuning.host_key(t)) for t in dict.fromkeys((n, 1))}
+    todo = [t for t, st in stored.items() if st is None]
+    busy = [t for t, st in stored.items() if st is not None and st.busy]
+    if busy:
+        now = hostload.others_now()
+        if now is not None and not hostload.is_busy(now):
+            todo += busy
+            if progress:
+                progress("autotune: the stored tuning was measured on a busy machine (other "
+                         f"processes used {max(stored[t].others for t in busy):.2f} cores); "
+                         f"the machine is quiet now ({now:.2f}): measuring again")
+        elif progress:
+            progress("autotune: the stored tuning was measured on a busy machine; the machine "
+                     "is busy now too, so it stays")
+    if not todo:
+        return tuning.active()
+    if progress and any(stored[t] is None for t in todo):
         progress("autotune: no tuning stored for this host yet; measuring the kernels' "
                  f"choices (<= {budget_s:.0f} s, once)")
-    shares = {n: 2 / 3, 1: 1 / 3} if len(missing) == 2 else {t: 1.0 for t in missing}
+    shares = {n: 2 / 3, 1: 1 / 3} if len(todo) == 2 else {t: 1.0 for t in todo}
     try:
-        for t in missing:
+        for t in todo:
             numba.set_num_threads(t)
-            if progress and len(missing) == 2:
+            if progress and len(todo) == 2:
                 progress(f"autotune: on {t} thread{'s' * (t > 1)}")
-            autotune(budget_s=budget_s * shares[t], progress=progress)
+            new = autotune(budget_s=budget_s * shares[t], progress=progress, save=False)
+            old = stored[t]
+            if old is None or new.others is None or old.others is None or new.others < old.others:
+                path = tuning.save(new)
+                if progress:
+                    progress(f"autotune stored in {path}: {tuning.summary(new)['text']}")
+            elif progress:
+                progress(f"autotune: kept the stored tuning (other processes used "
+                         f"{old.others:.2f} cores then, {new.others:.2f} now)")
     finally:
         numba.set_num_threads(n)
     return tuning.active()

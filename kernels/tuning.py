@@ -25,6 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import hostload
 from ._config import cache_root
 
 SCHEMA = 1
@@ -54,10 +55,18 @@ class Tuning:
     measured: dict = field(default_factory=dict)  # the timings behind each choice (ms)
     seconds: float = 0.0  # how long the autotune took
     complete: bool = False  # every choice measured within the time budget
+    others: float | None = None  # other processes' CPU use while tuning, cores (None: unknown)
 
     @property
     def tuned(self) -> bool:
         return bool(self.host)
+
+    @property
+    def busy(self) -> bool:
+        """Tuned while other processes took a share of the cores: its timings may have
+        measured the scheduler more than the kernels (``tune_if_missing`` redoes it when the
+        machine is quiet)."""
+        return self.tuned and hostload.is_busy(self.others)
 
     def blocks_for(self, D: int) -> tuple[int, int]:
         """(Br, Bc) of the prefill: the tuned or built-in entry of the nearest D."""
@@ -79,7 +88,8 @@ class Tuning:
                 "decode": {str(D): [Bc, loops] for D, (Bc, loops) in sorted(self.decode.items())},
                 "decode_min_chunk": self.decode_min_chunk,
                 "measured": self.measured, "seconds": round(self.seconds, 2),
-                "complete": self.complete}
+                "complete": self.complete,
+                "others_cores": None if self.others is None else round(self.others, 3)}
 
 
 BUILTIN = Tuning()
@@ -141,9 +151,11 @@ def _parse(data: dict, key: dict, path: Path) -> Tuning | None:
         chunk = int(data["decode_min_chunk"])
         if chunk < 1:
             return None
+        others = data.get("others_cores")
         return Tuning(blocks, decode, chunk, f"tuned on this host ({path})", key,
                       data.get("measured", {}), float(data.get("seconds", 0.0)),
-                      bool(data.get("complete", False)))
+                      bool(data.get("complete", False)),
+                      None if others is None else float(others))
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
@@ -213,8 +225,11 @@ def summary(t: Tuning | None = None) -> dict:
     if t.tuned:
         where = (f"tuned on this host in {t.seconds:.1f} s"
                  + ("" if t.complete else " (time budget ran out: some choices built-in)"))
+        if t.busy:
+            where += (f" while other processes used {t.others:.2f} cores: those timings may "
+                      "be noise; `make warm` measures again on a quiet machine")
     return {"blocks": blocks, "decode": decode,
             "decode_min_chunk": t.decode_min_chunk, "source": t.source, "tuned": t.tuned,
-            "host": key, "measured": t.measured,
+            "busy": t.busy, "others": t.others, "host": key, "measured": t.measured,
             "text": f"{text} ({where}; host: {key['cpu']}, {key['blas']}, "
                     f"{key['threads']} thread{'s' * (key['threads'] != 1)})"}

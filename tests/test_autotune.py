@@ -3,6 +3,7 @@ by a new process, ignored for another CPU, BLAS or thread count; the kernels run
 with whatever it chose (float64 oracle, ragged shapes)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -140,17 +141,22 @@ def test_off_pins_the_defaults_and_never_tunes(store, monkeypatch):
     assert "ATTNVIZ_AUTOTUNE=off" in tuning_summary()["text"]
 
 
+def fake_autotunes(calls: list, others: float | None = 0.0):
+    """An autotune that records (threads, budget) and returns the odd tuning for the thread
+    count in force, measured while other processes used ``others`` cores."""
+    def fake(budget_s, progress, save):
+        assert save is False  # tune_if_missing decides what is stored
+        t = numba.get_num_threads()
+        calls.append((t, budget_s))
+        return dataclasses.replace(odd(tuning.host_key(t)), others=others)
+
+    return fake
+
+
 def test_warmup_tunes_each_missing_thread_count_once(store, monkeypatch):
     n = numba.get_num_threads()
     calls = []
-
-    def fake_autotune(budget_s, progress):
-        t = numba.get_num_threads()
-        calls.append((t, budget_s))
-        tuning.save(odd({**tuning.host_key(t)}))
-        return tuning.active()
-
-    monkeypatch.setattr(at, "autotune", fake_autotune)
+    monkeypatch.setattr(at, "autotune", fake_autotunes(calls))
     attnviz.warmup()  # nothing stored: all threads, then 1 thread (the panel's choice)
     expected = [(n, 20.0 * 2 / 3), (1, 20.0 / 3)] if n > 1 else [(1, 20.0)]
     assert [t for t, _ in calls] == [t for t, _ in expected]
@@ -158,6 +164,42 @@ def test_warmup_tunes_each_missing_thread_count_once(store, monkeypatch):
     assert numba.get_num_threads() == n and tuning.active().decode_min_chunk == 200
     monkeypatch.setattr(at, "autotune", lambda **kw: pytest.fail("tuned again"))
     attnviz.warmup()  # stored for both: nothing to do
+
+
+def busy_store(others: float) -> None:
+    """Store the odd tuning for every thread count, measured while others used ``others``."""
+    for t in dict.fromkeys((numba.get_num_threads(), 1)):
+        tuning.save(dataclasses.replace(odd(tuning.host_key(t)), others=others))
+
+
+def test_a_tuning_measured_on_a_busy_machine_is_redone_when_it_is_quiet(store, monkeypatch):
+    busy_store(1.4)
+    assert tuning.active().busy and "other processes used 1.40 cores" in tuning_summary()["text"]
+    # busy now too: nothing is measured, the stored tuning stays
+    monkeypatch.setattr(at.hostload, "others_now", lambda seconds=0.5: 1.1)
+    monkeypatch.setattr(at, "autotune", lambda **kw: pytest.fail("tuned on a busy machine"))
+    lines = []
+    at.tune_if_missing(lines.append)
+    assert tuning.active().others == pytest.approx(1.4) and "busy now too" in lines[-1]
+    # quiet now: measured again; a redo that was even busier is not kept
+    monkeypatch.setattr(at.hostload, "others_now", lambda seconds=0.5: 0.05)
+    calls = []
+    monkeypatch.setattr(at, "autotune", fake_autotunes(calls, others=1.9))
+    at.tune_if_missing(lines.append)
+    assert calls and tuning.active().others == pytest.approx(1.4)
+    assert "kept the stored tuning" in lines[-1]
+    # a quieter redo replaces it, and the summary stops warning
+    monkeypatch.setattr(at, "autotune", fake_autotunes(calls, others=0.1))
+    at.tune_if_missing(lines.append)
+    assert tuning.active().others == pytest.approx(0.1) and not tuning.active().busy
+    assert "other processes used" not in tuning_summary()["text"]
+
+
+def test_a_real_run_records_how_busy_the_machine_was(store):
+    t = at.autotune(budget_s=2.0, sizes=TINY)
+    assert t.others is not None and 0.0 <= t.others <= os.cpu_count()
+    assert tuning.active().others == pytest.approx(t.others, abs=1e-3)  # stored and read back
+    assert tuning.active().busy == (t.others >= at.hostload.BUSY_CORES)
 
 
 def test_the_summary_names_the_values_and_the_host(store):
