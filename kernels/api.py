@@ -15,10 +15,11 @@ from .validate import MaskSpec, check_block, check_qkv, check_scale, mask_spec, 
 DEFAULT_MEMORY_FRACTION = 0.5
 
 
-def default_blocks(D: int) -> tuple[int, int]:
-    """(q_block, kv_block) used when the caller gives none: measured on this host by the
-    autotune when it has run (``kernels.tuning``), else the built-in table (nearest D)."""
-    return tuning.active().blocks_for(D)
+def default_blocks(D: int, Lq: int | None = None) -> tuple[int, int]:
+    """(q_block, kv_block) a prefill of ``Lq`` query rows uses when the caller gives none:
+    measured on this host by the autotune when it has run (``kernels.tuning``; long prefills,
+    Lq >= ``tuning.LONG_LQ``, have their own), else the built-in table (nearest D)."""
+    return tuning.active().blocks_for(D, Lq)
 
 
 def decode_block(D: int) -> int:
@@ -103,8 +104,9 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sin
         LSE = sink_logits[h].
     Unsupported combinations raise ValueError (see ``validate.mask_spec``).
     scale : default ``1 / sqrt(D)``.
-    q_block, kv_block : tile sizes Br, Bc; any positive ints (default per D: ``default_blocks``
-        for prefill, ``decode_block`` for decode; measured on this host by the autotune).
+    q_block, kv_block : tile sizes Br, Bc; any positive ints (default per D and length:
+        ``default_blocks`` for prefill, ``decode_block`` for decode; measured on this host by
+        the autotune).
     return_lse : also return LSE = m + log(l) [B, Hq, Lq], natural log.
     check_finite : raise a ValueError naming the input when a NaN/Inf in q, k or v reached
         the result. The result is checked (O and LSE: no second pass over the KV cache); the
@@ -120,7 +122,7 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sin
                      doc_ids=doc_ids, sink_logits=sink_logits, Hq=Hq)
     scale = np.float32(check_scale(scale, D))
     tuned = tuning.active()
-    Br0, Bc0 = tuned.blocks_for(D)
+    Br0, Bc0 = tuned.blocks_for(D, Lq)
     Bc_dec, loops = tuned.decode_for(D)
     Br = check_block("q_block", q_block, Br0)
     Bc = check_block("kv_block", kv_block, Bc_dec if Lq == 1 else Bc0)

@@ -11,7 +11,8 @@ only when it beats the built-in default by more than ``MARGIN``:
    shape);
 2. the decode chunk size (``api.decode_split``'s fewest keys per chunk), on caches with one
    KV head, where the split decides how many tasks there are;
-3. the prefill blocks (Br, Bc) per D, on a short and a longer causal prefill.
+3. the prefill blocks (Br, Bc) per D, twice: on a short causal prefill for ``blocks`` and on
+   a long one for ``blocks_long`` (Lq >= ``tuning.LONG_LQ``): the best tile grows with L.
 
 Each candidate is scored by its time over the default's in the same round (paired, since a
 shared machine's load drifts between rounds), the median over rounds, then the geometric
@@ -47,7 +48,8 @@ class Sizes:
     """The problems timed (small enough for the budget, large enough to be representative).
 
     decode: (Hq, Hkv, Lk) per D in ``Ds``; chunk: (Hq, Hkv, Lk) at D = ``chunk_D``;
-    prefill: (H, L) per D in ``Ds``; and the candidates of each choice.
+    prefill, prefill_long: (H, L) per D in ``Ds``, the short and the long prefills; and the
+    candidates of each choice.
     """
 
     Ds: tuple = (64, 128)
@@ -56,8 +58,10 @@ class Sizes:
     chunk: tuple = ((8, 1, 2048), (8, 1, 8192))
     chunk_D: int = 128
     chunks: tuple = (256, 512, 1024, 2048)
-    prefill: tuple = ((4, 512), (4, 2048))
-    blocks: tuple = ((128, 128), (64, 64), (128, 64), (64, 128), (256, 64), (256, 128))
+    prefill: tuple = ((4, 512),)
+    prefill_long: tuple = ((2, 4096),)
+    blocks: tuple = ((128, 128), (64, 64), (128, 64), (64, 128), (256, 64), (256, 128),
+                     (128, 256), (256, 256))
 
 
 FULL = Sizes()
@@ -232,10 +236,11 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
                                                             lambda c: f"{c} keys", len(chunks))
     complete &= done
 
-    # 3. prefill blocks per D
-    blocks = {}
+    # 3. prefill blocks per D: for short prefills, then for long ones
+    blocks, blocks_long = {}, {}
     stage_end = budget.until(1.0)
-    for n, D in enumerate(sizes.Ds):
+    stages = [(D, long) for D in sizes.Ds for long in (False, True)]
+    for n, (D, long) in enumerate(stages):
         default = base.blocks_for(D)
         cands = list(dict.fromkeys((default, *sizes.blocks)))
 
@@ -244,18 +249,20 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
             return {c: (lambda c=c: streaming_attention(q, k, v, q_block=c[0], kv_block=c[1],
                                                         check_finite=False)) for c in cands}
 
-        races = _races(sizes.prefill, fns, clock,
-                       _split_time(clock, stage_end, len(sizes.Ds) - n), say,
-                       lambda p, D=D, c=cands: f"{pct()}: prefill blocks D={D} "
-                                               f"(H={p[0]} L={p[1]}): {len(c)} (Br, Bc)")
-        blocks[D], measured[f"blocks D={D}"], done = _choose(
+        kind = "long prefill" if long else "prefill"
+        races = _races(sizes.prefill_long if long else sizes.prefill, fns, clock,
+                       _split_time(clock, stage_end, len(stages) - n), say,
+                       lambda p, D=D, c=cands, kind=kind: f"{pct()}: {kind} blocks D={D} "
+                                                          f"(H={p[0]} L={p[1]}): {len(c)} (Br, Bc)")
+        table = blocks_long if long else blocks
+        table[D], measured[f"{kind} blocks D={D}"], done = _choose(
             races, default, lambda c: f"{c[0]}x{c[1]}", len(cands))
         complete &= done
 
     seconds = clock() - budget.t0
     others = hostload.other_cores(load_start, hostload.cpu_snapshot())
-    result = tuning.Tuning(blocks, decode, min_chunk, "tuned on this host", key, measured,
-                           seconds, complete, others)
+    result = tuning.Tuning(blocks, blocks_long, decode, min_chunk, "tuned on this host", key,
+                           measured, seconds, complete, others)
     if others is not None:
         say(f"autotune: other processes used {others:.2f} cores meanwhile"
             + (" (a busy machine: these choices may be noise)" if result.busy else ""))

@@ -2,7 +2,10 @@
 measured on this host, read from a JSON file. Calls never tune: they read.
 
 What is chosen (``Tuning``):
-* ``blocks``: (Br, Bc), the Q and KV block of the streaming prefill, per head dim D;
+* ``blocks``: (Br, Bc), the Q and KV block of the streaming prefill, per head dim D; and
+  ``blocks_long``, the same for long prefills (Lq >= ``LONG_LQ``): larger tiles read each
+  K/V tile for more rows, which pays at long L, while short ones want more, smaller tasks
+  (BENCHMARKS.md: 256×256 vs 128×128 at D=128 on one host, 0.96x at L=4096, 1.14x at L=256);
 * ``decode``: (Bc, loops) of the split-KV decode per D: its KV block, and its [g, Bc] tile
   products as plain loops (True) or BLAS (``kernels/smallmm.py``);
 * ``decode_min_chunk``: the fewest keys a split-KV decode chunk holds (``api.decode_split``).
@@ -35,6 +38,7 @@ ENV = "ATTNVIZ_AUTOTUNE"
 # host (BENCHMARKS.md). Other D take the nearest entry.
 BUILTIN_BLOCKS = {16: (128, 128), 32: (128, 128), 64: (128, 128), 128: (128, 128),
                   256: (64, 64)}
+LONG_LQ = 2048  # a prefill of at least this many query rows takes ``blocks_long``
 BUILTIN_DECODE_LOOPS = False  # BLAS: 1.1-1.5x faster than loops on oneMKL (Intel)
 # the decode's KV block: the prefill's Bc (blocks_for(D)[1]) unless tuned
 # Chunks of at least this many keys per decode task: below it, scheduling costs more than it
@@ -48,6 +52,7 @@ class Tuning:
     the built-in table for the others."""
 
     blocks: dict = field(default_factory=dict)  # D -> (Br, Bc), tuned
+    blocks_long: dict = field(default_factory=dict)  # D -> (Br, Bc) for Lq >= LONG_LQ, tuned
     decode: dict = field(default_factory=dict)  # D -> (Bc, loops), tuned
     decode_min_chunk: int = BUILTIN_DECODE_MIN_CHUNK
     source: str = "built-in defaults"  # where the values come from, for people
@@ -68,10 +73,15 @@ class Tuning:
         machine is quiet)."""
         return self.tuned and hostload.is_busy(self.others)
 
-    def blocks_for(self, D: int) -> tuple[int, int]:
-        """(Br, Bc) of the prefill: the tuned or built-in entry of the nearest D."""
+    def blocks_for(self, D: int, Lq: int | None = None) -> tuple[int, int]:
+        """(Br, Bc) of a prefill of ``Lq`` query rows: the tuned or built-in entry of the
+        nearest D; for a long prefill (Lq >= LONG_LQ) the long entry tuned for that D, if
+        any."""
         table = {**BUILTIN_BLOCKS, **self.blocks}
-        return table[_nearest(table, D)]
+        near = _nearest(table, D)
+        if Lq is not None and Lq >= LONG_LQ and near in self.blocks_long:
+            return self.blocks_long[near]
+        return table[near]
 
     def decode_for(self, D: int) -> tuple[int, bool]:
         """(Bc, loops) of the decode: the tuned entry of the nearest D when one was tuned
@@ -85,6 +95,7 @@ class Tuning:
     def to_json(self) -> dict:
         return {"schema": SCHEMA, "host": self.host, "source": self.source,
                 "blocks": {str(D): list(b) for D, b in sorted(self.blocks.items())},
+                "blocks_long": {str(D): list(b) for D, b in sorted(self.blocks_long.items())},
                 "decode": {str(D): [Bc, loops] for D, (Bc, loops) in sorted(self.decode.items())},
                 "decode_min_chunk": self.decode_min_chunk,
                 "measured": self.measured, "seconds": round(self.seconds, 2),
@@ -138,11 +149,12 @@ def _parse(data: dict, key: dict, path: Path) -> Tuning | None:
     try:
         if data.get("schema") != SCHEMA or data.get("host") != key:
             return None
-        blocks = {}
-        for D, (Br, Bc) in data["blocks"].items():
-            if not (int(D) > 0 and int(Br) > 0 and int(Bc) > 0):
-                return None
-            blocks[int(D)] = (int(Br), int(Bc))
+        blocks, blocks_long = {}, {}
+        for table, got in ((blocks, data["blocks"]), (blocks_long, data.get("blocks_long", {}))):
+            for D, (Br, Bc) in got.items():
+                if not (int(D) > 0 and int(Br) > 0 and int(Bc) > 0):
+                    return None
+                table[int(D)] = (int(Br), int(Bc))
         decode = {}
         for D, (Bc, loops) in data["decode"].items():
             if not (int(D) > 0 and int(Bc) > 0 and isinstance(loops, bool)):
@@ -152,7 +164,7 @@ def _parse(data: dict, key: dict, path: Path) -> Tuning | None:
         if chunk < 1:
             return None
         others = data.get("others_cores")
-        return Tuning(blocks, decode, chunk, f"tuned on this host ({path})", key,
+        return Tuning(blocks, blocks_long, decode, chunk, f"tuned on this host ({path})", key,
                       data.get("measured", {}), float(data.get("seconds", 0.0)),
                       bool(data.get("complete", False)),
                       None if others is None else float(others))
@@ -214,10 +226,17 @@ def summary(t: Tuning | None = None) -> dict:
     the timing panel). ``text`` is one line for people."""
     t = active() if t is None else t
     key = t.host or host_key()
-    Ds = sorted({64, 128, *t.blocks, *t.decode})
+    Ds = sorted({64, 128, *t.blocks, *t.blocks_long, *t.decode})
     blocks = {D: t.blocks_for(D) for D in Ds}
+    blocks_long = {D: t.blocks_for(D, LONG_LQ) for D in Ds}
     decode = {D: t.decode_for(D) for D in Ds}
-    text = ("prefill blocks " + ", ".join(f"D={D}: {Br}×{Bc}" for D, (Br, Bc) in blocks.items())
+
+    def prefill(D):
+        short, long = blocks[D], blocks_long[D]
+        return f"D={D}: {short[0]}×{short[1]}" + (
+            "" if long == short else f" (Lq >= {LONG_LQ}: {long[0]}×{long[1]})")
+
+    text = ("prefill blocks " + ", ".join(prefill(D) for D in Ds)
             + "; decode tiles " + ", ".join(f"D={D}: {Bc} keys, {'loops' if lp else 'BLAS'}"
                                            for D, (Bc, lp) in decode.items())
             + f"; decode chunks >= {t.decode_min_chunk} keys")
@@ -228,7 +247,7 @@ def summary(t: Tuning | None = None) -> dict:
         if t.busy:
             where += (f" while other processes used {t.others:.2f} cores: those timings may "
                       "be noise; `make warm` measures again on a quiet machine")
-    return {"blocks": blocks, "decode": decode,
+    return {"blocks": blocks, "blocks_long": blocks_long, "decode": decode,
             "decode_min_chunk": t.decode_min_chunk, "source": t.source, "tuned": t.tuned,
             "busy": t.busy, "others": t.others, "host": key, "measured": t.measured,
             "text": f"{text} ({where}; host: {key['cpu']}, {key['blas']}, "

@@ -29,9 +29,11 @@ from tests.helpers import assert_matches_oracle, qkv
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = at.Sizes(Ds=(16,), decode=((4, 2, 300),), decode_Bc=(32, 64), chunk=((2, 1, 300),),
-                chunk_D=16, chunks=(64, 128), prefill=((2, 100),), blocks=((32, 32), (64, 32)))
+                chunk_D=16, chunks=(64, 128), prefill=((2, 100),), prefill_long=((1, 300),),
+                blocks=((32, 32), (64, 32)))
 # distinctive values, far from the built-in ones, so that reading them back proves the store
-ODD = {"blocks": {64: (48, 80)}, "decode": {64: (96, True)}, "decode_min_chunk": 200}
+ODD = {"blocks": {64: (48, 80)}, "blocks_long": {64: (112, 144)}, "decode": {64: (96, True)},
+       "decode_min_chunk": 200}
 
 
 @pytest.fixture
@@ -46,8 +48,10 @@ def store(tmp_path, monkeypatch):
 
 
 def odd(host=None) -> tuning.Tuning:
-    return tuning.Tuning(ODD["blocks"], ODD["decode"], ODD["decode_min_chunk"], "test",
-                         host or tuning.host_key(), {}, 1.0, True)
+    return tuning.Tuning(blocks=ODD["blocks"], blocks_long=ODD["blocks_long"],
+                         decode=ODD["decode"], decode_min_chunk=ODD["decode_min_chunk"],
+                         source="test", host=host or tuning.host_key(), seconds=1.0,
+                         complete=True)
 
 
 class FakeClock:
@@ -228,3 +232,22 @@ def test_the_kernels_are_exact_with_tuned_choices_and_splitkv_follows(store, Lk,
     out, lse = streaming_attention(qp, kp, vp, return_lse=True)  # prefill: 48 x 80 blocks
     assert_matches_oracle(out, lse, qp, kp, vp)
     np.testing.assert_equal(default_blocks(64), (48, 80))
+
+
+def test_long_prefills_take_their_own_blocks_and_stay_exact(store):
+    """The odd tuning's long blocks (112 x 144, ragged against L) from Lq = LONG_LQ on: the
+    kernel's and the trace's defaults agree, and the result matches the oracle."""
+    tuning.save(odd())
+    L = tuning.LONG_LQ
+    assert default_blocks(64, L - 1) == (48, 80) and default_blocks(64, L) == (112, 144)
+    assert default_blocks(64) == (48, 80)  # no length given: the short entry
+    assert attnviz.trace_config(L + 7, L + 7, 64).Br == 112
+    assert "D=64: 48×80 (Lq >= 2048: 112×144)" in tuning_summary()["text"]
+    q, k, v = qkv(1, 2, 1, L + 7, L + 7, 64, seed=5)
+    out, lse = streaming_attention(q, k, v, return_lse=True, window=700)
+    assert_matches_oracle(out, lse, q, k, v, window=700)
+    # a file from before long blocks were tuned: read, long prefills take the short entry
+    data = odd().to_json()
+    del data["blocks_long"]
+    tuning.path_for(tuning.host_key()).write_text(json.dumps(data))
+    assert tuning.active().tuned and default_blocks(64, L) == (48, 80)

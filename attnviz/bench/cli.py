@@ -187,7 +187,8 @@ def main(argv=None) -> int:
         budget_s=args.budget if args.budget is not None else (3.0 if args.quick else 60.0),
         settle_s=args.settle, tol=args.tol, seed=args.seed, memory=not args.no_memory,
         threads=args.threads, q_block=args.q_block, kv_block=args.kv_block,
-        roof_n=args.roof_n, bandwidth_bytes=args.bandwidth_mib * 2**20)
+        roof_n=args.roof_n, bandwidth_bytes=args.bandwidth_mib * 2**20,
+        read_torch=torch_available() and torch_in_process())
 
     if args.autotune:
         from kernels import tuning_summary
@@ -211,7 +212,8 @@ def main(argv=None) -> int:
     progress(f"GEMM roof: numpy float32 {args.roof_n}^3")
     roof = gemm_roof(args.roof_n)
     progress(f"read bandwidth: {args.bandwidth_mib} MiB float32")
-    bandwidth = read_bandwidth(args.bandwidth_mib * 2**20, threads=args.threads)
+    bandwidth = read_bandwidth(args.bandwidth_mib * 2**20, threads=args.threads,
+                               torch=settings.read_torch)
 
     results, sweeps = [], []
     if args.sweep_blocks:

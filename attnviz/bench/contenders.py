@@ -147,18 +147,19 @@ def make_streaming(q_block: int | None = None, kv_block: int | None = None,
 
     def predict(case: Case) -> int:
         return streaming_predicted_bytes(case, *blocks_for(case.D, q_block, kv_block,
-                                                            decode=case.Lq == 1))
+                                                            Lq=case.Lq))
 
     return Contender(name, label, prepare, predict)
 
 
-def blocks_for(D: int, q_block: int | None, kv_block: int | None, *, decode: bool = False
+def blocks_for(D: int, q_block: int | None, kv_block: int | None, *, Lq: int
                ) -> tuple[int, int]:
-    """(Br, Bc) the streaming kernel will use (``decode``: Lq == 1, its own tuned Bc)."""
+    """(Br, Bc) the streaming kernel will use for ``Lq`` query rows (decode, Lq == 1, has its
+    own tuned Bc; long prefills their own blocks)."""
     from kernels import decode_block, default_blocks
 
-    Br, Bc = default_blocks(D)
-    return (q_block or Br, kv_block or (decode_block(D) if decode else Bc))
+    Br, Bc = default_blocks(D, Lq)
+    return (q_block or Br, kv_block or (decode_block(D) if Lq == 1 else Bc))
 
 
 def _threads() -> int:

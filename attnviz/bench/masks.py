@@ -54,7 +54,7 @@ def _time(calls: dict, repeats: int) -> dict[str, tuple[float, float]]:
 def documents(L: int, n_docs: int, H: int, D: int, repeats: int) -> list[str]:
     q, k, v = _inputs(L, H, D)
     doc_ids = np.repeat(np.arange(n_docs), L // n_docs)
-    Br, Bc = default_blocks(D)
+    Br, Bc = default_blocks(D, L)
     t0 = cpu_snapshot()
     t = _time({
         "causal": lambda: streaming_attention(q, k, v),

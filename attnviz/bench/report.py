@@ -263,7 +263,8 @@ def roof_lines(roof: dict | None, bandwidth: dict | None, cold_start: dict | Non
                      f"{len(roof['samples_s'])}): {roof['gflops']:.1f} GFLOP/s"
                      + (f" (runs at start/end: {spread})" if spread else ""))
     if bandwidth:
-        lines.append(f"{bullet}Read bandwidth (np.max over {bandwidth['bytes'] / 2**30:.2f} GiB "
+        lines.append(f"{bullet}Read bandwidth ({bandwidth.get('reader', 'np.max')} over "
+                     f"{bandwidth['bytes'] / 2**30:.2f} GiB "
                      f"float32, {bandwidth['threads']} threads, best of "
                      f"{len(bandwidth['samples_s'])}): {bandwidth['gbps']:.1f} GB/s")
     if cold_start:
