@@ -197,7 +197,8 @@ def disabled() -> bool:
     return os.environ.get(ENV, "").strip().lower() in ("off", "0", "false", "no")
 
 
-_memo: dict[str, tuple[int, Tuning]] = {}  # key -> (file mtime_ns, what it held)
+_memo: dict[str, tuple[int, Tuning]] = {}  # file -> (its mtime_ns, what it held)
+_paths: dict[tuple, tuple[dict, Path]] = {}  # (threads, cache env) -> (host key, file)
 _OFF = Tuning(source=f"built-in defaults ({ENV}=off)")
 
 
@@ -207,17 +208,23 @@ def active() -> Tuning:
     warm``, ``--autotune``) is picked up."""
     if disabled():
         return _OFF
-    key = host_key()
-    path = path_for(key)
+    import numba
+
+    threads = numba.get_num_threads()
+    memo = (threads, os.environ.get("ATTNVIZ_CACHE_DIR"), os.environ.get("XDG_CACHE_HOME"))
+    where = _paths.get(memo)
+    if where is None:  # the key and its file, once per thread count (and cache folder)
+        key = host_key(threads)
+        where = _paths[memo] = (key, path_for(key))
+    key, path = where
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:
         return BUILTIN
-    name = json.dumps(key, sort_keys=True)
-    hit = _memo.get(name)
+    hit = _memo.get(str(path))
     if hit is None or hit[0] != mtime:
         hit = (mtime, load(key) or BUILTIN)
-        _memo[name] = hit
+        _memo[str(path)] = hit
     return hit[1]
 
 
