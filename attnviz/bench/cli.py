@@ -107,7 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="skip the peak-memory subprocesses")
     how.add_argument("--roof-n", type=int, default=2048, help="GEMM roof matrix size")
     how.add_argument("--bandwidth-mib", type=int, default=1024,
-                     help="array size of the read-bandwidth test")
+                     help="array size of the run's read-bandwidth test (decode cases read "
+                          "their own K and V)")
     how.add_argument("--seed", type=int, default=0)
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="FILE", help="write every number to FILE (JSON)")
@@ -187,8 +188,7 @@ def main(argv=None) -> int:
         budget_s=args.budget if args.budget is not None else (3.0 if args.quick else 60.0),
         settle_s=args.settle, tol=args.tol, seed=args.seed, memory=not args.no_memory,
         threads=args.threads, q_block=args.q_block, kv_block=args.kv_block,
-        roof_n=args.roof_n, bandwidth_bytes=args.bandwidth_mib * 2**20,
-        read_torch=torch_available() and torch_in_process())
+        roof_n=args.roof_n, read_torch=torch_available() and torch_in_process())
 
     if args.autotune:
         from kernels import tuning_summary

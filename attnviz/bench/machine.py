@@ -39,21 +39,26 @@ class GemmProbe:
 
 
 class ReadProbe:
-    """One read of every byte of a float32 array of ``nbytes`` (far above the caches), on
-    ``threads`` threads: what split-KV decode is bound by. The read is the fastest of those
-    at hand, picked at construction (best of 2 passes each): NumPy's ``np.max`` split across
-    Python threads (NumPy releases the GIL in reductions), and, with ``torch=True``, torch's
-    ``max`` on its own thread pool (it read 1.5x faster on one host). ``reader`` names it."""
+    """One read of every byte of float32 data on ``threads`` threads: what split-KV decode is
+    bound by. The data is ``arrays`` when given (a decode case's own K and V: the same pages,
+    the same cache state as the kernel's reads; a fresh array's speed here varied 37-63 GB/s
+    between processes), else a new array of ``nbytes`` (far above the caches).
 
-    def __init__(self, nbytes: int = 2**30, threads: int | None = None, torch: bool = False):
+    The read is the fastest of those at hand, picked at construction (best of 2 passes each):
+    NumPy's ``np.max`` split across Python threads (NumPy releases the GIL in reductions),
+    and, with ``torch=True``, torch's ``max`` on its own thread pool. ``reader`` names it."""
+
+    def __init__(self, nbytes: int = 2**30, threads: int | None = None, torch: bool = False,
+                 arrays: tuple = ()):
         self.threads = threads or os.cpu_count() or 1
-        self.x = np.ones(nbytes // 4, np.float32)  # written once: every page is resident
-        self.nbytes = self.x.nbytes
-        self.parts = np.array_split(self.x, self.threads)
+        # a new array is written once: every page is resident
+        self.arrays = [a.reshape(-1) for a in arrays] or [np.ones(nbytes // 4, np.float32)]
+        self.nbytes = sum(a.nbytes for a in self.arrays)
+        self.parts = [p for a in self.arrays for p in np.array_split(a, self.threads)]
         self.pool = ThreadPoolExecutor(self.threads)
         reads = {"np.max": self._numpy_read}
         if torch:
-            reads.update(_torch_read(self.x))
+            reads.update(_torch_read(self.arrays))
         best = {name: min(_best_of(read, 2)) for name, read in reads.items()}
         self.reader = min(best, key=best.get)
         self._read = reads[self.reader]
@@ -66,17 +71,17 @@ class ReadProbe:
 
     def close(self) -> None:
         self.pool.shutdown()
-        del self.x, self.parts, self._read
+        del self.arrays, self.parts, self._read
 
 
-def _torch_read(x: np.ndarray) -> dict:
-    """{"torch max": a read of ``x`` (shared, not copied) by torch}, or {} without torch."""
+def _torch_read(arrays: list) -> dict:
+    """{"torch max": a read of ``arrays`` (shared, not copied) by torch}, or {} without it."""
     try:
         import torch
     except ImportError:
         return {}
-    t = torch.from_numpy(x)
-    return {"torch max": lambda: t.max()}
+    tensors = [torch.from_numpy(a) for a in arrays]
+    return {"torch max": lambda: [t.max() for t in tensors]}
 
 
 def _best_of(call, repeats: int) -> list[float]:

@@ -231,7 +231,6 @@ class Settings:
     # rounds as the contenders, so that a fraction of the roof compares like with like
     roof_probes: bool = True
     roof_n: int = 2048
-    bandwidth_bytes: int = 2**30
     read_torch: bool = False  # let torch's read compete in the read probe (``ReadProbe``)
     pivot: str = "numba_streaming"
 
@@ -295,9 +294,9 @@ def run_case(case: Case, contenders: list[Contender], settings: Settings | None 
     calls = {c.name: calls[c.name] for c in contenders if c.name in calls}  # caller's order
     probe = None
     if settings.roof_probes and calls:
-        probe = (ReadProbe(settings.bandwidth_bytes, settings.threads, settings.read_torch)
-                 if case.Lq == 1
-                 else GemmProbe(settings.roof_n))
+        # decode: the fastest read of the case's own K and V (the bytes the kernels read)
+        probe = (ReadProbe(threads=settings.threads, torch=settings.read_torch, arrays=(k, v))
+                 if case.Lq == 1 else GemmProbe(settings.roof_n))
         calls[ROOF_PROBE] = probe
     cpu0 = cpu_snapshot()
     try:
