@@ -14,7 +14,9 @@ take four rows of B at a time: ``gemm_nt`` keeps four sums per row of A (one loa
 for four products), ``gemm_nn`` adds four rows of B per pass over C (a quarter of the loads
 and stores of C). One row at a time, the loops were bound by those loads and stores, not by
 memory: 19-21 GB/s on a [4, 256] x [256, 128] tile held in cache, 28-30 GB/s four at a time
-(AMD EPYC host).
+(AMD EPYC host). Tried and not kept: blocks of 4 rows x 4 keys (16 sums in registers) ran
+1.4-1.7x faster again on a tile held in cache, but half as fast on K/V streamed from memory
+(one thread: 7.5-9.6 against 16 GB/s), which is where decode reads them.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import pytest
 from numba import njit
 
 from kernels.blas import float_from_bits, gemm
+from kernels.smallmm import gemm_nn, gemm_nt
 
 
 @njit(cache=False)
@@ -160,3 +161,29 @@ def test_a_broken_mkl_falls_back_to_openblas_unless_asked_for(monkeypatch):
     monkeypatch.setenv("ATTNVIZ_BLAS", "mkl")
     with pytest.raises(OSError):
         _blaslib.bind()
+
+
+@pytest.mark.parametrize("loops", [True, False], ids=["loops", "blas"])
+def test_the_few_row_products_match_numpy_on_ragged_shapes(loops):
+    """``smallmm``'s blocked loops (4 x 4 blocks, then the leftover rows and keys) and its BLAS
+    path, against float64 NumPy, for every M and N around the block edges."""
+    @njit
+    def both(alpha, Q, K, P, V, S, O, beta):
+        gemm_nt(alpha, Q, K, S, loops)
+        gemm_nn(P, V, beta, O, loops)
+
+    rng = np.random.default_rng(7)
+    for M in (1, 2, 3, 4, 5, 7, 8, 9):
+        for N in (1, 3, 4, 6, 8, 13):
+            D = 5 + M + N  # ragged, not a multiple of a vector
+            Q, K, V = (rng.standard_normal(s, dtype=np.float32) for s in ((M, D), (N, D), (N, D)))
+            P = rng.random((M, N), dtype=np.float32)
+            O0 = rng.standard_normal((M, D), dtype=np.float32)
+            for beta in (0.0, 1.0):
+                S = np.full((M, N), np.nan, np.float32)
+                O = O0.copy()
+                both(np.float32(0.5), Q, K, P, V, S, O, beta)
+                np.testing.assert_allclose(S, 0.5 * (Q.astype(np.float64) @ K.T.astype(np.float64)),
+                                           rtol=1e-5, atol=1e-5)
+                want = P.astype(np.float64) @ V.astype(np.float64) + beta * O0
+                np.testing.assert_allclose(O, want, rtol=1e-5, atol=1e-5)
