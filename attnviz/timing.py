@@ -89,7 +89,7 @@ class Problem:
     def blocks(self) -> tuple[int, int]:
         """(Br, Bc) the streaming kernel uses: the given ones or its defaults for D (decode,
         Lq == 1, has its own KV block)."""
-        Br, Bc = default_blocks(self.D, self.Lq)
+        Br, Bc = default_blocks(self.D, self.Lk)
         if self.Lq == 1:
             Bc = decode_block(self.D)
         return self.Br or Br, self.Bc or Bc

@@ -289,7 +289,7 @@ def trace_config(Lq, Lk, D, *, causal=True, q_offset=None, window=None, sinks=No
                  prefix=None, doc_ids=None, sink_logits=None, scale=None, q_block=None,
                  kv_block=None) -> TraceConfig:
     """Validate the keywords once and freeze them (shared by run_trace and the app)."""
-    Br0, Bc0 = default_blocks(D, Lq)
+    Br0, Bc0 = default_blocks(D, Lk)
     return TraceConfig(
         Lq=Lq, Lk=Lk, D=D,
         Br=check_block("q_block", q_block, Br0),

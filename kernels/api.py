@@ -15,11 +15,12 @@ from .validate import MaskSpec, check_block, check_qkv, check_scale, mask_spec, 
 DEFAULT_MEMORY_FRACTION = 0.5
 
 
-def default_blocks(D: int, Lq: int | None = None) -> tuple[int, int]:
-    """(q_block, kv_block) a prefill of ``Lq`` query rows uses when the caller gives none:
-    measured on this host by the autotune when it has run (``kernels.tuning``; long prefills,
-    Lq >= ``tuning.LONG_LQ``, have their own), else the built-in table (nearest D)."""
-    return tuning.active().blocks_for(D, Lq)
+def default_blocks(D: int, Lk: int | None = None) -> tuple[int, int]:
+    """(q_block, kv_block) a prefill against ``Lk`` keys uses when the caller gives none:
+    measured on this host by the autotune when it has run (``kernels.tuning``; prefills
+    against many keys, Lk >= ``tuning.LONG_LK``, have their own), else the built-in table
+    (nearest D)."""
+    return tuning.active().blocks_for(D, Lk)
 
 
 def decode_block(D: int) -> int:
@@ -122,7 +123,7 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sin
                      doc_ids=doc_ids, sink_logits=sink_logits, Hq=Hq)
     scale = np.float32(check_scale(scale, D))
     tuned = tuning.active()
-    Br0, Bc0 = tuned.blocks_for(D, Lq)
+    Br0, Bc0 = tuned.blocks_for(D, Lk)
     Bc_dec, loops = tuned.decode_for(D)
     Br = check_block("q_block", q_block, Br0)
     Bc = check_block("kv_block", kv_block, Bc_dec if Lq == 1 else Bc0)

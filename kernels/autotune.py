@@ -12,7 +12,7 @@ only when it beats the built-in default by more than ``MARGIN``:
 2. the decode chunk size (``api.decode_split``'s fewest keys per chunk), on caches with one
    KV head, where the split decides how many tasks there are;
 3. the prefill blocks (Br, Bc) per D, twice: on a short causal prefill for ``blocks`` and on
-   a long one for ``blocks_long`` (Lq >= ``tuning.LONG_LQ``): the best tile grows with L.
+   a long one for ``blocks_long`` (Lk >= ``tuning.LONG_LK``): the best tile grows with L.
 
 Each candidate is scored by its time over the default's in the same round (paired, since a
 shared machine's load drifts between rounds), the median over rounds, then the geometric

@@ -3,9 +3,11 @@ measured on this host, read from a JSON file. Calls never tune: they read.
 
 What is chosen (``Tuning``):
 * ``blocks``: (Br, Bc), the Q and KV block of the streaming prefill, per head dim D; and
-  ``blocks_long``, the same for long prefills (Lq >= ``LONG_LQ``): larger tiles read each
-  K/V tile for more rows, which pays at long L, while short ones want more, smaller tasks
-  (BENCHMARKS.md: 256×256 vs 128×128 at D=128 on one host, 0.96x at L=4096, 1.14x at L=256);
+  ``blocks_long``, the same for prefills against many keys (Lk >= ``LONG_LK``: long
+  prompts, and chunks of one against a long cache): larger tiles read each K/V tile for more
+  rows, which pays when each Q block walks many of them, while short ones want more, smaller
+  tasks (BENCHMARKS.md: on one host, at D=128, 256×256 took 0.96x torch's time at L=4096
+  where 128×128 took 1.01x, and 0.92x at L=256 where 64×64 took 0.64x);
 * ``decode``: (Bc, loops) of the split-KV decode per D: its KV block, and its [g, Bc] tile
   products as plain loops (True) or BLAS (``kernels/smallmm.py``);
 * ``decode_min_chunk``: the fewest keys a split-KV decode chunk holds (``api.decode_split``).
@@ -38,7 +40,7 @@ ENV = "ATTNVIZ_AUTOTUNE"
 # host (BENCHMARKS.md). Other D take the nearest entry.
 BUILTIN_BLOCKS = {16: (128, 128), 32: (128, 128), 64: (128, 128), 128: (128, 128),
                   256: (64, 64)}
-LONG_LQ = 2048  # a prefill of at least this many query rows takes ``blocks_long``
+LONG_LK = 2048  # a prefill against at least this many keys takes ``blocks_long``
 BUILTIN_DECODE_LOOPS = False  # BLAS: 1.1-1.5x faster than loops on oneMKL (Intel)
 # the decode's KV block: the prefill's Bc (blocks_for(D)[1]) unless tuned
 # Chunks of at least this many keys per decode task: below it, scheduling costs more than it
@@ -52,7 +54,7 @@ class Tuning:
     the built-in table for the others."""
 
     blocks: dict = field(default_factory=dict)  # D -> (Br, Bc), tuned
-    blocks_long: dict = field(default_factory=dict)  # D -> (Br, Bc) for Lq >= LONG_LQ, tuned
+    blocks_long: dict = field(default_factory=dict)  # D -> (Br, Bc) for Lk >= LONG_LK, tuned
     decode: dict = field(default_factory=dict)  # D -> (Bc, loops), tuned
     decode_min_chunk: int = BUILTIN_DECODE_MIN_CHUNK
     source: str = "built-in defaults"  # where the values come from, for people
@@ -73,13 +75,13 @@ class Tuning:
         machine is quiet)."""
         return self.tuned and hostload.is_busy(self.others)
 
-    def blocks_for(self, D: int, Lq: int | None = None) -> tuple[int, int]:
-        """(Br, Bc) of a prefill of ``Lq`` query rows: the tuned or built-in entry of the
-        nearest D; for a long prefill (Lq >= LONG_LQ) the long entry tuned for that D, if
+    def blocks_for(self, D: int, Lk: int | None = None) -> tuple[int, int]:
+        """(Br, Bc) of a prefill against ``Lk`` keys: the tuned or built-in entry of the
+        nearest D; against many keys (Lk >= LONG_LK) the long entry tuned for that D, if
         any."""
         table = {**BUILTIN_BLOCKS, **self.blocks}
         near = _nearest(table, D)
-        if Lq is not None and Lq >= LONG_LQ and near in self.blocks_long:
+        if Lk is not None and Lk >= LONG_LK and near in self.blocks_long:
             return self.blocks_long[near]
         return table[near]
 
@@ -235,13 +237,13 @@ def summary(t: Tuning | None = None) -> dict:
     key = t.host or host_key()
     Ds = sorted({64, 128, *t.blocks, *t.blocks_long, *t.decode})
     blocks = {D: t.blocks_for(D) for D in Ds}
-    blocks_long = {D: t.blocks_for(D, LONG_LQ) for D in Ds}
+    blocks_long = {D: t.blocks_for(D, LONG_LK) for D in Ds}
     decode = {D: t.decode_for(D) for D in Ds}
 
     def prefill(D):
         short, long = blocks[D], blocks_long[D]
         return f"D={D}: {short[0]}×{short[1]}" + (
-            "" if long == short else f" (Lq >= {LONG_LQ}: {long[0]}×{long[1]})")
+            "" if long == short else f" (Lk >= {LONG_LK}: {long[0]}×{long[1]})")
 
     text = ("prefill blocks " + ", ".join(prefill(D) for D in Ds)
             + "; decode tiles " + ", ".join(f"D={D}: {Bc} keys, {'loops' if lp else 'BLAS'}"

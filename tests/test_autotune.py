@@ -235,14 +235,16 @@ def test_the_kernels_are_exact_with_tuned_choices_and_splitkv_follows(store, Lk,
 
 
 def test_long_prefills_take_their_own_blocks_and_stay_exact(store):
-    """The odd tuning's long blocks (112 x 144, ragged against L) from Lq = LONG_LQ on: the
-    kernel's and the trace's defaults agree, and the result matches the oracle."""
+    """The odd tuning's long blocks (112 x 144, ragged against L) from Lk = LONG_LK keys on,
+    also for a short chunk of queries against a long cache: the kernel's and the trace's
+    defaults agree, and the result matches the oracle."""
     tuning.save(odd())
-    L = tuning.LONG_LQ
+    L = tuning.LONG_LK
     assert default_blocks(64, L - 1) == (48, 80) and default_blocks(64, L) == (112, 144)
     assert default_blocks(64) == (48, 80)  # no length given: the short entry
     assert attnviz.trace_config(L + 7, L + 7, 64).Br == 112
-    assert "D=64: 48×80 (Lq >= 2048: 112×144)" in tuning_summary()["text"]
+    assert attnviz.trace_config(300, L, 64).Br == 112  # a chunk of 300 queries
+    assert "D=64: 48×80 (Lk >= 2048: 112×144)" in tuning_summary()["text"]
     q, k, v = qkv(1, 2, 1, L + 7, L + 7, 64, seed=5)
     out, lse = streaming_attention(q, k, v, return_lse=True, window=700)
     assert_matches_oracle(out, lse, q, k, v, window=700)

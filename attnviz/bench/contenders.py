@@ -147,18 +147,18 @@ def make_streaming(q_block: int | None = None, kv_block: int | None = None,
 
     def predict(case: Case) -> int:
         return streaming_predicted_bytes(case, *blocks_for(case.D, q_block, kv_block,
-                                                            Lq=case.Lq))
+                                                            Lq=case.Lq, Lk=case.Lk))
 
     return Contender(name, label, prepare, predict)
 
 
-def blocks_for(D: int, q_block: int | None, kv_block: int | None, *, Lq: int
+def blocks_for(D: int, q_block: int | None, kv_block: int | None, *, Lq: int, Lk: int
                ) -> tuple[int, int]:
-    """(Br, Bc) the streaming kernel will use for ``Lq`` query rows (decode, Lq == 1, has its
-    own tuned Bc; long prefills their own blocks)."""
+    """(Br, Bc) the streaming kernel will use for ``Lq`` query rows against ``Lk`` keys
+    (decode, Lq == 1, has its own tuned Bc; prefills against many keys their own blocks)."""
     from kernels import decode_block, default_blocks
 
-    Br, Bc = default_blocks(D, Lq)
+    Br, Bc = default_blocks(D, Lk)
     return (q_block or Br, kv_block or (decode_block(D) if Lq == 1 else Bc))
 
 

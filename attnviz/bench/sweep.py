@@ -62,4 +62,4 @@ def sweep_blocks(case: Case, q_blocks: list[int], kv_blocks: list[int],
                                            settle_s=0.0), progress)
     ms = np.array([r.median_s * 1e3 if r.median_s else np.nan for r in results])
     return Sweep(case, list(q_blocks), list(kv_blocks), ms.reshape(len(q_blocks), -1),
-                 tuple(default_blocks(case.D, case.Lq)), results)
+                 tuple(default_blocks(case.D, case.Lk)), results)
