@@ -33,7 +33,7 @@ from pathlib import Path
 from . import hostload
 from ._config import cache_root
 
-SCHEMA = 1
+SCHEMA = 2  # 2: long-prefill blocks and the machine's load; a file of another is measured again
 ENV = "ATTNVIZ_AUTOTUNE"
 
 # Built-in (Br, Bc) per head dim, from `python -m attnviz.bench --sweep-blocks` on an Intel

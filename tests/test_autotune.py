@@ -248,8 +248,8 @@ def test_long_prefills_take_their_own_blocks_and_stay_exact(store):
     q, k, v = qkv(1, 2, 1, L + 7, L + 7, 64, seed=5)
     out, lse = streaming_attention(q, k, v, return_lse=True, window=700)
     assert_matches_oracle(out, lse, q, k, v, window=700)
-    # a file from before long blocks were tuned: read, long prefills take the short entry
+    # a file from before long blocks were tuned (schema 1) is not read: warm-up measures again
     data = odd().to_json()
-    del data["blocks_long"]
-    tuning.path_for(tuning.host_key()).write_text(json.dumps(data))
-    assert tuning.active().tuned and default_blocks(64, L) == (48, 80)
+    del data["blocks_long"], data["others_cores"]
+    tuning.path_for(tuning.host_key()).write_text(json.dumps(data | {"schema": 1}))
+    assert not tuning.active().tuned and default_blocks(64, L) == tuning.BUILTIN_BLOCKS[64]
