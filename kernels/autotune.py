@@ -59,7 +59,7 @@ class Sizes:
     chunk_D: int = 128
     chunks: tuple = (256, 512, 1024, 2048)
     prefill: tuple = ((4, 512),)
-    prefill_long: tuple = ((2, 4096),)
+    prefill_long: tuple = ((1, 4096),)
     blocks: tuple = ((128, 128), (64, 64), (128, 64), (64, 128), (256, 64), (256, 128),
                      (128, 256), (256, 256))
 
