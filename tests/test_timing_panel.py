@@ -140,3 +140,22 @@ def test_an_over_budget_configuration_is_refused_at_once_without_a_job():
     assert elapsed < 10  # a script rerun, no inputs built (AppTest's own overhead included)
     at.button(key="run_blocks").click().run()
     assert any(e.value.startswith("Not timed") for e in at.error)
+
+
+def test_a_sweep_names_the_blocks_each_length_ran_with(monkeypatch):
+    """With long-prefill blocks tuned apart, the sweep's caption says which lengths ran with
+    which blocks (the timed calls take them from ``default_blocks(D, Lk)``)."""
+    from attnviz.ui.timing import problem, sweep_layout
+    from attnviz.viewconfig import ViewConfig
+    from kernels import tuning
+
+    odd = tuning.Tuning(blocks={64: (48, 80)}, blocks_long={64: (112, 144)}, source="test",
+                        host=tuning.host_key())
+    monkeypatch.setattr(tuning, "active", lambda: odd)
+    cfg = ViewConfig(D=64)
+    ps = [problem(cfg, L) for L in (512, 1024, 2048, 4096)]
+    assert [p.blocks for p in ps] == [(48, 80)] * 2 + [(112, 144)] * 2
+    assert sweep_layout(ps) == ("streaming blocks 48 x 80 (kernel default) at L = 512-1024; "
+                                "streaming blocks 112 x 144 (kernel default) at L = 2048-4096")
+    assert sweep_layout(ps[:2]) == "streaming blocks 48 x 80 (kernel default)"
+    assert sweep_layout([problem(cfg, L, "stepper") for L in (512, 4096)]).count("blocks") == 1

@@ -87,6 +87,23 @@ def layout(p: Problem) -> str:
             f"up to {per} tile{'s' * (per > 1)} of {Bc} keys{default}, merged at the end")
 
 
+def sweep_layout(ps: list[Problem]) -> str:
+    """``layout`` over a sweep's problems (lengths ascending): one text, or, when the kernel's
+    blocks change with the length (the autotune's blocks for prefills against many keys),
+    each text with the lengths it holds for. Decode names its first length's split."""
+    runs: list[list] = []  # [text, first L, last L]
+    for p in ps if ps and ps[0].Lq > 1 else ps[:1]:
+        text = layout(p)
+        if runs and runs[-1][0] == text:
+            runs[-1][2] = p.Lk
+        else:
+            runs.append([text, p.Lk, p.Lk])
+    if len(runs) < 2:
+        return runs[0][0] if runs else ""
+    return "; ".join(f"{text} at L = {lo}" + (f"-{hi}" if hi > lo else "")
+                     for text, lo, hi in runs)
+
+
 def sweep_Ls(cfg: ViewConfig, L_max: int) -> list[int]:
     Ls = [2**k for k in range(8, int(math.log2(L_max)) + 1)]
     return [L for L in Ls if cfg.mode != "chunked" or L > cfg.chunk]
@@ -138,7 +155,7 @@ def _work_sweep(cfg: ViewConfig, Ls: list[int], blocks: str, repeats: int, threa
         with using_threads(threads) as n:
             job.report("measuring this run's roofs: GEMM, read bandwidth, an empty call", 0.0)
             job.meta["roofs"] = roofline.measure_roofs(problem(cfg, Ls[0], blocks), n)
-            job.meta["layout"] = layout(problem(cfg, Ls[0], blocks))
+            job.meta["layout"] = sweep_layout([problem(cfg, L, blocks) for L in Ls])
             for k, row in enumerate(sweep_lengths(
                     lambda L: problem(cfg, L, blocks), Ls, scenario=cfg.scenario,
                     seed=cfg.seed, repeats=repeats, ram=ram, check=job.check)):
