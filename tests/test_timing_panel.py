@@ -145,7 +145,7 @@ def test_an_over_budget_configuration_is_refused_at_once_without_a_job():
 def test_a_sweep_names_the_blocks_each_length_ran_with(monkeypatch):
     """With long-prefill blocks tuned apart, the sweep's caption says which lengths ran with
     which blocks (the timed calls take them from ``default_blocks(D, Lk)``)."""
-    from attnviz.ui.timing import problem, sweep_layout
+    from attnviz.timed_call import problem, sweep_layout
     from attnviz.viewconfig import ViewConfig
     from kernels import tuning
 
