@@ -17,9 +17,8 @@ DEFAULT_MEMORY_FRACTION = 0.5
 
 def default_blocks(D: int, Lk: int | None = None) -> tuple[int, int]:
     """(q_block, kv_block) a prefill against ``Lk`` keys uses when the caller gives none:
-    measured on this host by the autotune when it has run (``kernels.tuning``; prefills
-    against many keys, Lk >= ``tuning.LONG_LK``, have their own), else the built-in table
-    (nearest D)."""
+    measured on this host by the autotune when it has run (``kernels.tuning``: per length
+    class of Lk, ``tuning.LK_CLASSES``), else the built-in table (nearest D)."""
     return tuning.active().blocks_for(D, Lk)
 
 

@@ -11,8 +11,8 @@ only when it beats the built-in default by more than ``MARGIN``:
    shape);
 2. the decode chunk size (``api.decode_split``'s fewest keys per chunk), on caches with one
    KV head, where the split decides how many tasks there are;
-3. the prefill blocks (Br, Bc) per D, twice: on a short causal prefill for ``blocks`` and on
-   a long one for ``blocks_long`` (Lk >= ``tuning.LONG_LK``): the best tile grows with L.
+3. the prefill blocks (Br, Bc) per D and length class (``tuning.LK_CLASSES``): on a causal
+   prefill of a length in each class (short, mid, long): the best tile grows with L.
 
 Each candidate is scored by its time over the default's in the same round (paired, since a
 shared machine's load drifts between rounds), the median over rounds, then the geometric
@@ -48,8 +48,8 @@ class Sizes:
     """The problems timed (small enough for the budget, large enough to be representative).
 
     decode: (Hq, Hkv, Lk) per D in ``Ds``; chunk: (Hq, Hkv, Lk) at D = ``chunk_D``;
-    prefill, prefill_long: (H, L) per D in ``Ds``, the short and the long prefills; and the
-    candidates of each choice.
+    prefill: (H, L) per D in ``Ds``, raced for the length class of L (``tuning.lk_class``;
+    a class without one keeps the built-in blocks); and the candidates of each choice.
     """
 
     Ds: tuple = (64, 128)
@@ -58,8 +58,7 @@ class Sizes:
     chunk: tuple = ((8, 1, 2048), (8, 1, 8192))
     chunk_D: int = 128
     chunks: tuple = (256, 512, 1024, 2048)
-    prefill: tuple = ((4, 512),)
-    prefill_long: tuple = ((1, 4096),)
+    prefill: tuple = ((4, 512), (2, 1024), (1, 4096))
     blocks: tuple = ((128, 128), (64, 64), (128, 64), (64, 128), (256, 64), (256, 128),
                      (128, 256), (256, 256))
 
@@ -161,7 +160,8 @@ def _decode_fn(q, k, v, Bc: int, loops: bool, min_chunk: int):
 
 
 def _split_time(clock, end: float, parts_left: int) -> float:
-    """A deadline for the next of ``parts_left`` equal parts of the time until ``end``."""
+    """A deadline for the next part of the time until ``end``: 1 / ``parts_left`` of it (the
+    next of that many equal parts; any number >= 1)."""
     now = clock()
     return now + max(0.0, end - now) / parts_left
 
@@ -236,32 +236,38 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
                                                             lambda c: f"{c} keys", len(chunks))
     complete &= done
 
-    # 3. prefill blocks per D: for short prefills, then for long ones
-    blocks, blocks_long = {}, {}
+    # 3. prefill blocks per D and length class
+    blocks: dict = {}
     stage_end = budget.until(1.0)
-    stages = [(D, long) for D in sizes.Ds for long in (False, True)]
-    for n, (D, long) in enumerate(stages):
-        default = base.blocks_for(D)
+    by_class: dict = {}
+    for prob in sizes.prefill:
+        by_class.setdefault(tuning.lk_class(prob[1]), []).append(prob)
+    stages = [(D, c) for D in sizes.Ds for c in sorted(by_class)]
+    # time per stage grows with the square root of its work (H L^2): a long prefill's call
+    # takes ~16x a short one's and needs the time to run each candidate a few times, a short
+    # one needs rounds to average out the noise
+    weight = [math.sqrt(sum(H * L * L for H, L in by_class[c])) for _, c in stages]
+    for n, (D, c) in enumerate(stages):
+        default = base.blocks_for(D, c)
         cands = list(dict.fromkeys((default, *sizes.blocks)))
 
         def fns(prob, D=D, cands=cands):
             q, k, v = qkv(prob[0], prob[0], prob[1], prob[1], D)
-            return {c: (lambda c=c: streaming_attention(q, k, v, q_block=c[0], kv_block=c[1],
-                                                        check_finite=False)) for c in cands}
+            return {b: (lambda b=b: streaming_attention(q, k, v, q_block=b[0], kv_block=b[1],
+                                                        check_finite=False)) for b in cands}
 
-        kind = "long prefill" if long else "prefill"
-        races = _races(sizes.prefill_long if long else sizes.prefill, fns, clock,
-                       _split_time(clock, stage_end, len(stages) - n), say,
-                       lambda p, D=D, c=cands, kind=kind: f"{pct()}: {kind} blocks D={D} "
-                                                          f"(H={p[0]} L={p[1]}): {len(c)} (Br, Bc)")
-        table = blocks_long if long else blocks
-        table[D], measured[f"{kind} blocks D={D}"], done = _choose(
-            races, default, lambda c: f"{c[0]}x{c[1]}", len(cands))
+        kind = f"prefill blocks D={D} Lk>={c}"
+        races = _races(by_class[c], fns, clock,
+                       _split_time(clock, stage_end, sum(weight[n:]) / weight[n]),
+                       say, lambda p, D=D, cands=cands: f"{pct()}: prefill blocks D={D} "
+                                                        f"(H={p[0]} L={p[1]}): {len(cands)} (Br, Bc)")
+        blocks.setdefault(D, {})[c], measured[kind], done = _choose(
+            races, default, lambda b: f"{b[0]}x{b[1]}", len(cands))
         complete &= done
 
     seconds = clock() - budget.t0
     others = hostload.other_cores(load_start, hostload.cpu_snapshot())
-    result = tuning.Tuning(blocks, blocks_long, decode, min_chunk, "tuned on this host", key,
+    result = tuning.Tuning(blocks, decode, min_chunk, "tuned on this host", key,
                            measured, seconds, complete, others)
     if others is not None:
         say(f"autotune: other processes used {others:.2f} cores meanwhile"

@@ -2,12 +2,14 @@
 measured on this host, read from a JSON file. Calls never tune: they read.
 
 What is chosen (``Tuning``):
-* ``blocks``: (Br, Bc), the Q and KV block of the streaming prefill, per head dim D; and
-  ``blocks_long``, the same for prefills against many keys (Lk >= ``LONG_LK``: long
-  prompts, and chunks of one against a long cache): larger tiles read each K/V tile for more
-  rows, which pays when each Q block walks many of them, while short ones want more, smaller
-  tasks (BENCHMARKS.md: on one host, at D=128, 256×256 took 0.96x torch's time at L=4096
-  where 128×128 took 1.01x, and 0.92x at L=256 where 64×64 took 0.64x);
+* ``blocks``: (Br, Bc), the Q and KV block of the streaming prefill, per head dim D and per
+  length class: a prefill against Lk keys takes the blocks of the last of ``LK_CLASSES`` at
+  or below Lk (short prompts; mid-length ones; long prompts and chunks against a long cache).
+  The best tile grows with the keys a Q block walks: larger tiles read each K/V tile for
+  more rows, which pays over many tiles, while short prefills want more, smaller tasks
+  (BENCHMARKS.md, on one host: at D=128, 256×256 took 0.96x torch's time at L=4096 where
+  128×128 took 1.01x, and 0.92x at L=256 where 64×64 took 0.64x; at D=64, 64×128 took
+  0.87x at L=1024 where 64×64 took 0.91x, and 0.79x at L=256 where 64×64 took 0.76x);
 * ``decode``: (Bc, loops) of the split-KV decode per D: its KV block, and its [g, Bc] tile
   products as plain loops (True) or BLAS (``kernels/smallmm.py``);
 * ``decode_min_chunk``: the fewest keys a split-KV decode chunk holds (``api.decode_split``).
@@ -33,14 +35,15 @@ from pathlib import Path
 from . import hostload
 from ._config import cache_root
 
-SCHEMA = 2  # 2: long-prefill blocks and the machine's load; a file of another is measured again
+SCHEMA = 3  # 3: prefill blocks per length class; a file of another schema is measured again
 ENV = "ATTNVIZ_AUTOTUNE"
 
 # Built-in (Br, Bc) per head dim, from `python -m attnviz.bench --sweep-blocks` on an Intel
 # host (BENCHMARKS.md). Other D take the nearest entry.
 BUILTIN_BLOCKS = {16: (128, 128), 32: (128, 128), 64: (128, 128), 128: (128, 128),
                   256: (64, 64)}
-LONG_LK = 2048  # a prefill against at least this many keys takes ``blocks_long``
+# Length classes of the prefill blocks, by their fewest keys: short, mid, long (Lk >= 2048).
+LK_CLASSES = (0, 768, 2048)
 BUILTIN_DECODE_LOOPS = False  # BLAS: 1.1-1.5x faster than loops on oneMKL (Intel)
 # the decode's KV block: the prefill's Bc (blocks_for(D)[1]) unless tuned
 # Chunks of at least this many keys per decode task: below it, scheduling costs more than it
@@ -53,8 +56,7 @@ class Tuning:
     """The choices in force. ``blocks`` holds the tuned D only; ``blocks_for`` falls back on
     the built-in table for the others."""
 
-    blocks: dict = field(default_factory=dict)  # D -> (Br, Bc), tuned
-    blocks_long: dict = field(default_factory=dict)  # D -> (Br, Bc) for Lk >= LONG_LK, tuned
+    blocks: dict = field(default_factory=dict)  # D -> {length class: (Br, Bc)}, tuned
     decode: dict = field(default_factory=dict)  # D -> (Bc, loops), tuned
     decode_min_chunk: int = BUILTIN_DECODE_MIN_CHUNK
     source: str = "built-in defaults"  # where the values come from, for people
@@ -76,14 +78,11 @@ class Tuning:
         return self.tuned and hostload.is_busy(self.others)
 
     def blocks_for(self, D: int, Lk: int | None = None) -> tuple[int, int]:
-        """(Br, Bc) of a prefill against ``Lk`` keys: the tuned or built-in entry of the
-        nearest D; against many keys (Lk >= LONG_LK) the long entry tuned for that D, if
-        any."""
-        table = {**BUILTIN_BLOCKS, **self.blocks}
-        near = _nearest(table, D)
-        if Lk is not None and Lk >= LONG_LK and near in self.blocks_long:
-            return self.blocks_long[near]
-        return table[near]
+        """(Br, Bc) of a prefill against ``Lk`` keys (None: the shortest class): the entry
+        tuned for the nearest D and Lk's length class, else the built-in one of that D."""
+        near = _nearest({**BUILTIN_BLOCKS, **self.blocks}, D)
+        builtin = BUILTIN_BLOCKS[_nearest(BUILTIN_BLOCKS, near)]
+        return self.blocks.get(near, {}).get(lk_class(Lk), builtin)
 
     def decode_for(self, D: int) -> tuple[int, bool]:
         """(Bc, loops) of the decode: the tuned entry of the nearest D when one was tuned
@@ -96,8 +95,8 @@ class Tuning:
 
     def to_json(self) -> dict:
         return {"schema": SCHEMA, "host": self.host, "source": self.source,
-                "blocks": {str(D): list(b) for D, b in sorted(self.blocks.items())},
-                "blocks_long": {str(D): list(b) for D, b in sorted(self.blocks_long.items())},
+                "blocks": {str(D): {str(c): list(b) for c, b in sorted(by_lk.items())}
+                           for D, by_lk in sorted(self.blocks.items())},
                 "decode": {str(D): [Bc, loops] for D, (Bc, loops) in sorted(self.decode.items())},
                 "decode_min_chunk": self.decode_min_chunk,
                 "measured": self.measured, "seconds": round(self.seconds, 2),
@@ -110,6 +109,11 @@ BUILTIN = Tuning()
 
 def _nearest(table: dict, D: int) -> int:
     return min(table, key=lambda d: (abs(d - D), d))
+
+
+def lk_class(Lk: int | None) -> int:
+    """The length class of a prefill against ``Lk`` keys: the last of ``LK_CLASSES`` <= Lk."""
+    return max(c for c in LK_CLASSES if c <= (Lk or 0))
 
 
 def cpu_model() -> str:
@@ -151,12 +155,12 @@ def _parse(data: dict, key: dict, path: Path) -> Tuning | None:
     try:
         if data.get("schema") != SCHEMA or data.get("host") != key:
             return None
-        blocks, blocks_long = {}, {}
-        for table, got in ((blocks, data["blocks"]), (blocks_long, data.get("blocks_long", {}))):
-            for D, (Br, Bc) in got.items():
-                if not (int(D) > 0 and int(Br) > 0 and int(Bc) > 0):
+        blocks = {}
+        for D, by_lk in data["blocks"].items():
+            for c, (Br, Bc) in by_lk.items():
+                if not (int(D) > 0 and int(c) in LK_CLASSES and int(Br) > 0 and int(Bc) > 0):
                     return None
-                table[int(D)] = (int(Br), int(Bc))
+                blocks.setdefault(int(D), {})[int(c)] = (int(Br), int(Bc))
         decode = {}
         for D, (Bc, loops) in data["decode"].items():
             if not (int(D) > 0 and int(Bc) > 0 and isinstance(loops, bool)):
@@ -166,7 +170,7 @@ def _parse(data: dict, key: dict, path: Path) -> Tuning | None:
         if chunk < 1:
             return None
         others = data.get("others_cores")
-        return Tuning(blocks, blocks_long, decode, chunk, f"tuned on this host ({path})", key,
+        return Tuning(blocks, decode, chunk, f"tuned on this host ({path})", key,
                       data.get("measured", {}), float(data.get("seconds", 0.0)),
                       bool(data.get("complete", False)),
                       None if others is None else float(others))
@@ -235,15 +239,18 @@ def summary(t: Tuning | None = None) -> dict:
     the timing panel). ``text`` is one line for people."""
     t = active() if t is None else t
     key = t.host or host_key()
-    Ds = sorted({64, 128, *t.blocks, *t.blocks_long, *t.decode})
-    blocks = {D: t.blocks_for(D) for D in Ds}
-    blocks_long = {D: t.blocks_for(D, LONG_LK) for D in Ds}
+    Ds = sorted({64, 128, *t.blocks, *t.decode})
+    by_lk = {D: {c: t.blocks_for(D, c) for c in LK_CLASSES} for D in Ds}
     decode = {D: t.decode_for(D) for D in Ds}
 
     def prefill(D):
-        short, long = blocks[D], blocks_long[D]
-        return f"D={D}: {short[0]}×{short[1]}" + (
-            "" if long == short else f" (Lk >= {LONG_LK}: {long[0]}×{long[1]})")
+        (_, first), *rest = by_lk[D].items()
+        grows, last = [], first
+        for c, b in rest:  # name a class only where its blocks differ from the one before
+            if b != last:
+                grows.append(f"Lk >= {c}: {b[0]}×{b[1]}")
+            last = b
+        return f"D={D}: {first[0]}×{first[1]}" + (f" ({', '.join(grows)})" if grows else "")
 
     text = ("prefill blocks " + ", ".join(prefill(D) for D in Ds)
             + "; decode tiles " + ", ".join(f"D={D}: {Bc} keys, {'loops' if lp else 'BLAS'}"
@@ -256,7 +263,8 @@ def summary(t: Tuning | None = None) -> dict:
         if t.busy:
             where += (f" while other processes used {t.others:.2f} cores: those timings may "
                       "be noise; `make warm` measures again on a quiet machine")
-    return {"blocks": blocks, "blocks_long": blocks_long, "decode": decode,
+    return {"blocks": {D: b[0] for D, b in by_lk.items()}, "blocks_by_lk": by_lk,
+            "decode": decode,
             "decode_min_chunk": t.decode_min_chunk, "source": t.source, "tuned": t.tuned,
             "busy": t.busy, "others": t.others, "host": key, "measured": t.measured,
             "text": f"{text} ({where}; host: {key['cpu']}, {key['blas']}, "

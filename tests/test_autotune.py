@@ -29,10 +29,10 @@ from tests.helpers import assert_matches_oracle, qkv
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = at.Sizes(Ds=(16,), decode=((4, 2, 300),), decode_Bc=(32, 64), chunk=((2, 1, 300),),
-                chunk_D=16, chunks=(64, 128), prefill=((2, 100),), prefill_long=((1, 300),),
+                chunk_D=16, chunks=(64, 128), prefill=((2, 100), (1, 800)),
                 blocks=((32, 32), (64, 32)))
 # distinctive values, far from the built-in ones, so that reading them back proves the store
-ODD = {"blocks": {64: (48, 80)}, "blocks_long": {64: (112, 144)}, "decode": {64: (96, True)},
+ODD = {"blocks": {64: {0: (48, 80), 768: (64, 96), 2048: (112, 144)}}, "decode": {64: (96, True)},
        "decode_min_chunk": 200}
 
 
@@ -48,8 +48,7 @@ def store(tmp_path, monkeypatch):
 
 
 def odd(host=None) -> tuning.Tuning:
-    return tuning.Tuning(blocks=ODD["blocks"], blocks_long=ODD["blocks_long"],
-                         decode=ODD["decode"], decode_min_chunk=ODD["decode_min_chunk"],
+    return tuning.Tuning(blocks=ODD["blocks"], decode=ODD["decode"], decode_min_chunk=ODD["decode_min_chunk"],
                          source="test", host=host or tuning.host_key(), seconds=1.0,
                          complete=True)
 
@@ -234,22 +233,46 @@ def test_the_kernels_are_exact_with_tuned_choices_and_splitkv_follows(store, Lk,
     np.testing.assert_equal(default_blocks(64), (48, 80))
 
 
-def test_long_prefills_take_their_own_blocks_and_stay_exact(store):
-    """The odd tuning's long blocks (112 x 144, ragged against L) from Lk = LONG_LK keys on,
-    also for a short chunk of queries against a long cache: the kernel's and the trace's
-    defaults agree, and the result matches the oracle."""
+def test_each_length_class_takes_its_own_blocks_and_stays_exact(store):
+    """The odd tuning's blocks per length class (48 x 80 short, 64 x 96 from 768 keys, 112 x
+    144 from 2048, ragged against L), also for a short chunk of queries against a long cache:
+    the kernel's and the trace's defaults agree, and the result matches the oracle."""
     tuning.save(odd())
-    L = tuning.LONG_LK
-    assert default_blocks(64, L - 1) == (48, 80) and default_blocks(64, L) == (112, 144)
-    assert default_blocks(64) == (48, 80)  # no length given: the short entry
-    assert attnviz.trace_config(L + 7, L + 7, 64).Br == 112
-    assert attnviz.trace_config(300, L, 64).Br == 112  # a chunk of 300 queries
-    assert "D=64: 48×80 (Lk >= 2048: 112×144)" in tuning_summary()["text"]
-    q, k, v = qkv(1, 2, 1, L + 7, L + 7, 64, seed=5)
-    out, lse = streaming_attention(q, k, v, return_lse=True, window=700)
-    assert_matches_oracle(out, lse, q, k, v, window=700)
-    # a file from before long blocks were tuned (schema 1) is not read: warm-up measures again
-    data = odd().to_json()
-    del data["blocks_long"], data["others_cores"]
-    tuning.path_for(tuning.host_key()).write_text(json.dumps(data | {"schema": 1}))
-    assert not tuning.active().tuned and default_blocks(64, L) == tuning.BUILTIN_BLOCKS[64]
+    _, mid, long = tuning.LK_CLASSES
+    assert [default_blocks(64, L) for L in (1, mid - 1, mid, long - 1, long, 10**6)] == \
+        [(48, 80)] * 2 + [(64, 96)] * 2 + [(112, 144)] * 2
+    assert default_blocks(64) == (48, 80)  # no length given: the short class
+    assert attnviz.trace_config(long + 7, long + 7, 64).Br == 112
+    assert attnviz.trace_config(300, long, 64).Br == 112  # a chunk of 300 queries
+    assert attnviz.trace_config(mid, mid, 64).Br == 64
+    assert "D=64: 48×80 (Lk >= 768: 64×96, Lk >= 2048: 112×144)" in tuning_summary()["text"]
+    for L, window in ((mid + 5, None), (long + 7, 700)):
+        q, k, v = qkv(1, 2, 1, L, L, 64, seed=L)
+        out, lse = streaming_attention(q, k, v, return_lse=True, window=window)
+        assert_matches_oracle(out, lse, q, k, v, window=window)
+
+
+def test_a_class_left_untuned_keeps_the_built_in_blocks(store):
+    """A budget that ran out before the long class was raced leaves it built-in; the short
+    and mid classes keep what was measured."""
+    t = tuning.Tuning(blocks={64: {0: (48, 80), 768: (64, 96)}}, host=tuning.host_key())
+    assert t.blocks_for(64, 100) == (48, 80) and t.blocks_for(64, 1000) == (64, 96)
+    assert t.blocks_for(64, 5000) == tuning.BUILTIN_BLOCKS[64]
+    assert t.blocks_for(96, 5000) == tuning.BUILTIN_BLOCKS[128]  # nearest D, built-in
+
+
+@pytest.mark.parametrize("schema", [1, 2])
+def test_a_file_of_an_older_schema_is_measured_again(store, schema):
+    """A file from before the length classes (flat blocks per D, schema 1 and 2) is not
+    read: the built-in defaults hold until ``make warm`` measures again."""
+    data = odd().to_json() | {"schema": schema, "blocks": {"64": [48, 80]}}
+    if schema == 2:
+        data["blocks_long"] = {"64": [112, 144]}
+    tuning.path_for(tuning.host_key()).parent.mkdir(parents=True, exist_ok=True)
+    tuning.path_for(tuning.host_key()).write_text(json.dumps(data))
+    assert not tuning.active().tuned and default_blocks(64, 4096) == tuning.BUILTIN_BLOCKS[64]
+    # and a file of this schema with a class the code does not know is not read either
+    bad = odd().to_json()
+    bad["blocks"]["64"]["1000"] = [32, 32]
+    tuning.path_for(tuning.host_key()).write_text(json.dumps(bad))
+    assert not tuning.active().tuned

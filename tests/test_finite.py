@@ -27,7 +27,7 @@ NEG_NAN = np.copysign(np.float32(np.nan), np.float32(-1.0))  # the x86 default N
 def decode_loops(request, monkeypatch):
     """Run the decode path with its tile products through BLAS, then as plain loops."""
     base = tuning.active()
-    forced = tuning.Tuning(blocks=base.blocks, blocks_long=base.blocks_long,
+    forced = tuning.Tuning(blocks=base.blocks,
                            decode={D: (64, request.param) for D in (16, 24, 32, 64, 128)},
                            decode_min_chunk=base.decode_min_chunk, source="test",
                            host=base.host)

@@ -143,19 +143,20 @@ def test_an_over_budget_configuration_is_refused_at_once_without_a_job():
 
 
 def test_a_sweep_names_the_blocks_each_length_ran_with(monkeypatch):
-    """With long-prefill blocks tuned apart, the sweep's caption says which lengths ran with
-    which blocks (the timed calls take them from ``default_blocks(D, Lk)``)."""
+    """With blocks tuned apart per length class, the sweep's caption says which lengths ran
+    with which blocks (the timed calls take them from ``default_blocks(D, Lk)``)."""
     from attnviz.timed_call import problem, sweep_layout
     from attnviz.viewconfig import ViewConfig
     from kernels import tuning
 
-    odd = tuning.Tuning(blocks={64: (48, 80)}, blocks_long={64: (112, 144)}, source="test",
-                        host=tuning.host_key())
+    odd = tuning.Tuning(blocks={64: {0: (48, 80), 768: (64, 96), 2048: (112, 144)}},
+                        source="test", host=tuning.host_key())
     monkeypatch.setattr(tuning, "active", lambda: odd)
     cfg = ViewConfig(D=64)
     ps = [problem(cfg, L) for L in (512, 1024, 2048, 4096)]
-    assert [p.blocks for p in ps] == [(48, 80)] * 2 + [(112, 144)] * 2
-    assert sweep_layout(ps) == ("streaming blocks 48 x 80 (kernel default) at L = 512-1024; "
+    assert [p.blocks for p in ps] == [(48, 80), (64, 96)] + [(112, 144)] * 2
+    assert sweep_layout(ps) == ("streaming blocks 48 x 80 (kernel default) at L = 512; "
+                                "streaming blocks 64 x 96 (kernel default) at L = 1024; "
                                 "streaming blocks 112 x 144 (kernel default) at L = 2048-4096")
-    assert sweep_layout(ps[:2]) == "streaming blocks 48 x 80 (kernel default)"
+    assert sweep_layout(ps[2:]) == "streaming blocks 112 x 144 (kernel default)"
     assert sweep_layout([problem(cfg, L, "stepper") for L in (512, 4096)]).count("blocks") == 1
