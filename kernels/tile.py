@@ -212,6 +212,32 @@ def exp_shifted(x, shift, out):
     return total
 
 
+PARTIAL_ROWS = 64  # a PARTIAL tile's products run per group of this many rows (see below)
+
+
+@njit(cache=True, inline="always")
+def _row_cols(pos, k0, Bc, Lk, mk):
+    """The visible columns of the row at ``pos`` in the tile of keys [k0, k0 + Bc): the sink
+    columns [0, c_sink) and the main ones [c_lo, c_hi), c_sink <= c_lo <= c_hi."""
+    s_hi, lo, hi = mask_spans(pos, Lk, mk)
+    c_lo = min(max(lo - k0, 0), Bc)
+    c_hi = max(min(hi - k0, Bc), c_lo)
+    return min(max(s_hi - k0, 0), c_lo), c_lo, c_hi
+
+
+@njit(cache=True, inline="always")
+def _group_cols(qpos, r0, r1, k0, Bc, Lk, mk):
+    """[c0, c1): the columns that any of the rows r0 <= r < r1 sees (c0 >= c1: none)."""
+    c0, c1 = Bc, 0
+    for r in range(r0, r1):
+        c_sink, c_lo, c_hi = _row_cols(qpos[r], k0, Bc, Lk, mk)
+        if c_sink > 0:
+            c0, c1 = 0, max(c1, c_sink)
+        if c_hi > c_lo:
+            c0, c1 = min(c0, c_lo), max(c1, c_hi)
+    return c0, c1
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, alpha,
                 loops=False):
@@ -226,19 +252,29 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, al
     LLVM onto the scalar fallback of the exp loop, a different (slower) summation order than
     the traced driver's. ``loops``: the two products as plain loops instead of BLAS (faster
     for the few rows of a decode tile on some hosts: ``kernels/smallmm.py``).
+
+    A PARTIAL tile (the causal diagonal, a window's edge) runs its two products per group of
+    ``PARTIAL_ROWS`` rows, over only the columns some row of the group sees: on a 256 x 256
+    causal diagonal tile that is 62.5% of the products. Every score a row sees is the same
+    dot product either way; the rest are -inf (S) and 0 (P~), as the mask makes them, and a
+    key no row of the group sees never enters its P~ V (so a NaN there cannot leak in).
     """
     Br = Qi.shape[0]
     Bc = Kj.shape[0]
-    gemm_nt(scale, Qi, Kj, S, loops)  # S = scale * Qi Kj^T, [Br, Bc] (scale rides in GEMM)
+    if not masked:
+        gemm_nt(scale, Qi, Kj, S, loops)  # S = scale * Qi Kj^T, [Br, Bc] (scale rides in GEMM)
+    else:
+        for r0 in range(0, Br, PARTIAL_ROWS):
+            r1 = min(r0 + PARTIAL_ROWS, Br)
+            c0, c1 = _group_cols(qpos, r0, r1, k0, Bc, Lk, mk)
+            if c1 > c0:
+                gemm_nt(scale, Qi[r0:r1], Kj[c0:c1], S[r0:r1, c0:c1], loops)
     rescale = False
     for r in range(Br):
-        # -- mask, and the new running max
+        # -- mask (the columns left out above, too), and the new running max
         c_sink, c_lo, c_hi = 0, 0, Bc  # visible columns of this row in the tile
         if masked:
-            s_hi, lo, hi = mask_spans(qpos[r], Lk, mk)
-            c_lo = min(max(lo - k0, 0), Bc)
-            c_hi = max(min(hi - k0, Bc), c_lo)
-            c_sink = min(max(s_hi - k0, 0), c_lo)
+            c_sink, c_lo, c_hi = _row_cols(qpos[r], k0, Bc, Lk, mk)
         m_old = m[r]
         m_new = mask_max(S[r], c_lo, c_hi, m_old, c_sink)
         # -- rescale factor; a row that has seen no key yet keeps m = -inf and P~ = 0
@@ -258,7 +294,14 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, al
             if a != np.float32(1.0):
                 for d in range(acc.shape[1]):
                     acc[r, d] *= a
-    gemm_nn(P, Vj, 1.0, acc, loops)
+    if not masked:
+        gemm_nn(P, Vj, 1.0, acc, loops)
+    else:
+        for r0 in range(0, Br, PARTIAL_ROWS):
+            r1 = min(r0 + PARTIAL_ROWS, Br)
+            c0, c1 = _group_cols(qpos, r0, r1, k0, Bc, Lk, mk)
+            if c1 > c0:
+                gemm_nn(P[r0:r1, c0:c1], Vj[c0:c1], 1.0, acc[r0:r1], loops)
 
 
 @njit(cache=True)

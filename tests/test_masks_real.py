@@ -71,7 +71,9 @@ def _kw(mask: str, mode: str, Hq: int = HQ) -> tuple[int, int, dict]:
 
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("mask", MASKS)
-@pytest.mark.parametrize("blocks", [(None, None), (7, 13), (16, 5)])
+# (70, 200), (130, 48): Q blocks of more than tile.PARTIAL_ROWS rows, whose PARTIAL tiles run
+# their products per row group over only the columns the group sees
+@pytest.mark.parametrize("blocks", [(None, None), (7, 13), (16, 5), (70, 200), (130, 48)])
 def test_streaming_matches_oracle(mask, mode, blocks):
     Lq, Lk, kw = _kw(mask, mode)
     q, k, v = qkv(B, HQ, HKV, Lq, Lk, D, seed=Lq + Lk)
@@ -149,8 +151,10 @@ def test_cross_document_tiles_are_never_computed():
     """NaN in the values of document 0: a tile holding any of them, if computed, puts NaN in
     its rows (the masked P~ entries are 0, and 0 * NaN = NaN in P~ V). Rows of later
     documents whose blocks never meet document 0's tiles stay exact: those tiles were
-    skipped, in prefill and in decode. The control (KV blocks that straddle the boundary)
-    shows the NaN does get through a computed tile."""
+    skipped, in prefill and in decode. The control (Q and KV blocks that straddle the
+    boundary) shows the NaN does get through a computed tile: rows of both documents share
+    the tile's products (0 * NaN in P~ V), while a block of document 1 alone, whose rows see
+    none of those keys, leaves them out (``tile.PARTIAL_ROWS``)."""
     lens = [32, 48, 37, 43]  # document 0 fills KV tiles 0 and 1 of 16 keys exactly
     ids = np.repeat(np.arange(4), lens)
     Lk = ids.size
@@ -166,11 +170,12 @@ def test_cross_document_tiles_are_never_computed():
     out1, lse1 = streaming_attention(q[:, :, -1:], k, v, doc_ids=ids, kv_block=16,
                                      return_lse=True, check_finite=False)
     assert rel_err(out1, ref_O[:, :, -1:]) <= 1e-5 and rel_err(lse1, ref_lse[:, :, -1:]) <= 1e-5
-    # control: KV tile [24, 48) holds keys of documents 0 and 1, so the rows of document 1
-    # (32..79) compute it; document 2 starts in tile [72, 96), past the NaN
-    ctl = streaming_attention(q, k, v, doc_ids=ids, q_block=16, kv_block=24,
+    # control: KV tile [24, 48) holds keys of documents 0 and 1, and Q block [24, 48) rows of
+    # both, so its rows of document 1 (32..47) share the products over keys 24..31; block
+    # [48, 72) (document 1 only) computes that tile without them
+    ctl = streaming_attention(q, k, v, doc_ids=ids, q_block=24, kv_block=24,
                               check_finite=False)
-    assert np.isnan(ctl[:, :, 32:80]).all() and not np.isnan(ctl[:, :, 80:]).any()
+    assert np.isnan(ctl[:, :, 24:48]).all() and not np.isnan(ctl[:, :, 48:]).any()
 
 
 def test_sinks_window_skips_the_middle():
