@@ -12,7 +12,8 @@ only when it beats the built-in default by more than ``MARGIN``:
 2. the decode chunk size (``api.decode_split``'s fewest keys per chunk), on caches with one
    KV head, where the split decides how many tasks there are;
 3. the prefill blocks (Br, Bc) per D and length class (``tuning.LK_CLASSES``): on a causal
-   prefill of a length in each class (short, mid, long): the best tile grows with L.
+   prefill against a number of keys in each class, among candidates fit for it: the best
+   tile grows with the keys a Q block walks.
 
 Each candidate is scored by its time over the default's in the same round (paired, since a
 shared machine's load drifts between rounds), the median over rounds, then the geometric
@@ -40,7 +41,7 @@ BUDGET_S = 20.0
 MARGIN = 0.03  # a candidate must be this much faster than the default to replace it
 MIN_SAMPLE_S = 0.01  # calls per sample grow until a sample takes this long
 MAX_ROUNDS = 25  # rounds stop at the stage's deadline or here
-SHARES = {"decode": 0.3, "chunk": 0.15}  # of the budget; the prefill blocks get the rest
+SHARES = {"decode": 0.25, "chunk": 0.1}  # of the budget; the prefill blocks get the rest
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,10 @@ class Sizes:
     """The problems timed (small enough for the budget, large enough to be representative).
 
     decode: (Hq, Hkv, Lk) per D in ``Ds``; chunk: (Hq, Hkv, Lk) at D = ``chunk_D``;
-    prefill: (H, L) per D in ``Ds``, raced for the length class of L (``tuning.lk_class``;
-    a class without one keeps the built-in blocks); and the candidates of each choice.
+    prefill: (H, Lq, Lk) per D in ``Ds``, raced for the length class of Lk
+    (``tuning.lk_class``; a class without one takes the blocks of the class below), among
+    the ``blocks`` candidates of that class (the last entry at or below it); and the
+    candidates of the other choices.
     """
 
     Ds: tuple = (64, 128)
@@ -58,9 +61,13 @@ class Sizes:
     chunk: tuple = ((8, 1, 2048), (8, 1, 8192))
     chunk_D: int = 128
     chunks: tuple = (256, 512, 1024, 2048)
-    prefill: tuple = ((4, 512), (2, 1024), (1, 4096))
-    blocks: tuple = ((128, 128), (64, 64), (128, 64), (64, 128), (256, 64), (256, 128),
-                     (128, 256), (256, 256))
+    # the very long class on the last 1024 queries of 8192 keys: its Q blocks walk 7-8k keys,
+    # at an eighth of a full prefill's time
+    prefill: tuple = ((4, 512, 512), (2, 1024, 1024), (1, 4096, 4096), (1, 1024, 8192))
+    blocks: tuple = ((0, ((64, 64), (128, 64), (64, 128), (128, 128), (256, 64), (256, 128),
+                          (128, 256), (256, 256))),
+                     (2048, ((128, 128), (256, 128), (128, 256), (256, 256), (512, 256),
+                             (256, 512), (512, 512))))
 
 
 FULL = Sizes()
@@ -241,18 +248,20 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
     stage_end = budget.until(1.0)
     by_class: dict = {}
     for prob in sizes.prefill:
-        by_class.setdefault(tuning.lk_class(prob[1]), []).append(prob)
+        by_class.setdefault(tuning.lk_class(prob[2]), []).append(prob)
     stages = [(D, c) for D in sizes.Ds for c in sorted(by_class)]
-    # time per stage grows with the square root of its work (H L^2): a long prefill's call
+    # time per stage grows with the square root of its work (H Lq Lk): a long prefill's call
     # takes ~16x a short one's and needs the time to run each candidate a few times, a short
     # one needs rounds to average out the noise
-    weight = [math.sqrt(sum(H * L * L for H, L in by_class[c])) for _, c in stages]
+    weight = [math.sqrt(sum(H * Lq * Lk for H, Lq, Lk in by_class[c])) for _, c in stages]
     for n, (D, c) in enumerate(stages):
         default = base.blocks_for(D, c)
-        cands = list(dict.fromkeys((default, *sizes.blocks)))
+        fit = max((entry for entry in sizes.blocks if entry[0] <= c), key=lambda e: e[0])[1]
+        cands = list(dict.fromkeys((default, *fit)))
 
         def fns(prob, D=D, cands=cands):
-            q, k, v = qkv(prob[0], prob[0], prob[1], prob[1], D)
+            H, Lq, Lk = prob
+            q, k, v = qkv(H, H, Lq, Lk, D)
             return {b: (lambda b=b: streaming_attention(q, k, v, q_block=b[0], kv_block=b[1],
                                                         check_finite=False)) for b in cands}
 
@@ -260,9 +269,12 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
         races = _races(by_class[c], fns, clock,
                        _split_time(clock, stage_end, sum(weight[n:]) / weight[n]),
                        say, lambda p, D=D, cands=cands: f"{pct()}: prefill blocks D={D} "
-                                                        f"(H={p[0]} L={p[1]}): {len(cands)} (Br, Bc)")
-        blocks.setdefault(D, {})[c], measured[kind], done = _choose(
-            races, default, lambda b: f"{b[0]}x{b[1]}", len(cands))
+                                                        f"(H={p[0]} Lq={p[1]} Lk={p[2]}): "
+                                                        f"{len(cands)} (Br, Bc)")
+        choice, measured[kind], done = _choose(races, default, lambda b: f"{b[0]}x{b[1]}",
+                                               len(cands))
+        if measured[kind]:  # a class the budget left unmeasured takes the class below's
+            blocks.setdefault(D, {})[c] = choice
         complete &= done
 
     seconds = clock() - budget.t0

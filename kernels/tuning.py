@@ -4,12 +4,14 @@ measured on this host, read from a JSON file. Calls never tune: they read.
 What is chosen (``Tuning``):
 * ``blocks``: (Br, Bc), the Q and KV block of the streaming prefill, per head dim D and per
   length class: a prefill against Lk keys takes the blocks of the last of ``LK_CLASSES`` at
-  or below Lk (short prompts; mid-length ones; long prompts and chunks against a long cache).
+  or below Lk (short prompts; mid-length ones; long prompts and chunks against a long cache;
+  very long ones).
   The best tile grows with the keys a Q block walks: larger tiles read each K/V tile for
   more rows, which pays over many tiles, while short prefills want more, smaller tasks
   (BENCHMARKS.md, on one host: at D=128, 256×256 took 0.96x torch's time at L=4096 where
   128×128 took 1.01x, and 0.92x at L=256 where 64×64 took 0.64x; at D=64, 64×128 took
-  0.87x at L=1024 where 64×64 took 0.91x, and 0.79x at L=256 where 64×64 took 0.76x);
+  0.87x at L=1024 where 64×64 took 0.91x, and 0.79x at L=256 where 64×64 took 0.76x; at
+  L=8192, D=128, 512×512 took 1.00x where 256×256 took 1.06x);
 * ``decode``: (Bc, loops) of the split-KV decode per D: its KV block, and its [g, Bc] tile
   products as plain loops (True) or BLAS (``kernels/smallmm.py``);
 * ``decode_min_chunk``: the fewest keys a split-KV decode chunk holds (``api.decode_split``).
@@ -42,8 +44,8 @@ ENV = "ATTNVIZ_AUTOTUNE"
 # host (BENCHMARKS.md). Other D take the nearest entry.
 BUILTIN_BLOCKS = {16: (128, 128), 32: (128, 128), 64: (128, 128), 128: (128, 128),
                   256: (64, 64)}
-# Length classes of the prefill blocks, by their fewest keys: short, mid, long (Lk >= 2048).
-LK_CLASSES = (0, 768, 2048)
+# Length classes of the prefill blocks, by their fewest keys: short, mid, long, very long.
+LK_CLASSES = (0, 768, 2048, 8192)
 BUILTIN_DECODE_LOOPS = False  # BLAS: 1.1-1.5x faster than loops on oneMKL (Intel)
 # the decode's KV block: the prefill's Bc (blocks_for(D)[1]) unless tuned
 # Chunks of at least this many keys per decode task: below it, scheduling costs more than it
@@ -79,10 +81,13 @@ class Tuning:
 
     def blocks_for(self, D: int, Lk: int | None = None) -> tuple[int, int]:
         """(Br, Bc) of a prefill against ``Lk`` keys (None: the shortest class): the entry
-        tuned for the nearest D and Lk's length class, else the built-in one of that D."""
+        tuned for the nearest D and Lk's length class, or for the nearest class below it
+        that was tuned (a budget that ran out leaves the longest classes unmeasured), else
+        the built-in one of that D."""
         near = _nearest({**BUILTIN_BLOCKS, **self.blocks}, D)
-        builtin = BUILTIN_BLOCKS[_nearest(BUILTIN_BLOCKS, near)]
-        return self.blocks.get(near, {}).get(lk_class(Lk), builtin)
+        tuned = self.blocks.get(near, {})
+        below = [c for c in tuned if c <= lk_class(Lk)]
+        return tuned[max(below)] if below else BUILTIN_BLOCKS[_nearest(BUILTIN_BLOCKS, near)]
 
     def decode_for(self, D: int) -> tuple[int, bool]:
         """(Bc, loops) of the decode: the tuned entry of the nearest D when one was tuned

@@ -29,8 +29,8 @@ from tests.helpers import assert_matches_oracle, qkv
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = at.Sizes(Ds=(16,), decode=((4, 2, 300),), decode_Bc=(32, 64), chunk=((2, 1, 300),),
-                chunk_D=16, chunks=(64, 128), prefill=((2, 100), (1, 800)),
-                blocks=((32, 32), (64, 32)))
+                chunk_D=16, chunks=(64, 128), prefill=((2, 100, 100), (1, 80, 800)),
+                blocks=((0, ((32, 32), (64, 32))), (768, ((64, 64),))))
 # distinctive values, far from the built-in ones, so that reading them back proves the store
 ODD = {"blocks": {64: {0: (48, 80), 768: (64, 96), 2048: (112, 144)}}, "decode": {64: (96, True)},
        "decode_min_chunk": 200}
@@ -238,7 +238,7 @@ def test_each_length_class_takes_its_own_blocks_and_stays_exact(store):
     144 from 2048, ragged against L), also for a short chunk of queries against a long cache:
     the kernel's and the trace's defaults agree, and the result matches the oracle."""
     tuning.save(odd())
-    _, mid, long = tuning.LK_CLASSES
+    _, mid, long, _ = tuning.LK_CLASSES
     assert [default_blocks(64, L) for L in (1, mid - 1, mid, long - 1, long, 10**6)] == \
         [(48, 80)] * 2 + [(64, 96)] * 2 + [(112, 144)] * 2
     assert default_blocks(64) == (48, 80)  # no length given: the short class
@@ -252,13 +252,16 @@ def test_each_length_class_takes_its_own_blocks_and_stays_exact(store):
         assert_matches_oracle(out, lse, q, k, v, window=window)
 
 
-def test_a_class_left_untuned_keeps_the_built_in_blocks(store):
-    """A budget that ran out before the long class was raced leaves it built-in; the short
-    and mid classes keep what was measured."""
+def test_a_class_left_untuned_takes_the_blocks_of_the_class_below(store):
+    """A budget that ran out before the long classes were raced leaves them to the nearest
+    tuned class below; with no class tuned at or below, the built-in blocks hold."""
     t = tuning.Tuning(blocks={64: {0: (48, 80), 768: (64, 96)}}, host=tuning.host_key())
     assert t.blocks_for(64, 100) == (48, 80) and t.blocks_for(64, 1000) == (64, 96)
-    assert t.blocks_for(64, 5000) == tuning.BUILTIN_BLOCKS[64]
-    assert t.blocks_for(96, 5000) == tuning.BUILTIN_BLOCKS[128]  # nearest D, built-in
+    assert t.blocks_for(64, 5000) == t.blocks_for(64, 10**5) == (64, 96)
+    t = tuning.Tuning(blocks={64: {2048: (112, 144)}}, host=tuning.host_key())
+    assert t.blocks_for(64, 1000) == tuning.BUILTIN_BLOCKS[64]
+    assert t.blocks_for(64, 9000) == (112, 144)
+    assert t.blocks_for(256, 9000) == tuning.BUILTIN_BLOCKS[256]  # nearest D: not tuned
 
 
 @pytest.mark.parametrize("schema", [1, 2])
