@@ -195,7 +195,10 @@ def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> 
         fig.add_trace(go.Scatter(
             name=name, x=[p["intensity"] for p in pts], y=[p["gflops"] for p in pts],
             mode="lines+markers+text", text=[length_label(p["L"]) for p in pts],
-            textposition="top center" if m == "streaming" else "middle left",
+            # standard's points share one intensity (the model's passes over S): their L
+            # labels alternate sides so that two close in GFLOP/s do not print over each other
+            textposition=["top center" if m == "streaming" else
+                          ("middle left", "middle right")[k % 2] for k in range(len(pts))],
             line=dict(color=METHOD_COLORS[m], width=1, dash="dot"),
             marker=dict(size=9, color=METHOD_COLORS[m]),
             customdata=[[p["L"], 100 * p["gflops"] / min(gemm_gflops, read_gbps * p["intensity"])]
