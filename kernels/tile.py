@@ -256,8 +256,9 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, al
     A PARTIAL tile (the causal diagonal, a window's edge) runs its two products per group of
     ``PARTIAL_ROWS`` rows, over only the columns some row of the group sees: on a 256 x 256
     causal diagonal tile that is 62.5% of the products. Every score a row sees is the same
-    dot product either way; the rest are -inf (S) and 0 (P~), as the mask makes them, and a
-    key no row of the group sees never enters its P~ V (so a NaN there cannot leak in).
+    dot product either way; the rest are -inf (S) and 0 (P~), as the mask makes them. Keys
+    outside the group's column range [c0, c1) never enter its P~ V; keys inside it that a
+    row does not see enter with P~ = 0 (0 * NaN = NaN, as in any GEMM).
     """
     Br = Qi.shape[0]
     Bc = Kj.shape[0]
