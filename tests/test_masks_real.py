@@ -5,8 +5,9 @@ Every mask x {prefill, chunked, decode, rows before 0 / past the last key} x GQA
 blocks, for the streaming kernel, the standard kernel and the traced driver, against the
 float64 oracle (whose ``visible_mask`` is broadcast comparisons, not the kernels' spans).
 Tile classes against the dense mask; NaN in the keys of skipped tiles never reaches the
-output (since partial tiles run per row group this no longer tells a skipped tile from a
-computed one no row sees: the tile-class tests do); the sink logit entering split-KV decode exactly once;
+output (that alone no longer tells a skipped tile from a computed one no row sees, since
+partial tiles run per row group: ``tests/test_skipped_tiles.py`` shows directly that the
+kernels never read those tiles); the sink logit entering split-KV decode exactly once;
 bad combinations raising ValueError/TypeError that name the arguments.
 """
 from __future__ import annotations
@@ -151,8 +152,9 @@ def test_visible_mask_rules_by_hand():
 def test_cross_document_tiles_are_never_computed():
     """NaN in the values of document 0. Rows of later documents stay exact, in prefill and
     in decode (their blocks skip document 0's tiles; since partial tiles run per row group a
-    computed tile that no row of a group sees would leave them exact too, so the tile-class
-    tests carry the "skipped" half). The control (Q and KV blocks that straddle the
+    computed tile that no row of a group sees would leave them exact too, so
+    ``tests/test_skipped_tiles.py`` carries the "skipped" half: those tiles are unreadable
+    there). The control (Q and KV blocks that straddle the
     boundary) shows the NaN does get through a computed tile: rows of both documents share
     the tile's products (0 * NaN in P~ V), while a block of document 1 alone, whose rows see
     none of those keys, leaves them out (``tile.PARTIAL_ROWS``)."""
@@ -181,7 +183,7 @@ def test_cross_document_tiles_are_never_computed():
 
 def test_sinks_window_skips_the_middle():
     """With sinks + window, NaN in the keys between the sinks and the window never reaches
-    the output (the tile-class tests show those tiles are skipped)."""
+    the output (``tests/test_skipped_tiles.py`` shows those tiles are never read)."""
     Lk, W, S = 400, 64, 4
     q, k, v = qkv(B, HQ, HKV, 1, Lk, D, seed=5)
     v[:, :, 64:320] = np.nan  # between the sink tile [0, 16) and the window [336, 400)
