@@ -13,7 +13,8 @@ only when it beats the built-in default by more than ``MARGIN``:
    KV head, where the split decides how many tasks there are;
 3. the prefill blocks (Br, Bc) per D and length class (``tuning.LK_CLASSES``): on a causal
    prefill against a number of keys in each class, among candidates fit for it: the best
-   tile grows with the keys a Q block walks.
+   tile grows with the keys a Q block walks. Every candidate runs once first; the time left
+   is then shared by what a round of each class costs, so each gets about as many rounds.
 
 Each candidate is scored by its time over the default's in the same round (paired, since a
 shared machine's load drifts between rounds), the median over rounds, then the geometric
@@ -93,13 +94,10 @@ class _Budget:
         return now + max(0.0, self.end - now) * share
 
 
-def _race(fns: dict, clock, deadline: float) -> dict:
-    """Seconds per call of each candidate ``fns[name]()`` in each round: {name: [t_round0,
-    t_round1, ...]}, timed in rounds until ``deadline`` (or MAX_ROUNDS); each round times
-    every candidate once, starting one further along each time (no candidate always follows
-    the same one). A candidate first runs once untimed (warm caches), which also sizes its
-    samples (enough calls for MIN_SAMPLE_S). Candidates never timed before the deadline are
-    missing from the result; a round cut by the deadline is dropped."""
+def _prepare(fns: dict, clock, deadline: float) -> dict:
+    """Run each candidate ``fns[name]()`` once, untimed (warm caches), and size its samples
+    from that call: {name: (calls per sample, seconds per call)}. Candidates not reached
+    before ``deadline`` are left out."""
     reps = {}
     for name, fn in fns.items():
         if clock() >= deadline:
@@ -107,7 +105,16 @@ def _race(fns: dict, clock, deadline: float) -> dict:
         t = clock()
         fn()
         dt = max(clock() - t, 1e-9)
-        reps[name] = max(1, min(1000, math.ceil(MIN_SAMPLE_S / dt)))
+        reps[name] = (max(1, min(1000, math.ceil(MIN_SAMPLE_S / dt))), dt)
+    return reps
+
+
+def _rounds(fns: dict, reps: dict, clock, deadline: float) -> dict:
+    """Seconds per call of each prepared candidate in each round: {name: [t_round0, ...]},
+    timed in rounds until ``deadline`` (or MAX_ROUNDS); each round times every candidate
+    once, starting one further along each time (no candidate always follows the same one).
+    Candidates never timed are missing from the result; a round cut by the deadline is
+    dropped."""
     times: dict = {name: [] for name in reps}
     names = list(reps)
     for r in range(MAX_ROUNDS if names else 0):
@@ -115,7 +122,7 @@ def _race(fns: dict, clock, deadline: float) -> dict:
         for name in names[r % len(names):] + names[:r % len(names)]:
             if clock() >= deadline:
                 return {n: ts for n, ts in times.items() if ts}
-            fn, n = fns[name], reps[name]
+            fn, n = fns[name], reps[name][0]
             t = clock()
             for _ in range(n):
                 fn()
@@ -123,6 +130,16 @@ def _race(fns: dict, clock, deadline: float) -> dict:
         for name, t in got.items():
             times[name].append(t)
     return {n: ts for n, ts in times.items() if ts}
+
+
+def _race(fns: dict, clock, deadline: float) -> dict:
+    """``_prepare`` then ``_rounds``, both within ``deadline``."""
+    return _rounds(fns, _prepare(fns, clock, deadline), clock, deadline)
+
+
+def _round_cost(reps: dict) -> float:
+    """Seconds one round of these prepared candidates takes (a sample each)."""
+    return sum(n * dt for n, dt in reps.values())
 
 
 def _choose(races: list[dict], default, fmt, n_cands: int) -> tuple[object, dict, bool]:
@@ -246,34 +263,48 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
                                                             lambda c: f"{c} keys", len(chunks))
     complete &= done
 
-    # 3. prefill blocks per D and length class
+    # 3. prefill blocks per D and length class. Every stage's candidates first run once
+    #    (warm caches; what a round of each costs), then the time left is shared so that
+    #    every stage gets about as many rounds: a long prefill's round costs up to 5x a short
+    #    one's, and by the square root of the work the short classes got 1-2 rounds on 1
+    #    thread against 4 for the long ones
     blocks: dict = {}
     stage_end = budget.until(1.0)
     by_class: dict = {}
     for prob in sizes.prefill:
         by_class.setdefault(tuning.lk_class(prob[2]), []).append(prob)
-    stages = [(D, c) for D in sizes.Ds for c in sorted(by_class)]
-    # time per stage grows with the square root of its work (H Lq Lk): a long prefill's call
-    # takes ~16x a short one's and needs the time to run each candidate a few times, a short
-    # one needs rounds to average out the noise
-    weight = [math.sqrt(sum(H * Lq * Lk for H, Lq, Lk in by_class[c])) for _, c in stages]
-    for n, (D, c) in enumerate(stages):
-        default = base.blocks_for(D, c)
-        fit = max((entry for entry in sizes.blocks if entry[0] <= c), key=lambda e: e[0])[1]
-        cands = list(dict.fromkeys((default, *fit)))
 
-        def fns(prob, D=D, cands=cands):
-            H, Lq, Lk = prob
-            q, k, v = qkv(H, H, Lq, Lk, D)
-            return {b: (lambda b=b: streaming_attention(q, k, v, q_block=b[0], kv_block=b[1],
-                                                        check_finite=False)) for b in cands}
+    def label(D, p, cands):
+        return f"prefill blocks D={D} (H={p[0]} Lq={p[1]} Lk={p[2]}): {len(cands)} (Br, Bc)"
 
+    stages = []  # (D, class, default, candidates, [(problem, fns, reps) per problem])
+    for D in sizes.Ds:
+        for c in sorted(by_class):
+            default = base.blocks_for(D, c)
+            fit = max((entry for entry in sizes.blocks if entry[0] <= c), key=lambda e: e[0],
+                      default=(0, ()))[1]  # no entry at or below the class: the default alone
+            cands = list(dict.fromkeys((default, *fit)))
+            runs = []
+            for H, Lq, Lk in by_class[c]:
+                say(f"{pct()}: {label(D, (H, Lq, Lk), cands)}, a first run of each")
+                q, k, v = qkv(H, H, Lq, Lk, D)
+                fns = {b: (lambda b=b, q=q, k=k, v=v: streaming_attention(
+                    q, k, v, q_block=b[0], kv_block=b[1], check_finite=False)) for b in cands}
+                runs.append(((H, Lq, Lk), fns, _prepare(fns, clock, stage_end)))
+            stages.append((D, c, default, cands, runs))
+    cost_left = sum(_round_cost(reps) for *_, runs in stages for _, _, reps in runs)
+    for D, c, default, cands, runs in stages:
+        races = []
+        for prob, fns, reps in runs:
+            cost = _round_cost(reps)
+            if not cost:  # the budget ran out before its first runs
+                races.append({})
+                continue
+            say(f"{pct()}: {label(D, prob, cands)}")
+            races.append(_rounds(fns, reps, clock, _split_time(clock, stage_end,
+                                                               cost_left / cost)))
+            cost_left -= cost
         kind = f"prefill blocks D={D} Lk>={c}"
-        races = _races(by_class[c], fns, clock,
-                       _split_time(clock, stage_end, sum(weight[n:]) / weight[n]),
-                       say, lambda p, D=D, cands=cands: f"{pct()}: prefill blocks D={D} "
-                                                        f"(H={p[0]} Lq={p[1]} Lk={p[2]}): "
-                                                        f"{len(cands)} (Br, Bc)")
         choice, measured[kind], done = _choose(races, default, lambda b: f"{b[0]}x{b[1]}",
                                                len(cands))
         if measured[kind]:  # a class the budget left unmeasured takes the class below's

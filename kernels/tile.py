@@ -238,6 +238,42 @@ def _group_cols(qpos, r0, r1, k0, Bc, Lk, mk):
     return c0, c1
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _rows_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, alpha,
+                 loops, r0, r1, c0, c1):
+    """``tile_update`` for the rows r0 <= r < r1, whose products need only the columns
+    [c0, c1) (c0 >= c1: none): S, the mask and max, P~ and l, the rescale, acc += P~ V_j."""
+    if c1 > c0:  # S = scale * Qi Kj^T (scale rides in the GEMM)
+        gemm_nt(scale, Qi[r0:r1], Kj[c0:c1], S[r0:r1, c0:c1], loops)
+    rescale = False
+    for r in range(r0, r1):
+        # -- mask (the columns left out above, too), and the new running max
+        c_sink, c_lo, c_hi = 0, 0, S.shape[1]  # visible columns of this row in the tile
+        if masked:
+            c_sink, c_lo, c_hi = _row_cols(qpos[r], k0, S.shape[1], Lk, mk)
+        m_old = m[r]
+        m_new = mask_max(S[r], c_lo, c_hi, m_old, c_sink)
+        # -- rescale factor; a row that has seen no key yet keeps m = -inf and P~ = 0
+        a = np.float32(1.0) if m_new == m_old else math.exp(m_old - m_new)
+        m_ref = m_new if m_new != NEG_INF else np.float32(0.0)
+        # -- P~ and its row sum
+        rowsum = exp_shifted(S[r], m_ref, P[r])
+        m[r] = m_new
+        l[r] = a * l[r] + rowsum
+        alpha[r] = a
+        rescale |= a != np.float32(1.0)
+    # -- acc' = alpha * acc + P~ V_j: rescale the rows whose max moved (after the first tiles
+    #    of a row that is rare), then let the GEMM add P~ V_j into acc (beta = 1)
+    if rescale:
+        for r in range(r0, r1):
+            a = alpha[r]
+            if a != np.float32(1.0):
+                for d in range(acc.shape[1]):
+                    acc[r, d] *= a
+    if c1 > c0:
+        gemm_nn(P[r0:r1, c0:c1], Vj[c0:c1], 1.0, acc[r0:r1], loops)
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, alpha,
                 loops=False):
@@ -253,56 +289,26 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, al
     the traced driver's. ``loops``: the two products as plain loops instead of BLAS (faster
     for the few rows of a decode tile on some hosts: ``kernels/smallmm.py``).
 
-    A PARTIAL tile (the causal diagonal, a window's edge) runs its two products per group of
-    ``PARTIAL_ROWS`` rows, over only the columns some row of the group sees: on a 256 x 256
-    causal diagonal tile that is 62.5% of the products. Every score a row sees is the same
-    dot product either way; the rest are -inf (S) and 0 (P~), as the mask makes them. Keys
-    outside the group's column range [c0, c1) never enter its P~ V; keys inside it that a
-    row does not see enter with P~ = 0 (0 * NaN = NaN, as in any GEMM).
+    A FULL tile is one step of all its rows. A PARTIAL tile (the causal diagonal, a window's
+    edge) takes its rows in groups of ``PARTIAL_ROWS``, each a whole step whose products
+    cover only the columns some row of the group sees: on a 256 x 256 causal diagonal tile
+    that is 62.5% of the products. Every score a row sees is the same dot product either
+    way, and each row's step depends on its own row only; the rest are -inf (S) and 0 (P~),
+    as the mask makes them. Keys outside the group's column range [c0, c1) never enter its
+    P~ V; keys inside it that a row does not see enter with P~ = 0 (0 * NaN = NaN, as in any
+    GEMM).
     """
     Br = Qi.shape[0]
     Bc = Kj.shape[0]
     if not masked:
-        gemm_nt(scale, Qi, Kj, S, loops)  # S = scale * Qi Kj^T, [Br, Bc] (scale rides in GEMM)
-    else:
-        for r0 in range(0, Br, PARTIAL_ROWS):
-            r1 = min(r0 + PARTIAL_ROWS, Br)
-            c0, c1 = _group_cols(qpos, r0, r1, k0, Bc, Lk, mk)
-            if c1 > c0:
-                gemm_nt(scale, Qi[r0:r1], Kj[c0:c1], S[r0:r1, c0:c1], loops)
-    rescale = False
-    for r in range(Br):
-        # -- mask (the columns left out above, too), and the new running max
-        c_sink, c_lo, c_hi = 0, 0, Bc  # visible columns of this row in the tile
-        if masked:
-            c_sink, c_lo, c_hi = _row_cols(qpos[r], k0, Bc, Lk, mk)
-        m_old = m[r]
-        m_new = mask_max(S[r], c_lo, c_hi, m_old, c_sink)
-        # -- rescale factor; a row that has seen no key yet keeps m = -inf and P~ = 0
-        a = np.float32(1.0) if m_new == m_old else math.exp(m_old - m_new)
-        m_ref = m_new if m_new != NEG_INF else np.float32(0.0)
-        # -- P~ and its row sum
-        rowsum = exp_shifted(S[r], m_ref, P[r])
-        m[r] = m_new
-        l[r] = a * l[r] + rowsum
-        alpha[r] = a
-        rescale |= a != np.float32(1.0)
-    # -- acc' = alpha * acc + P~ V_j: rescale the rows whose max moved (after the first tiles
-    #    of a row that is rare), then let the GEMM add P~ V_j into acc (beta = 1)
-    if rescale:
-        for r in range(Br):
-            a = alpha[r]
-            if a != np.float32(1.0):
-                for d in range(acc.shape[1]):
-                    acc[r, d] *= a
-    if not masked:
-        gemm_nn(P, Vj, 1.0, acc, loops)
-    else:
-        for r0 in range(0, Br, PARTIAL_ROWS):
-            r1 = min(r0 + PARTIAL_ROWS, Br)
-            c0, c1 = _group_cols(qpos, r0, r1, k0, Bc, Lk, mk)
-            if c1 > c0:
-                gemm_nn(P[r0:r1, c0:c1], Vj[c0:c1], 1.0, acc[r0:r1], loops)
+        _rows_update(Qi, Kj, Vj, qpos, k0, Lk, mk, False, scale, m, l, acc, S, P, alpha,
+                     loops, 0, Br, 0, Bc)
+        return
+    for r0 in range(0, Br, PARTIAL_ROWS):
+        r1 = min(r0 + PARTIAL_ROWS, Br)
+        c0, c1 = _group_cols(qpos, r0, r1, k0, Bc, Lk, mk)
+        _rows_update(Qi, Kj, Vj, qpos, k0, Lk, mk, True, scale, m, l, acc, S, P, alpha,
+                     loops, r0, r1, c0, c1)
 
 
 @njit(cache=True)

@@ -87,7 +87,7 @@ class Tuning:
         near = _nearest({**BUILTIN_BLOCKS, **self.blocks}, D)
         tuned = self.blocks.get(near, {})
         below = [c for c in tuned if c <= lk_class(Lk)]
-        return tuned[max(below)] if below else BUILTIN_BLOCKS[_nearest(BUILTIN_BLOCKS, near)]
+        return tuned[max(below)] if below else BUILTIN_BLOCKS[_nearest(BUILTIN_BLOCKS, D)]
 
     def decode_for(self, D: int) -> tuple[int, bool]:
         """(Bc, loops) of the decode: the tuned entry of the nearest D when one was tuned
@@ -264,7 +264,8 @@ def summary(t: Tuning | None = None) -> dict:
     where = t.source
     if t.tuned:
         where = (f"tuned on this host in {t.seconds:.1f} s"
-                 + ("" if t.complete else " (time budget ran out: some choices built-in)"))
+                 + ("" if t.complete else " (the time budget ran out before every "
+                                         "candidate was timed)"))
         if t.busy:
             where += (f" while other processes used {t.others:.2f} cores: those timings may "
                       "be noise; `make warm` measures again on a quiet machine")

@@ -267,15 +267,71 @@ def test_a_class_left_untuned_takes_the_blocks_of_the_class_below(store):
 @pytest.mark.parametrize("schema", [1, 2])
 def test_a_file_of_an_older_schema_is_measured_again(store, schema):
     """A file from before the length classes (flat blocks per D, schema 1 and 2) is not
-    read: the built-in defaults hold until ``make warm`` measures again."""
+    read: the built-in defaults hold until ``make warm`` measures again. The schema number
+    alone decides: a file whose content would parse under this schema is not read either."""
+    path = tuning.path_for(tuning.host_key())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(odd().to_json()))
+    assert tuning.active().tuned  # the control: this schema's file is read
+    path.write_text(json.dumps(odd().to_json() | {"schema": schema}))
+    assert not tuning.active().tuned
     data = odd().to_json() | {"schema": schema, "blocks": {"64": [48, 80]}}
     if schema == 2:
         data["blocks_long"] = {"64": [112, 144]}
-    tuning.path_for(tuning.host_key()).parent.mkdir(parents=True, exist_ok=True)
-    tuning.path_for(tuning.host_key()).write_text(json.dumps(data))
+    path.write_text(json.dumps(data))
     assert not tuning.active().tuned and default_blocks(64, 4096) == tuning.BUILTIN_BLOCKS[64]
     # and a file of this schema with a class the code does not know is not read either
     bad = odd().to_json()
     bad["blocks"]["64"]["1000"] = [32, 32]
     tuning.path_for(tuning.host_key()).write_text(json.dumps(bad))
     assert not tuning.active().tuned
+
+
+class JumpClock(FakeClock):
+    """A FakeClock that leaps ``by`` seconds the first time a progress line ends with
+    ``when``: the budget runs out at that point of the autotune, and nowhere else."""
+
+    def __init__(self, step, when, by):
+        super().__init__(step)
+        self.when, self.by = when, by
+
+    def progress(self, line):
+        if line.endswith(self.when) and self.by:
+            self.t += self.by
+            self.by = 0.0
+
+
+def test_a_class_the_budget_left_unmeasured_is_not_stored(store):
+    """The budget runs out as the races of the 800-key class start: the short class keeps
+    what it measured, the mid class is not stored (not even as its default), so it takes
+    the short class's blocks; the summary says the budget ran out."""
+    clock = JumpClock(0.01, when="Lk=800): 2 (Br, Bc)", by=1e3)
+    t = at.autotune(budget_s=60.0, clock=clock, sizes=TINY, progress=clock.progress,
+                    save=False)
+    assert clock.by == 0.0  # the leap happened
+    assert set(t.blocks[16]) == {0}
+    assert t.measured["prefill blocks D=16 Lk>=0"] and not t.measured["prefill blocks D=16 Lk>=768"]
+    assert t.blocks_for(16, 800) == t.blocks_for(16, 100) == t.blocks[16][0]
+    assert not t.complete
+    assert "the time budget ran out before every candidate was timed" in tuning.summary(t)["text"]
+
+
+def test_every_class_gets_rounds_and_a_leap_in_the_first_runs_leaves_all_untuned(store):
+    """With time to spare every class is raced over several rounds; when the budget runs out
+    during the first runs, no class is raced and none is stored."""
+    t = at.autotune(budget_s=60.0, clock=FakeClock(0.01), sizes=TINY, save=False)
+    rounds = [r["rounds"] for kind, rec in t.measured.items() if kind.startswith("prefill")
+              for r in rec.values()]
+    assert rounds and min(min(r) for r in rounds) >= 3
+    clock = JumpClock(0.01, when="Lk=800): 2 (Br, Bc), a first run of each", by=1e3)
+    t = at.autotune(budget_s=60.0, clock=clock, sizes=TINY, progress=clock.progress,
+                    save=False)
+    assert not t.blocks and not t.complete
+
+
+def test_custom_sizes_need_no_candidates_for_the_short_class(store):
+    """Sizes whose candidate lists start above the short class race its default alone."""
+    sizes = dataclasses.replace(TINY, blocks=((768, ((64, 64),)),))
+    t = at.autotune(budget_s=60.0, clock=FakeClock(0.01), sizes=sizes, save=False)
+    assert t.blocks[16][0] == tuning.BUILTIN_BLOCKS[16]
+    assert list(t.measured["prefill blocks D=16 Lk>=0"]) == ["128x128"]
