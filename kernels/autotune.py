@@ -6,9 +6,9 @@ decode then fell behind torch (BENCHMARKS.md). So ``autotune`` times the candida
 side, in round-robin rounds within a time budget (20 s by default), and keeps a candidate
 only when it beats the built-in default by more than ``MARGIN``:
 
-1. decode tiles, per head dim D: the KV block Bc and BLAS vs plain loops for the few-row
-   [g, Bc] products (``kernels/smallmm.py``), on a long GQA cache (the decode benchmark's
-   shape);
+1. decode tiles, per head dim D: the KV block Bc and BLAS vs plain loops for each of the
+   few-row [g, Bc] products, S = Q K^T and P~ V (``kernels/smallmm.py``), on a long GQA
+   cache (the decode benchmark's shape);
 2. the decode chunk size (``api.decode_split``'s fewest keys per chunk), on caches with one
    KV head, where the split decides how many tasks there are;
 3. the prefill blocks (Br, Bc) per D and length class (``tuning.LK_CLASSES``): on a causal
@@ -42,7 +42,8 @@ BUDGET_S = 20.0
 MARGIN = 0.03  # a candidate must be this much faster than the default to replace it
 MIN_SAMPLE_S = 0.01  # calls per sample grow until a sample takes this long
 MAX_ROUNDS = 25  # rounds stop at the stage's deadline or here
-SHARES = {"decode": 0.25, "chunk": 0.1}  # of the budget; the prefill blocks get the rest
+SHARES = {"decode": 0.3, "chunk": 0.1}  # of the budget; the prefill blocks get the rest
+LOOPS = ((False, False), (True, False), (False, True), (True, True))  # (for S, for P~V)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def _rand(rng, shape):
     return rng.standard_normal(shape, dtype=np.float32)
 
 
-def _decode_fn(q, k, v, Bc: int, loops: bool, min_chunk: int):
+def _decode_fn(q, k, v, Bc: int, loops: tuple, min_chunk: int):
     """One decode call of the jitted kernel with these choices (causal, bottom-right)."""
     B, Hq, _, D = q.shape
     Lk = k.shape[2]
@@ -227,13 +228,13 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
         return (_rand(rng, (1, Hq, Lq, D)), _rand(rng, (1, Hkv, Lk, D)),
                 _rand(rng, (1, Hkv, Lk, D)))
 
-    # 1. decode tiles per D: (Bc, loops)
+    # 1. decode tiles per D: (Bc, (loops for S, for P~V))
     decode = {}
     stage_end = budget.until(SHARES["decode"])
     for n, D in enumerate(sizes.Ds):
         default = (base.blocks_for(D)[1], tuning.BUILTIN_DECODE_LOOPS)
         cands = list(dict.fromkeys([default] + [(Bc, lp) for Bc in sizes.decode_Bc
-                                                for lp in (False, True)]))
+                                                for lp in LOOPS]))
 
         def fns(prob, D=D, cands=cands):
             q, k, v = qkv(prob[0], prob[1], 1, prob[2], D)
@@ -241,9 +242,9 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
 
         races = _races(sizes.decode, fns, clock, _split_time(clock, stage_end, len(sizes.Ds) - n),
                        say, lambda p, D=D: f"{pct()}: decode tiles D={D} (Hq={p[0]} Hkv={p[1]} "
-                                           f"Lk={p[2]}): KV block x (BLAS, loops)")
+                                           f"Lk={p[2]}): KV block x BLAS or loops per product")
         decode[D], measured[f"decode D={D}"], done = _choose(
-            races, default, lambda c: f"Bc={c[0]} {'loops' if c[1] else 'BLAS'}", len(cands))
+            races, default, lambda c: f"Bc={c[0]} {tuning.products(c[1])}", len(cands))
         complete &= done
 
     # 2. decode chunk size, with the tiles just chosen for chunk_D

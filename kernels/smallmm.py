@@ -1,10 +1,13 @@
-"""Matrix products of few rows, as plain loops or through BLAS: one flag chooses.
+"""Matrix products of few rows, as plain loops or through BLAS: one flag per call chooses.
 
 A decode tile has only g = Hq / Hkv rows (often 1-8) against Bc keys. Whether BLAS's
-``gemm`` beats two plain loops that stream each K/V row through the cache once depends on
-the library and the machine: on oneMKL (Intel) BLAS measured 1.1-1.5x faster on such tiles,
-on OpenBLAS (AMD) the loops were (BENCHMARKS.md). So the choice is a flag, measured per host
-by ``kernels.autotune`` and passed down by the drivers; never a copy of the kernel.
+``gemm`` beats plain loops that stream each K/V row through the cache once depends on the
+library, the machine and the product: on oneMKL (Intel) BLAS measured 1.1-1.5x faster on
+such tiles; on OpenBLAS (AMD EPYC), for a [4, 1024] x [1024, 128] tile in cache, the loops
+took 20.6 ns per key for S = Q K^T where BLAS took 47.4, and 20.8 for P~ V where BLAS took
+8.9. So the choice is a flag per product, measured per host by ``kernels.autotune`` and
+passed down by the drivers (``tile.tile_update``'s ``loops`` pair); never a copy of the
+kernel.
 
     gemm_nt(alpha, A, B, C, loops):  C = alpha * A B^T       A [M, D], B [N, D], C [M, N]
     gemm_nn(A, B, beta, C, loops):   C = A B + beta * C      A [M, N], B [N, D], C [M, D]
@@ -16,7 +19,9 @@ and stores of C). One row at a time, the loops were bound by those loads and sto
 memory: 19-21 GB/s on a [4, 256] x [256, 128] tile held in cache, 28-30 GB/s four at a time
 (AMD EPYC host). Tried and not kept: blocks of 4 rows x 4 keys (16 sums in registers) ran
 1.4-1.7x faster again on a tile held in cache, but half as fast on K/V streamed from memory
-(one thread: 7.5-9.6 against 16 GB/s), which is where decode reads them.
+(one thread: 7.5-9.6 against 16 GB/s), which is where decode reads them; so did 4 rows x
+2 keys for S (8 sums): 14.9 against 20.6 ns per key in cache, but a decode at L = 8192
+(Hq=32, Hkv=8, D=128, P~ V through BLAS in both) took 2.56 ms against 2.20.
 """
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def prefill_kernel(Q, K, V, O, LSE, scale, q_offset, mk, sink, Br, Bc):
 def decode_kernel(Q, K, V, O, LSE, scale, q_offset, mk, sink, Bc, per, loops):
     """Q [B, Hq, 1, D], K/V [B, Hkv, Lk, D] -> O [B, Hq, 1, D], LSE [B, Hq, 1] (split-KV,
     ``per`` KV tiles per chunk: see ``api.decode_split``); mk the Mask, sink [Hq]; ``loops``:
-    the [g, Bc] tile products as plain loops instead of BLAS (``kernels/smallmm.py``)."""
+    (for S, for P~V), each [g, Bc] tile product as plain loops or BLAS (``smallmm.py``)."""
     B, Hq, _, D = Q.shape
     Hkv, Lk = K.shape[1], K.shape[2]
     g = Hq // Hkv

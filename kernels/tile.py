@@ -244,7 +244,7 @@ def _rows_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, a
     """``tile_update`` for the rows r0 <= r < r1, whose products need only the columns
     [c0, c1) (c0 >= c1: none): S, the mask and max, P~ and l, the rescale, acc += P~ V_j."""
     if c1 > c0:  # S = scale * Qi Kj^T (scale rides in the GEMM)
-        gemm_nt(scale, Qi[r0:r1], Kj[c0:c1], S[r0:r1, c0:c1], loops)
+        gemm_nt(scale, Qi[r0:r1], Kj[c0:c1], S[r0:r1, c0:c1], loops[0])
     rescale = False
     for r in range(r0, r1):
         # -- mask (the columns left out above, too), and the new running max
@@ -271,12 +271,12 @@ def _rows_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, a
                 for d in range(acc.shape[1]):
                     acc[r, d] *= a
     if c1 > c0:
-        gemm_nn(P[r0:r1, c0:c1], Vj[c0:c1], 1.0, acc[r0:r1], loops)
+        gemm_nn(P[r0:r1, c0:c1], Vj[c0:c1], 1.0, acc[r0:r1], loops[1])
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, alpha,
-                loops=False):
+                loops=(False, False)):
     """One online-softmax step of the rows ``Qi`` against the KV tile starting at key ``k0``.
 
     Inputs:  Qi [Br, D], Kj [Bc, D], Vj [Bc, D] float32; qpos [Br] absolute row positions;
@@ -286,8 +286,9 @@ def tile_update(Qi, Kj, Vj, qpos, k0, Lk, mk, masked, scale, m, l, acc, S, P, al
              alpha [Br] the rescale factor applied to the old (l, acc).
     ``masked=False`` promises a FULL tile. S and P must not overlap: aliasing them would push
     LLVM onto the scalar fallback of the exp loop, a different (slower) summation order than
-    the traced driver's. ``loops``: the two products as plain loops instead of BLAS (faster
-    for the few rows of a decode tile on some hosts: ``kernels/smallmm.py``).
+    the traced driver's. ``loops``: (for S = Qi Kj^T, for P~ V_j), each product as plain
+    loops (True) or BLAS (False); for the few rows of a decode tile loops win on some hosts
+    and for some products (``kernels/smallmm.py``).
 
     A FULL tile is one step of all its rows. A PARTIAL tile (the causal diagonal, a window's
     edge) takes its rows in groups of ``PARTIAL_ROWS``, each a whole step whose products
@@ -358,7 +359,7 @@ def merge_state(m, l, acc, m_b, l_b, acc_b):
 
 @njit(cache=True)
 def attend_span(Qi, K, V, qpos, j_lo, j_hi, Bc, Lk, mk, scale, m, l, acc, S, alpha,
-                loops=False):
+                loops=(False, False)):
     """Walk KV tiles j_lo <= j < j_hi of ``K, V`` [Lk, D] in order (tile j = keys
     [j*Bc, min((j+1)*Bc, Lk)), the same grid everywhere, so every driver does the same sums).
 

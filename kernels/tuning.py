@@ -12,8 +12,9 @@ What is chosen (``Tuning``):
   128×128 took 1.01x, and 0.92x at L=256 where 64×64 took 0.64x; at D=64, 64×128 took
   0.87x at L=1024 where 64×64 took 0.91x, and 0.79x at L=256 where 64×64 took 0.76x; at
   L=8192, D=128, 512×512 took 1.00x where 256×256 took 1.06x);
-* ``decode``: (Bc, loops) of the split-KV decode per D: its KV block, and its [g, Bc] tile
-  products as plain loops (True) or BLAS (``kernels/smallmm.py``);
+* ``decode``: (Bc, loops) of the split-KV decode per D: its KV block, and whether each of
+  its [g, Bc] tile products (S = Q K^T, P~ V) runs as plain loops (True) or BLAS
+  (``kernels/smallmm.py``): loops = (for S, for P~ V);
 * ``decode_min_chunk``: the fewest keys a split-KV decode chunk holds (``api.decode_split``).
 
 A choice tuned on one machine can lose on another (BENCHMARKS.md: per-tile BLAS tuned on
@@ -37,7 +38,9 @@ from pathlib import Path
 from . import hostload
 from ._config import cache_root
 
-SCHEMA = 3  # 3: prefill blocks per length class; a file of another schema is measured again
+# 3: prefill blocks per length class; 4: decode loops per product. A file of another schema
+# is measured again.
+SCHEMA = 4
 ENV = "ATTNVIZ_AUTOTUNE"
 
 # Built-in (Br, Bc) per head dim, from `python -m attnviz.bench --sweep-blocks` on an Intel
@@ -46,7 +49,7 @@ BUILTIN_BLOCKS = {16: (128, 128), 32: (128, 128), 64: (128, 128), 128: (128, 128
                   256: (64, 64)}
 # Length classes of the prefill blocks, by their fewest keys: short, mid, long, very long.
 LK_CLASSES = (0, 768, 2048, 8192)
-BUILTIN_DECODE_LOOPS = False  # BLAS: 1.1-1.5x faster than loops on oneMKL (Intel)
+BUILTIN_DECODE_LOOPS = (False, False)  # BLAS for both: 1.1-1.5x faster on oneMKL (Intel)
 # the decode's KV block: the prefill's Bc (blocks_for(D)[1]) unless tuned
 # Chunks of at least this many keys per decode task: below it, scheduling costs more than it
 # gains; above it, enough chunks to feed every core (``api.decode_split``).
@@ -59,7 +62,7 @@ class Tuning:
     the built-in table for the others."""
 
     blocks: dict = field(default_factory=dict)  # D -> {length class: (Br, Bc)}, tuned
-    decode: dict = field(default_factory=dict)  # D -> (Bc, loops), tuned
+    decode: dict = field(default_factory=dict)  # D -> (Bc, (loops for S, for P~V)), tuned
     decode_min_chunk: int = BUILTIN_DECODE_MIN_CHUNK
     source: str = "built-in defaults"  # where the values come from, for people
     host: dict = field(default_factory=dict)  # the key it was measured for
@@ -89,9 +92,9 @@ class Tuning:
         below = [c for c in tuned if c <= lk_class(Lk)]
         return tuned[max(below)] if below else BUILTIN_BLOCKS[_nearest(BUILTIN_BLOCKS, D)]
 
-    def decode_for(self, D: int) -> tuple[int, bool]:
-        """(Bc, loops) of the decode: the tuned entry of the nearest D when one was tuned
-        that near, else (the prefill's Bc, built-in BLAS)."""
+    def decode_for(self, D: int) -> tuple[int, tuple[bool, bool]]:
+        """(Bc, loops) of the decode, loops = (for S, for P~V): the tuned entry of the
+        nearest D when one was tuned that near, else (the prefill's Bc, built-in BLAS)."""
         if self.decode:
             near = _nearest(self.decode, D)
             if near == _nearest({**BUILTIN_BLOCKS, **self.decode}, D):
@@ -102,7 +105,7 @@ class Tuning:
         return {"schema": SCHEMA, "host": self.host, "source": self.source,
                 "blocks": {str(D): {str(c): list(b) for c, b in sorted(by_lk.items())}
                            for D, by_lk in sorted(self.blocks.items())},
-                "decode": {str(D): [Bc, loops] for D, (Bc, loops) in sorted(self.decode.items())},
+                "decode": {str(D): [Bc, *loops] for D, (Bc, loops) in sorted(self.decode.items())},
                 "decode_min_chunk": self.decode_min_chunk,
                 "measured": self.measured, "seconds": round(self.seconds, 2),
                 "complete": self.complete,
@@ -167,10 +170,11 @@ def _parse(data: dict, key: dict, path: Path) -> Tuning | None:
                     return None
                 blocks.setdefault(int(D), {})[int(c)] = (int(Br), int(Bc))
         decode = {}
-        for D, (Bc, loops) in data["decode"].items():
-            if not (int(D) > 0 and int(Bc) > 0 and isinstance(loops, bool)):
+        for D, (Bc, loops_s, loops_pv) in data["decode"].items():
+            if not (int(D) > 0 and int(Bc) > 0 and isinstance(loops_s, bool)
+                    and isinstance(loops_pv, bool)):
                 return None
-            decode[int(D)] = (int(Bc), loops)
+            decode[int(D)] = (int(Bc), (loops_s, loops_pv))
         chunk = int(data["decode_min_chunk"])
         if chunk < 1:
             return None
@@ -239,6 +243,15 @@ def active() -> Tuning:
     return hit[1]
 
 
+def products(loops) -> str:
+    """The decode tile products' choice in words: "loops", "BLAS", or one of each, e.g.
+    "S by loops, P~V by BLAS"."""
+    if loops[0] == loops[1]:
+        return "loops" if loops[0] else "BLAS"
+    return ", ".join(f"{name} by {'loops' if lp else 'BLAS'}"
+                     for name, lp in zip(("S", "P~V"), loops, strict=True))
+
+
 def summary(t: Tuning | None = None) -> dict:
     """The choices in force, the host key and where they come from (for the bench report and
     the timing panel). ``text`` is one line for people."""
@@ -258,7 +271,7 @@ def summary(t: Tuning | None = None) -> dict:
         return f"D={D}: {first[0]}×{first[1]}" + (f" ({', '.join(grows)})" if grows else "")
 
     text = ("prefill blocks " + ", ".join(prefill(D) for D in Ds)
-            + "; decode tiles " + ", ".join(f"D={D}: {Bc} keys, {'loops' if lp else 'BLAS'}"
+            + "; decode tiles " + ", ".join(f"D={D}: {Bc} keys, {products(lp)}"
                                            for D, (Bc, lp) in decode.items())
             + f"; decode chunks >= {t.decode_min_chunk} keys")
     where = t.source

@@ -32,7 +32,7 @@ TINY = at.Sizes(Ds=(16,), decode=((4, 2, 300),), decode_Bc=(32, 64), chunk=((2, 
                 chunk_D=16, chunks=(64, 128), prefill=((2, 100, 100), (1, 80, 800)),
                 blocks=((0, ((32, 32), (64, 32))), (768, ((64, 64),))))
 # distinctive values, far from the built-in ones, so that reading them back proves the store
-ODD = {"blocks": {64: {0: (48, 80), 768: (64, 96), 2048: (112, 144)}}, "decode": {64: (96, True)},
+ODD = {"blocks": {64: {0: (48, 80), 768: (64, 96), 2048: (112, 144)}}, "decode": {64: (96, (True, False))},
        "decode_min_chunk": 200}
 
 
@@ -208,17 +208,19 @@ def test_a_real_run_records_how_busy_the_machine_was(store):
 def test_the_summary_names_the_values_and_the_host(store):
     tuning.save(odd())
     s = tuning_summary()
-    assert s["blocks"][64] == (48, 80) and s["decode"][64] == (96, True)
+    assert s["blocks"][64] == (48, 80) and s["decode"][64] == (96, (True, False))
     assert s["decode_min_chunk"] == 200 and s["host"] == tuning.host_key()
-    for part in ("D=64: 48×80", "D=64: 96 keys, loops", ">= 200 keys", s["host"]["cpu"],
+    for part in ("D=64: 48×80", "D=64: 96 keys, S by loops, P~V by BLAS", ">= 200 keys",
+                 s["host"]["cpu"],
                  s["host"]["blas"]):
         assert part in s["text"]
 
 
 @pytest.mark.parametrize("Lk,window", [(1, None), (777, None), (3001, None), (3001, 900)])
 def test_the_kernels_are_exact_with_tuned_choices_and_splitkv_follows(store, Lk, window):
-    """With the odd tuning (decode tiles of 96 keys as loops, chunks of >= 200 keys, prefill
-    48 x 80), the kernels still match the oracle, and the lab's chunks are the kernel's."""
+    """With the odd tuning (decode tiles of 96 keys, S by loops and P~V by BLAS, chunks of
+    >= 200 keys, prefill 48 x 80), the kernels still match the oracle, and the lab's chunks
+    are the kernel's."""
     tuning.save(odd())
     q, k, v = qkv(1, 8, 2, 1, Lk, 64, seed=Lk)
     out, lse = streaming_attention(q, k, v, window=window, return_lse=True)

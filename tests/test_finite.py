@@ -23,9 +23,11 @@ POS_NAN = np.float32(np.nan)
 NEG_NAN = np.copysign(np.float32(np.nan), np.float32(-1.0))  # the x86 default NaN's sign
 
 
-@pytest.fixture(params=[False, True], ids=["blas", "loops"])
+@pytest.fixture(params=[(False, False), (True, False), (False, True), (True, True)],
+                ids=["blas", "loops-S", "loops-PV", "loops"])
 def decode_loops(request, monkeypatch):
-    """Run the decode path with its tile products through BLAS, then as plain loops."""
+    """Run the decode path with each of its tile products (S, P~V) through BLAS or as plain
+    loops."""
     base = tuning.active()
     forced = tuning.Tuning(blocks=base.blocks,
                            decode={D: (64, request.param) for D in (16, 24, 32, 64, 128)},
