@@ -84,6 +84,24 @@ def test_streaming_matches_oracle(mask, mode, blocks):
     assert_matches_oracle(out, lse, q, k, v, **kw)
 
 
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("Hq,Hkv,Lq,Lk,blocks", [
+    (4, 2, 150, 260, (130, 48)),  # a chunk: 2 Q blocks, of 130 rows (groups of 64, 64, 2)
+    (4, 2, 150, 260, (70, 31)),   # and of 70 rows (64, 6) against ragged KV tiles
+    (136, 2, 1, 300, (None, 40)),  # decode, 68 heads per KV head: one block of 68 rows
+    (130, 1, 1, 257, (None, 16)),  # decode, 130 heads on one KV head, many chunks
+], ids=["chunk-130", "chunk-70", "decode-g68", "decode-g130"])
+def test_row_groups_in_chunks_and_decode_match_oracle(mask, Hq, Hkv, Lq, Lk, blocks):
+    """Blocks of more than ``tile.PARTIAL_ROWS`` rows in a chunked prefill (queries at the end
+    of a longer cache) and in decode (the g heads of a KV head are the rows of one block):
+    their partial tiles run per row group."""
+    kw = mask_kwargs(mask, Lk, Hq)
+    q, k, v = qkv(1, Hq, Hkv, Lq, Lk, D, seed=Hq + Lq + Lk)
+    out, lse = streaming_attention(q, k, v, q_block=blocks[0], kv_block=blocks[1],
+                                   return_lse=True, **kw)
+    assert_matches_oracle(out, lse, q, k, v, **kw)
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("mask", MASKS)
 def test_standard_matches_oracle(mask, mode):
