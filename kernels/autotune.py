@@ -26,6 +26,7 @@ counted in the budget. ``python -m attnviz.bench --autotune`` reruns it;
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -76,6 +77,12 @@ class Sizes:
 
 
 FULL = Sizes()
+# One thread runs each call about twice as long, and shares the budget at warm-up with all
+# threads (``tune_if_missing``): with a third of it (6.7 s) the full problems gave every
+# prefill class 2 rounds. These do about half the work, each Q block still walking the keys
+# of its class: 3 rounds in 6.7 s, 5-6 in 10 s.
+ONE_THREAD = dataclasses.replace(FULL, prefill=((2, 512, 512), (1, 1024, 1024),
+                                                (1, 2048, 4096), (1, 512, 8192)))
 
 
 class _Budget:
@@ -205,13 +212,18 @@ def _races(problems, make_fns, clock, end: float, say, label) -> list[dict]:
 
 
 def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | None = None,
-             clock: Callable[[], float] = time.perf_counter, sizes: Sizes = FULL,
+             clock: Callable[[], float] = time.perf_counter, sizes: Sizes | None = None,
              save: bool = True, seed: int = 0) -> tuning.Tuning:
     """Time the candidates within ``budget_s`` seconds of ``clock`` (compiling excluded) and
     return the Tuning (stored for this host unless ``save=False``). ``progress(text)`` gets a
     line per step. Choices the budget left unmeasured keep their built-in defaults
-    (``complete=False``)."""
+    (``complete=False``). ``sizes``: the problems (default ``FULL``, ``ONE_THREAD`` when
+    Numba runs one thread)."""
     say = progress or (lambda text: None)
+    if sizes is None:
+        import numba
+
+        sizes = ONE_THREAD if numba.get_num_threads() == 1 else FULL
     warmup()  # compile or load every kernel first: not part of the budget
     key = tuning.host_key()
     load_start = hostload.cpu_snapshot()
@@ -334,7 +346,7 @@ def tune_if_missing(progress: Callable[[str], None] | None = None,
     """Run the autotune for each thread count a caller may use (all threads, and 1 thread:
     the timing panel's clean-scaling choice) that has no stored tuning on this host (CPU,
     BLAS), or whose tuning was measured on a busy machine while this one is quiet now; they
-    share ``budget_s`` (1 thread gets a third when both run). A redone tuning replaces the
+    share ``budget_s`` (half each when both run). A redone tuning replaces the
     stored one only if other processes took less of the machine during it. Does nothing
     under ``ATTNVIZ_AUTOTUNE=off``. Returns the tuning in force, or None when turned off."""
     if tuning.disabled():
@@ -361,7 +373,7 @@ def tune_if_missing(progress: Callable[[str], None] | None = None,
     if progress and any(stored[t] is None for t in todo):
         progress("autotune: no tuning stored for this host yet; measuring the kernels' "
                  f"choices (<= {budget_s:.0f} s, once)")
-    shares = {n: 2 / 3, 1: 1 / 3} if len(todo) == 2 else {t: 1.0 for t in todo}
+    shares = {n: 0.5, 1: 0.5} if len(todo) == 2 else {t: 1.0 for t in todo}
     try:
         for t in todo:
             numba.set_num_threads(t)

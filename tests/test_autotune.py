@@ -161,7 +161,7 @@ def test_warmup_tunes_each_missing_thread_count_once(store, monkeypatch):
     calls = []
     monkeypatch.setattr(at, "autotune", fake_autotunes(calls))
     attnviz.warmup()  # nothing stored: all threads, then 1 thread (the panel's choice)
-    expected = [(n, 20.0 * 2 / 3), (1, 20.0 / 3)] if n > 1 else [(1, 20.0)]
+    expected = [(n, 10.0), (1, 10.0)] if n > 1 else [(1, 20.0)]  # half the budget each
     assert [t for t, _ in calls] == [t for t, _ in expected]
     assert [b for _, b in calls] == pytest.approx([b for _, b in expected])
     assert numba.get_num_threads() == n and tuning.active().decode_min_chunk == 200
@@ -337,3 +337,19 @@ def test_custom_sizes_need_no_candidates_for_the_short_class(store):
     t = at.autotune(budget_s=60.0, clock=FakeClock(0.01), sizes=sizes, save=False)
     assert t.blocks[16][0] == tuning.BUILTIN_BLOCKS[16]
     assert list(t.measured["prefill blocks D=16 Lk>=0"]) == ["128x128"]
+
+
+def test_one_thread_races_problems_of_half_the_work(store):
+    """On one thread (the timing panel's default) the autotune races ``ONE_THREAD``'s
+    prefills, each in the same length class as the full one it stands for."""
+    lines: list[str] = []
+    n = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        at.autotune(budget_s=0.3, clock=FakeClock(0.01), progress=lines.append, save=False)
+    finally:
+        numba.set_num_threads(n)
+    for (H, Lq, Lk), full in zip(at.ONE_THREAD.prefill, at.FULL.prefill, strict=True):
+        assert any(f"(H={H} Lq={Lq} Lk={Lk})" in s for s in lines), (H, Lq, Lk)
+        assert tuning.lk_class(Lk) == tuning.lk_class(full[2])
+        assert H * Lq * Lk < full[0] * full[1] * full[2]
