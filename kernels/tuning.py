@@ -171,8 +171,8 @@ def _parse(data: dict, key: dict, path: Path) -> Tuning | None:
                 blocks.setdefault(int(D), {})[int(c)] = (int(Br), int(Bc))
         decode = {}
         for D, (Bc, loops_s, loops_pv) in data["decode"].items():
-            if not (int(D) > 0 and int(Bc) > 0 and isinstance(loops_s, bool)
-                    and isinstance(loops_pv, bool)):
+            if not (int(D) > 0 and int(Bc) > 0 and not isinstance(Bc, bool)
+                    and isinstance(loops_s, bool) and isinstance(loops_pv, bool)):
                 return None
             decode[int(D)] = (int(Bc), (loops_s, loops_pv))
         chunk = int(data["decode_min_chunk"])

@@ -7,10 +7,10 @@ returns proves it never touched those tiles; the control (guarding a tile some r
 proves that a read is caught. Run it in a subprocess (``python -m tests.guarded CASE``):
 the test reads the exit status.
 
-Each case is one Q block (its rows at ``q_offset``..) against the whole K/V, so the tiles
-to guard are exactly those none of its rows sees: the dense ``visible_mask`` decides, not
-the kernels' spans. A tile must fill whole pages: Bc * D * 4 bytes a multiple of the page
-size, and Lk a multiple of Bc.
+Each case is one call, its Lq rows at ``q_offset``.. against the whole K/V (one Q block
+unless ``Br`` cuts it into several); the tiles to guard are exactly those none of its rows
+sees: the dense ``visible_mask`` decides, not the kernels' spans. A tile must fill whole
+pages: Bc * D * 4 bytes a multiple of the page size, and Lk a multiple of Bc.
 """
 from __future__ import annotations
 

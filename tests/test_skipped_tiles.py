@@ -5,7 +5,8 @@ cost no compute and no memory traffic. Exactness cannot show it (a computed tile
 sees adds exp(-inf) = 0), and NaN in its keys cannot either (``tile.PARTIAL_ROWS`` leaves
 out keys no row of a group sees). So these tests make the pages of those tiles unreadable
 (``tests/guarded.py``): one load from them ends the run with SIGSEGV. Each case is one Q
-block against the whole K/V, in prefill and in split-KV decode; the tiles to guard come
+block against the whole K/V (one case, a call of three: the tiles none of them sees), in
+prefill and in split-KV decode; the tiles to guard come
 from the dense mask; and the run's result must still match the float64 oracle. The
 controls guard one tile that a row does see, and must crash: the guard catches a read.
 """
@@ -21,12 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.guarded import unseen_tiles
+from tests.guarded import PAGE, unseen_tiles
 
 pytestmark = pytest.mark.nojit  # the pure-Python path must skip the same tiles
 
 ROOT = Path(__file__).resolve().parents[1]
 D, BC = 64, 16  # a tile of 16 keys x 64 floats = one 4 KiB page
+if PAGE != BC * D * 4:
+    pytest.skip(f"the guarded tiles assume 4 KiB pages; this host's are {PAGE} bytes",
+                allow_module_level=True)
 
 
 def _docs(lens) -> list[int]:
@@ -46,7 +50,8 @@ DOCS = _docs([40, 56, 72, 88])  # 256 keys; boundaries inside tiles 2, 5 and 10
 CASES = [
     # prefill: the causal future, a Q block of ragged sub-blocks, one above PARTIAL_ROWS
     case("causal block", Lq=32, Lk=256, q_offset=64),
-    case("causal ragged sub-blocks", Lq=40, Lk=256, q_offset=97, Br=16, B=2, Hq=6, Hkv=3),
+    case("causal, three ragged Q blocks", Lq=40, Lk=256, q_offset=97, Br=16, B=2, Hq=6,
+         Hkv=3),
     case("causal 130 rows", Lq=130, Lk=320, q_offset=100),
     case("window", Lq=24, Lk=256, q_offset=200, mask={"window": 48}),
     case("sinks + window", Lq=16, Lk=512, q_offset=400, mask={"window": 64, "sinks": 4}),
