@@ -377,3 +377,13 @@ def test_one_thread_races_problems_of_less_work(store):
         assert any(f"(H={H} Lq={Lq} Lk={Lk})" in s for s in lines), (H, Lq, Lk)
         assert tuning.lk_class(Lk) == tuning.lk_class(full[2])
         assert _causal_pairs(H, Lq, Lk) <= 0.75 * _causal_pairs(*full)
+
+
+def test_decode_tiles_the_budget_left_unmeasured_are_not_stored(store):
+    """With the budget gone as the decode race starts, no decode entry is stored (not even
+    the default), so the decode keeps the prefill's KV block."""
+    clock = JumpClock(0.01, when="KV block x BLAS or loops per product", by=1e3)
+    t = at.autotune(budget_s=60.0, clock=clock, sizes=TINY, progress=clock.progress,
+                    save=False)
+    assert clock.by == 0.0 and not t.decode and not t.complete
+    assert t.decode_for(16) == (t.blocks_for(16)[1], tuning.BUILTIN_DECODE_LOOPS)
