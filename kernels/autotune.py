@@ -281,8 +281,8 @@ def autotune(*, budget_s: float = BUDGET_S, progress: Callable[[str], None] | No
     # 3. prefill blocks per D and length class. Every stage's candidates first run once
     #    (warm caches; what a round of each costs), then the time left is shared so that
     #    every stage gets about as many rounds: a long prefill's round costs up to 5x a short
-    #    one's, and by the square root of the work the short classes got 1-2 rounds on 1
-    #    thread against 4 for the long ones
+    #    one's, and by the square root of the work the short classes got 5-7 rounds on 2
+    #    threads against 8-20 for the long ones
     blocks: dict = {}
     stage_end = budget.until(1.0)
     first_end = budget.until(0.5)  # the first runs may take half of it; rounds get the rest
