@@ -21,7 +21,9 @@ memory: 19-21 GB/s on a [4, 256] x [256, 128] tile held in cache, 28-30 GB/s fou
 1.4-1.7x faster again on a tile held in cache, but half as fast on K/V streamed from memory
 (one thread: 7.5-9.6 against 16 GB/s), which is where decode reads them; so did 4 rows x
 2 keys for S (8 sums): 14.9 against 20.6 ns per key in cache, but a decode at L = 8192
-(Hq=32, Hkv=8, D=128, P~ V through BLAS in both) took 2.56 ms against 2.20.
+(Hq=32, Hkv=8, D=128, P~ V through BLAS in both) took 2.56 ms against 2.20; and 4 keys x 2
+rows: 17.0 ns per key in cache, 0.93x the decode time at L = 1024 (K/V in L3), 1.42x at
+L = 8192. Register blocks win in cache and lose on K/V streamed from memory.
 """
 from __future__ import annotations
 
