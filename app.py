@@ -25,6 +25,7 @@ from attnviz.ui import (
     stepper,
     tilemap,
     timing,
+    timing_results,
     upload,
     why,
 )
@@ -107,7 +108,7 @@ memory_tab, timing_tab, splitkv_tab, numerics_tab, backward_tab = st.tabs(
     on_change="rerun")
 if memory_tab.open:
     with memory_tab:
-        guarded(memory.render, cfg, machine["threads"], timing.measured_peaks())
+        guarded(memory.render, cfg, machine["threads"], timing_results.measured_peaks())
 if timing_tab.open:
     with timing_tab:
         guarded(timing.render, cfg, machine)

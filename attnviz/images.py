@@ -1,4 +1,4 @@
-"""The step view's figures (and the memory chart) as images: pure functions of a Trace.
+"""The step view's figures as images: pure functions of a Trace.
 
 Each builder returns a ``Figure``: a PNG drawn on the server with ``attnviz.raster``, plus the
 data-to-pixel maps of its plots (``fig.plots[name].pixel(x, y)``), so tests read a figure
@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .plots import bytes_label, length_label
 from .raster import (
-    AXIS,
     DIVERGING,
     MUTED,
     VIRIDIS,
@@ -47,6 +45,7 @@ from .raster import (
     legend,
     log_ticks,
     nice_ticks,
+    padded_range,
     rgb,
     tick_label,
 )
@@ -237,13 +236,6 @@ def _bar_ticks(name: str, lo: float, hi: float, short: bool) -> list[float]:
     return [-a, 0.0, a]
 
 
-def _padded(lo: float, hi: float) -> tuple[float, float]:
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return 0.0, 1.0
-    pad = 0.08 * (hi - lo) if hi > lo else max(0.5, 0.1 * abs(hi))
-    return lo - pad, hi + pad
-
-
 def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> Figure:
     """m (left axis) and l (right axis) of query row r after each step of its Q block up to
     step n; rescale events (alpha ≠ 1 with state to rescale) as red triangles; step n's KV
@@ -262,7 +254,8 @@ def row_history(trace: Trace, n: int, r: int, *, all_rows: bool = False) -> Figu
     M = np.stack([s.m for s in upto], axis=1) if all_rows and upto else np.empty((0, 0))
     mvals = np.array([*m, *M.ravel()], float)
     mvals = mvals[np.isfinite(mvals)]
-    m_lo, m_hi = _padded(*(mvals.min(), mvals.max()) if mvals.size else (math.nan, math.nan))
+    m_lo, m_hi = padded_range(*(mvals.min(), mvals.max()) if mvals.size
+                              else (math.nan, math.nan))
     l_hi = max([v for v in ls if math.isfinite(v)] + [0.0]) * 1.1 or 1.0
     all_js = [s.j for s in steps]
     x_axis = Axis(min(all_js) - 0.5, max(all_js) + 0.5)
@@ -373,168 +366,3 @@ def output_rows_alt(n: int, rows_done: int, Lq: int) -> str:
     """The output figure's text alternative. Its image only changes when a Q block finishes;
     the app reuses it for the steps between and names the current step here."""
     return f"output rows finished by step {step_label(n)}: {rows_done} of {Lq}"
-
-
-def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, current_L: int,
-                 measured: dict[str, tuple[int, int]] | None = None,
-                 x_title: str = "sequence length L") -> Figure:
-    """Bytes of each method over L (log-log), this machine's RAM as a dashed line, the current
-    L as a dotted line; ``measured``: name -> (L, peak extra bytes) as crosses."""
-    shown = {name: ys for name, ys in series.items() if any(ys)}  # no GQA copy if Hq == Hkv
-    measured = measured or {}
-    # a peak of 0 B (served from memory the process already held) has no place on a log axis:
-    # it is named in the legend instead of stretching the axis down to 1 B
-    on_axis = {name: (L, b) for name, (L, b) in measured.items() if b > 0}
-    lo = min(*(min(y for y in ys if y > 0) for ys in shown.values()),
-             *(b for _, b in on_axis.values()))
-    hi = max(max(max(ys) for ys in shown.values()), ram, *(b for _, b in on_axis.values()))
-    exps = list(range(int(math.log2(lo)) // 10 * 10, int(math.log2(hi)) + 10, 10))
-    W = 500
-    cv = Canvas(W, 10)
-    colors = {name: COLORWAY[k % len(COLORWAY)] for k, name in enumerate(shown)}
-    entries = [(name, "o", colors[name]) for name in shown]
-    entries += [(f"measured: {name}" if name in on_axis else f"measured: {name} 0 B",
-                 "x", "#111827") for name in measured]
-    entries += [(f"this machine's RAM ({bytes_label(ram)})", "--", CURRENT_COLOR),
-                (f"current L = {current_L}", "--", "#64748b")]
-    top = 10 + legend(cv, 10, 6, entries, W - 20, draw=False) + 8
-    H = int(top + 300 + 52)
-    y_labels = [bytes_label(2**k) for k in exps]
-    # the box starts right of the widest tick label and the axis title: nothing is cut off
-    left = int(math.ceil(14 + 14 + max(cv.text_width(s, 11) for s in y_labels) + 10))
-    cv = Canvas(W, H)
-    legend(cv, 10, 6, entries, W - 20)
-    box = (max(76, left), top, W - 16, top + 300)
-    p = Plot(cv, box, Axis(Ls[0] / 1.25, Ls[-1] * 1.25, log=True),
-             Axis(2.0 ** exps[0], 2.0 ** exps[-1], log=True))
-    ticks = [L for L in Ls if L == Ls[0] or L == Ls[-1] or (L.bit_length() - 1) % 2 == 1]
-    p.frame(grid_x=ticks, grid_y=[2.0**k for k in exps])
-    p.hline(ram, CURRENT_COLOR)
-    p.vline(current_L, "#64748b", 2, dash=(2, 3))
-    for name, ys in shown.items():
-        pos = [(L, y) for L, y in zip(Ls, ys, strict=True) if y > 0]
-        p.line([L for L, _ in pos], [y for _, y in pos], colors[name], 2.5)
-        p.markers([L for L, _ in pos], [y for _, y in pos], "o", 7, colors[name])
-    for L, b in on_axis.values():
-        p.markers([L], [b], "x", 12, "#111827")
-    p.xticks(ticks, [length_label(L) for L in ticks], title=x_title)
-    p.yticks([2.0**k for k in exps], y_labels)
-    cv.text((14, (box[1] + box[3]) / 2), "bytes", angle=90, size=12)
-    alt = f"bytes over {x_title} for {', '.join(shown)}; current L = {current_L}" + "".join(
-        f"; measured: {name} at L = {L}, {bytes_label(b)}" for name, (L, b) in measured.items())
-    return Figure(cv, {"bytes": p}, alt, {"series": list(shown), "measured": dict(measured)})
-
-
-SEEN_COLOR, UNSEEN_COLOR, MASKED_COLOR = "#2563eb", "#cbd5e1", "#9ca3af"
-ACC_COLORS = {"acc_old": "#94a3b8", "alpha·acc_old": "#f59e0b", "P~V_j (this tile)": "#16a34a",
-              "acc_new": "#2563eb", "O (streaming)": "#2563eb", "oracle (float64)": "#111827"}
-
-
-def _bars(p: Plot, xs: np.ndarray, ys: np.ndarray, width: float, color) -> None:
-    """Bars from 0 to ys at xs (data units wide); non-finite values are not drawn."""
-    zero = p.xy(0, 0.0)[1] if p.y.lo <= 0 <= p.y.hi else p.xy(0, p.y.lo)[1]
-    for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
-        if not math.isfinite(y):
-            continue
-        x0, yv = p.xy(x - width / 2, y)
-        x1, _ = p.xy(x + width / 2, y)
-        top, bottom = min(zero, yv), max(zero, yv)
-        p.canvas.rect((x0, top, max(x1, x0 + 0.6), max(bottom, top + 0.6)), fill=color)
-
-
-def _range(*arrays: np.ndarray) -> tuple[float, float]:
-    vals = np.concatenate([np.asarray(a, float).ravel() for a in arrays])
-    vals = vals[np.isfinite(vals)]
-    lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
-    return _padded(min(lo, 0.0), max(hi, 0.0))
-
-
-def _grouped(cv: Canvas, box, title: str, series: dict, D: int) -> Plot:
-    """Grouped bars over d = 0..D-1: one bar per series at each d."""
-    lo, hi = _range(*series.values())
-    p = Plot(cv, box, Axis(-0.5, D - 0.5), Axis(lo, hi))
-    ticks = nice_ticks(lo, hi, 5)
-    p.frame(grid_y=ticks)
-    if lo < 0 < hi:
-        p.hline(0.0, AXIS, 1, dash=None)
-    k = len(series)
-    w = 0.8 / k
-    d = np.arange(D)
-    for s, (name, y) in enumerate(series.items()):
-        _bars(p, d - 0.4 + w * (s + 0.5), np.asarray(y, float), w, ACC_COLORS[name])
-    p.yticks(ticks)
-    p.xticks(index_ticks(0, D, 8))
-    p.title(title, size=12)
-    return p
-
-
-def why_figure(ex, acc) -> Figure:
-    """The "why it is exact" figure of one row at one step (``attnviz.exactness``). Top: the
-    row's scores as standard attention sees them (keys the loop has seen so far blue, the
-    others light, masked keys as grey ticks under the axis, the global max M dashed). Then
-    the accumulator's D entries: acc_old, alpha·acc_old, P~V_j, acc_new. Once the row is
-    finished: O = acc / l beside the float64 oracle's row."""
-    last = acc.O is not None
-    Lk, D = ex.s.shape[0], acc.acc_new.shape[0]
-    W, ph, gap = 560, 150, 62
-    names = ["acc_old", "alpha·acc_old", "P~V_j (this tile)", "acc_new"]
-    entries = [("seen by the loop so far", "s", SEEN_COLOR), ("not seen yet", "s", UNSEEN_COLOR),
-               ("masked (−∞)", "s", MASKED_COLOR), ("global max M", "--", CURRENT_COLOR),
-               *[(f"α·acc_old (α = {acc.alpha:.4g})" if n == "alpha·acc_old" else n, "s",
-                  ACC_COLORS[n]) for n in names]]
-    if last:
-        entries += [("O = acc / l (streaming)", "s", ACC_COLORS["O (streaming)"]),
-                    ("oracle row (float64)", "s", ACC_COLORS["oracle (float64)"])]
-    legend_h = legend(Canvas(W, 1), 8, 0, entries, W - 16, draw=False)
-    panels = 3 if last else 2
-    top = 26
-    H = int(top + panels * (ph + gap) + legend_h)
-    cv = Canvas(W, H)
-    # 1. the score row
-    box = (58, top, W - 14, top + ph)
-    seen = np.zeros(Lk, bool)
-    for t in ex.tiles:
-        seen[t.k0:t.k1] = True
-    vis = ex.visible
-    lo, hi = _range(ex.s[vis], [ex.M] if np.isfinite(ex.M) else [])
-    ps = Plot(cv, box, Axis(-0.5, Lk - 0.5), Axis(lo, hi))
-    ticks = nice_ticks(lo, hi, 5)
-    ps.frame(grid_y=ticks)
-    keys = np.arange(Lk)
-    width = 1.0 if Lk > 100 else 0.8
-    _bars(ps, keys[vis & ~seen], ex.s[vis & ~seen], width, UNSEEN_COLOR)
-    _bars(ps, keys[vis & seen], ex.s[vis & seen], width, SEEN_COLOR)
-    for k0, k1 in _runs(~vis):  # masked keys: a grey band under the axis
-        x0, _ = ps.xy(k0 - 0.5, lo)
-        x1, _ = ps.xy(k1 - 0.5, lo)
-        cv.rect((x0, box[3] + 1, max(x1, x0 + 0.6), box[3] + 5), fill=MASKED_COLOR)
-    if np.isfinite(ex.M):
-        ps.hline(ex.M, CURRENT_COLOR, 1.5)
-    ps.yticks(ticks, title="s")
-    ps.xticks(index_ticks(0, Lk, 10))
-    ps.title(f"Scores of row {ex.r} over the {Lk} keys (standard attention sees all)"
-             + (f"; M = {ex.M:.4g}" if np.isfinite(ex.M) else "; no visible key"), size=12)
-    # 2. the accumulator
-    y0 = top + ph + gap
-    with np.errstate(invalid="ignore", over="ignore"):
-        series = dict(zip(names, (acc.acc_old, acc.scaled_old, acc.PV, acc.acc_new),
-                          strict=True))
-    pa = _grouped(cv, (58, y0, W - 14, y0 + ph),
-                  f"Accumulator of row {acc.r} at step {step_label(acc.n)} "
-                  f"(D = {D}): acc_new = α·acc_old + P~V_j", series, D)
-    plots = {"scores": ps, "acc": pa}
-    if last:  # 3. the output row beside the oracle
-        y0 += ph + gap
-        plots["O"] = _grouped(cv, (58, y0, W - 14, y0 + ph),
-                              "O = acc / l beside the float64 oracle (the row is finished)",
-                              {"O (streaming)": acc.O, "oracle (float64)": acc.O_oracle}, D)
-    legend(cv, 8, top + panels * (ph + gap) - 30, entries, W - 16)
-    alt = f"why it is exact: row {ex.r} at step {step_label(ex.n)}"
-    return Figure(cv, plots, alt, {"last": last})
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[k0, k1) runs of True in a bool vector."""
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(),
-                    strict=True))

@@ -351,6 +351,15 @@ def legend(canvas: Canvas, x: float, y: float, entries, width: float, size: floa
     return cy + line_h - y
 
 
+def padded_range(lo: float, hi: float) -> tuple[float, float]:
+    """An axis range around [lo, hi] with 8% room on each side (a flat range gets +-0.5 or
+    10%; a non-finite one is (0, 1)), so no mark sits on the frame."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return 0.0, 1.0
+    pad = 0.08 * (hi - lo) if hi > lo else max(0.5, 0.1 * abs(hi))
+    return lo - pad, hi + pad
+
+
 def nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
     """Round values (steps of 1, 2, 5 x 10^k) within [lo, hi], about n of them."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:

@@ -15,12 +15,13 @@ from streamlit.testing.v1 import AppTest
 from attnviz import run_trace
 from attnviz.bugs import BUGS
 from attnviz.exactness import accumulator, exactness
-from attnviz.images import row_history, why_figure
+from attnviz.images import row_history
 from attnviz.quiz import question
 from attnviz.scenarios import one_head
 from attnviz.stats import oracle
 from attnviz.ui import rowtable
 from attnviz.viewconfig import ViewConfig
+from attnviz.why_images import why_figure
 from tests.test_app import (
     APP,
     assert_shows,

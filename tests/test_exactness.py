@@ -220,7 +220,7 @@ def test_invariant_on_random_geometries(Lq, extra, D, Br, Bc, seed, mask, top_le
 def test_the_figure_draws_the_panels_numbers():
     """The why figure's plots span the numbers they show: the score row's range and M, the
     accumulator's four series; a third plot (O beside the oracle) only at the row's end."""
-    from attnviz.images import why_figure
+    from attnviz.why_images import why_figure
 
     (q, k, v), kw = CASES["window"]
     trace = run_trace(q, k, v, **kw)

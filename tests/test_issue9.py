@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from attnviz import images, memory, plots, run_trace
+from attnviz import images, memory, memory_images, plots, run_trace
 from attnviz.export import trace_json
 from attnviz.presets import PRESETS
 from attnviz.raster import WHITE, Canvas, legend, log_ticks, rgb
@@ -205,7 +205,7 @@ def test_memory_chart_ticks_are_not_cut_off_for_the_seed_preset():
 
     cfg = PRESETS["seed's 32x64 blocks"].config
     series = memory_series(lambda L: shape_at(cfg, L), CHART_LS, cfg.Br, cfg.Bc, 2)
-    fig = images.memory_chart(CHART_LS, series, ram=2**34, current_L=cfg.Lk)
+    fig = memory_images.memory_chart(CHART_LS, series, ram=2**34, current_L=cfg.Lk)
     assert max(max(ys) for ys in series.values()) > 2**40  # the axis reaches PiB
     a = fig.array()
     assert (a[:, :4] == WHITE).all()  # nothing drawn at the left edge: no label cut off

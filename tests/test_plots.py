@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attnviz import images, plots, run_trace
+from attnviz import images, memory_images, plots, run_trace
 from attnviz.livemath import fmt, row_math
 from attnviz.masks import tile_status, visible_mask
 from attnviz.raster import DIVERGING, VIRIDIS, blend, index_ticks, log_ticks, nice_ticks, rgb
@@ -211,7 +211,7 @@ def test_memory_chart_marks_ram_and_current_length_and_plots_the_model():
 
     Ls = [128, 1024, 8192, 131072]
     series = memory_series(lambda L: memory.Shape(1, 8, 2, L, L, 64), Ls, 64, 64, 2)
-    fig = images.memory_chart(Ls, series, ram=2**34, current_L=1024,
+    fig = memory_images.memory_chart(Ls, series, ram=2**34, current_L=1024,
                               measured={"standard": (1024, 12345)})
     p = fig.plots["bytes"]
     assert p.x.log and p.y.log
@@ -239,8 +239,8 @@ def test_memory_chart_names_a_zero_peak_instead_of_plotting_it_at_the_axis_floor
 
     Ls = [128, 1024, 8192]
     series = memory_series(lambda L: memory.Shape(1, 8, 8, L, L, 64), Ls, 64, 64, 2)
-    plain = images.memory_chart(Ls, series, ram=2**34, current_L=128)
-    fig = images.memory_chart(Ls, series, ram=2**34, current_L=128,
+    plain = memory_images.memory_chart(Ls, series, ram=2**34, current_L=128)
+    fig = memory_images.memory_chart(Ls, series, ram=2**34, current_L=128,
                               measured={"standard": (128, 0), "streaming": (128, 5000)})
     assert fig.plots["bytes"].y.lo == plain.plots["bytes"].y.lo  # the axis is not stretched
     assert _at(fig, "bytes", 128, 5000) == (17, 24, 39)  # the positive one is a cross

@@ -5,7 +5,7 @@ import pandas as pd
 import psutil
 import streamlit as st
 
-from .. import images, memory, plots
+from .. import memory, memory_images, plots
 from ..stats import memory_series
 from ..viewconfig import ViewConfig
 
@@ -62,7 +62,7 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
                    "decode": "keys Lk (one query)"}[cfg.mode]
         series = memory_series(lambda L: shape_at(cfg, L), CHART_LS, cfg.Br, cfg.Bc, threads)
         # an image, like the step view's figures: no chart library on the page's first load
-        fig = images.memory_chart(CHART_LS, series, ram=ram, current_L=cfg.Lk,
+        fig = memory_images.memory_chart(CHART_LS, series, ram=ram, current_L=cfg.Lk,
                                   measured=measured, x_title=x_title)
         with st.container(key="memory_chart"):
             st.image(fig.data_url(), width=fig.width, alt=fig.alt)

@@ -5,7 +5,7 @@ for, the identity as a formula with the live numbers, and the accumulator itself
 Behind a toggle (off by default): a step click with it off costs nothing more; with it on,
 the panel's numbers (``attnviz.exactness``: a score row and one replay of the Q block's
 tiles) and one figure are made on each step. The figure is a PNG drawn on the server
-(``images.why_figure``), kept in the server's figure cache, like the step view's others:
+(``why_images.why_figure``), kept in the server's figure cache, like the step view's others:
 a Plotly figure here cost a step click ~0.25 s more (0.5 s instead of 0.25 s, measured with
 ``python -m tests.browser.latency --panels``), ~40-100 ms of it building the figure.
 """
@@ -17,9 +17,9 @@ import numpy as np
 import streamlit as st
 
 from ..exactness import Exactness, accumulator, exactness
-from ..images import why_figure
 from ..livemath import latex_block
 from ..trace import step_label
+from ..why_images import why_figure
 from . import mathpanel, rowtable
 from .cache import TracedHead, caches
 from .figures import Shown, show
