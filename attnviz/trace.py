@@ -2,9 +2,10 @@
 
 ``run_trace`` walks the tiles in the kernel's order (Q block i outer, KV block j inner) and
 calls the *same* jitted routines as the fast kernel (``kernels.tile.mask_tile_class``,
-``init_state``, ``tile_update``, ``finalize``), so what the stepper shows is what the timed
-kernel computes. With a sink logit s, every row starts from m = s, l = 1, acc = 0.
-Along the way it announces events to hooks:
+``init_state``, ``tile_update``, ``finalize``), with the kernel's choice of tile products
+(``kernels.tile_products``: decode's S and P~V as loops or BLAS, tuned per host), so what the
+stepper shows is what the timed kernel computes. With a sink logit s, every row starts from
+m = s, l = 1, acc = 0. Along the way it announces events to hooks:
 
     hook.on_skip(i, j)                     a tile with no visible key, not computed
     hook.on_step(step)                     a tile computed: a ``Step`` with before/after state
@@ -28,7 +29,7 @@ from functools import cached_property
 
 import numpy as np
 
-from kernels.api import default_blocks
+from kernels.api import default_blocks, tile_products
 from kernels.tile import (
     FULL,
     PARTIAL,
@@ -56,6 +57,9 @@ class TraceConfig:
     Bc: int  # KV block (keys per tile)
     mask: MaskSpec
     scale: float
+    # (for S, for P~V): each tile product as plain loops or BLAS, as the kernel computes a
+    # call of Lq rows on this host (``kernels.tile_products``: decode's pair is tuned)
+    loops: tuple[bool, bool] = (False, False)
 
     @property
     def Tr(self) -> int:  # number of Q blocks
@@ -127,11 +131,11 @@ class Driver:
         args = (q[i0:i1], k[k0:k1], v[k0:k1], self.qpos(i), k0, c.Lk, self.geometry,
                 cls == PARTIAL, np.float32(c.scale))
         if self.flags is None:
-            tile_update(*args, m, l, acc, S, P, alpha)
+            tile_update(*args, m, l, acc, S, P, alpha, c.loops)
             return S, P, alpha
         # the same jitted scores and mask, on a scratch state; then the buggy update
         tile_update(*args, np.full(rows, -np.inf, np.float32), np.zeros(rows, np.float32),
-                    np.zeros((rows, c.D), np.float32), S, P, alpha)
+                    np.zeros((rows, c.D), np.float32), S, P, alpha, c.loops)
         P, alpha = bugs.tile_step(S, v[k0:k1], m, l, acc, self.flags)
         return S, P, alpha
 
@@ -297,6 +301,7 @@ def trace_config(Lq, Lk, D, *, causal=True, q_offset=None, window=None, sinks=No
         mask=mask_spec(Lq, Lk, causal, q_offset, window, sinks=sinks, prefix=prefix,
                        doc_ids=doc_ids, sink_logits=sink_logits, Hq=1),
         scale=check_scale(scale, D),
+        loops=tile_products(Lq, D),
     )
 
 

@@ -24,6 +24,7 @@ from .api import (  # noqa: E402
     default_blocks,
     standard_attention,
     streaming_attention,
+    tile_products,
     tuning_summary,
     warmup,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "standard_attention_backward",
     "streaming_attention",
     "streaming_attention_backward",
+    "tile_products",
     "tuning_summary",
     "warmup",
 ]

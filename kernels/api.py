@@ -28,6 +28,13 @@ def decode_block(D: int) -> int:
     return tuning.active().decode_for(D)[0]
 
 
+def tile_products(Lq: int, D: int) -> tuple[bool, bool]:
+    """How a call with Lq query rows computes each tile's two products, (for S = Q K^T, for
+    P~ V): plain loops (True) or BLAS (False). Decode (Lq == 1) takes the pair tuned per
+    host for its few-row tiles (``kernels/smallmm.py``); prefill's tiles use BLAS."""
+    return tuning.active().decode_for(D)[1] if Lq == 1 else (False, False)
+
+
 def tuning_summary() -> dict:
     """The tuned values in force (blocks per D, decode tiles as loops or BLAS, the decode
     chunk size), the host key they are valid for and where they come from; ``"text"`` is one
@@ -123,7 +130,7 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sin
     scale = np.float32(check_scale(scale, D))
     tuned = tuning.active()
     Br0, Bc0 = tuned.blocks_for(D, Lk)
-    Bc_dec, loops = tuned.decode_for(D)
+    Bc_dec = tuned.decode_for(D)[0]
     Br = check_block("q_block", q_block, Br0)
     Bc = check_block("kv_block", kv_block, Bc_dec if Lq == 1 else Bc0)
     if Lq == 0:
@@ -133,7 +140,8 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sin
     mk, sink = mask.geometry(), mask.sink_array(Hq)
     if Lq == 1:
         per, _ = _split(B, k.shape[1], Lk, Bc, mask.q_offset, mk, tuned.decode_min_chunk)
-        decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Bc, per, loops)
+        decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Bc, per,
+                      tile_products(Lq, D))
     else:
         prefill_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Br, Bc)
     if check_finite:

@@ -16,25 +16,11 @@ import pytest
 
 from attnviz.masks import visible_mask
 from attnviz.reference import attention_reference
-from kernels import standard_attention, streaming_attention, tuning
+from kernels import standard_attention, streaming_attention
 from tests.helpers import RTOL, qkv, rel_err
 
 POS_NAN = np.float32(np.nan)
 NEG_NAN = np.copysign(np.float32(np.nan), np.float32(-1.0))  # the x86 default NaN's sign
-
-
-@pytest.fixture(params=[(False, False), (True, False), (False, True), (True, True)],
-                ids=["blas", "loops-S", "loops-PV", "loops"])
-def decode_loops(request, monkeypatch):
-    """Run the decode path with each of its tile products (S, P~V) through BLAS or as plain
-    loops."""
-    base = tuning.active()
-    forced = tuning.Tuning(blocks=base.blocks,
-                           decode={D: (64, request.param) for D in (16, 24, 32, 64, 128)},
-                           decode_min_chunk=base.decode_min_chunk, source="test",
-                           host=base.host)
-    monkeypatch.setattr(tuning, "active", lambda: forced)
-    return request.param
 
 
 def _vis(Lq, Lk, q_offset):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from attnviz import run_trace
 from attnviz.masks import visible_mask
-from kernels import streaming_attention
+from kernels import decode_split, streaming_attention
 from tests.helpers import assert_matches_oracle, qkv
 
 CASES = [
@@ -46,6 +46,28 @@ def test_trace_equals_kernel_and_oracle(Lq, Lk, D, Br, Bc, mask):
         # two agree to float32 rounding (a few ulp), not necessarily to the bit.
         np.testing.assert_allclose(tr.out, out[0, 0], rtol=2e-6, atol=2e-7)
         np.testing.assert_allclose(tr.lse, lse[0, 0], rtol=2e-6, atol=2e-7)
+
+
+@pytest.mark.parametrize("Lk,D,Bc,mask", [
+    (500, 64, 64, {}),
+    (333, 40, 48, {"window": 100}),
+    (257, 128, 32, {"causal": False}),
+    (130, 16, 256, {"q_offset": 90}),  # one ragged tile; keys after the query masked
+])
+def test_decode_trace_is_the_decode_kernel(decode_loops, Lk, D, Bc, mask):
+    """In decode the stepper computes each tile with the decode kernel's products, S and P~V
+    each as loops or BLAS (tuned per host), not a choice of its own. With one chunk (no
+    merge), the traced row is the kernel's, bit for bit, for each of the four choices."""
+    q, k, v = qkv(1, 1, 1, 1, Lk, D, seed=Lk)
+    tr = run_trace(q[0, 0], k[0, 0], v[0, 0], q_block=1, kv_block=Bc, **mask)
+    assert tr.config.loops == decode_loops
+    q_offset = mask.get("q_offset", Lk - 1)
+    assert decode_split(1, 1, Lk, Bc, q_offset=q_offset,
+                        causal=mask.get("causal", True), window=mask.get("window", 0))[1] == 1
+    out, lse = streaming_attention(q, k, v, kv_block=Bc, return_lse=True, **mask)
+    np.testing.assert_array_equal(tr.out, out[0, 0])
+    np.testing.assert_array_equal(tr.lse, lse[0, 0])
+    assert_matches_oracle(tr.out, tr.lse, q[0, 0], k[0, 0], v[0, 0], **mask)
 
 
 @pytest.mark.parametrize("Lq,Lk,D,Br,Bc,mask", CASES)
