@@ -1,6 +1,11 @@
 """The traced driver: the same arithmetic as the kernel, and the invariants a learner sees."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +15,8 @@ from attnviz import run_trace
 from attnviz.masks import visible_mask
 from kernels import decode_split, streaming_attention
 from tests.helpers import assert_matches_oracle, qkv
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CASES = [
     # Lq, Lk, D, Br, Bc, mask
@@ -48,26 +55,67 @@ def test_trace_equals_kernel_and_oracle(Lq, Lk, D, Br, Bc, mask):
         np.testing.assert_allclose(tr.lse, lse[0, 0], rtol=2e-6, atol=2e-7)
 
 
-@pytest.mark.parametrize("Lk,D,Bc,mask", [
+DECODE_CASES = [
+    # Lk, D, Bc, mask
     (500, 64, 64, {}),
     (333, 40, 48, {"window": 100}),
     (257, 128, 32, {"causal": False}),
     (130, 16, 256, {"q_offset": 90}),  # one ragged tile; keys after the query masked
-])
-def test_decode_trace_is_the_decode_kernel(decode_loops, Lk, D, Bc, mask):
-    """In decode the stepper computes each tile with the decode kernel's products, S and P~V
-    each as loops or BLAS (tuned per host), not a choice of its own. With one chunk (no
-    merge), the traced row is the kernel's, bit for bit, for each of the four choices."""
+]
+PAIRS = [(False, False), (True, False), (False, True), (True, True)]
+
+
+def _decode_trace_and_kernel(Lk, D, Bc, mask):
+    """The traced row and the decode kernel's, with one chunk (nothing to merge)."""
     q, k, v = qkv(1, 1, 1, 1, Lk, D, seed=Lk)
     tr = run_trace(q[0, 0], k[0, 0], v[0, 0], q_block=1, kv_block=Bc, **mask)
-    assert tr.config.loops == decode_loops
-    q_offset = mask.get("q_offset", Lk - 1)
-    assert decode_split(1, 1, Lk, Bc, q_offset=q_offset,
+    assert decode_split(1, 1, Lk, Bc, q_offset=mask.get("q_offset", Lk - 1),
                         causal=mask.get("causal", True), window=mask.get("window", 0))[1] == 1
     out, lse = streaming_attention(q, k, v, kv_block=Bc, return_lse=True, **mask)
-    np.testing.assert_array_equal(tr.out, out[0, 0])
-    np.testing.assert_array_equal(tr.lse, lse[0, 0])
+    return q, k, v, tr, out[0, 0], lse[0, 0]
+
+
+@pytest.mark.parametrize("Lk,D,Bc,mask", DECODE_CASES)
+def test_decode_trace_uses_the_decode_kernels_products(decode_loops, Lk, D, Bc, mask):
+    """In decode the stepper computes each tile with the decode kernel's products (S and P~V
+    each as loops or BLAS, tuned per host), not a choice of its own."""
+    q, k, v, tr, out, lse = _decode_trace_and_kernel(Lk, D, Bc, mask)
+    assert tr.config.loops == decode_loops
+    # in one process, to float32 rounding: see test_decode_trace_is_the_kernel_bit_for_bit
+    np.testing.assert_allclose(tr.out, out, rtol=2e-6, atol=2e-7)
+    np.testing.assert_allclose(tr.lse, lse, rtol=2e-6, atol=2e-7)
     assert_matches_oracle(tr.out, tr.lse, q[0, 0], k[0, 0], v[0, 0], **mask)
+
+
+_BITS = """
+import json, sys
+import numpy as np
+from kernels import tuning
+from tests.test_trace import DECODE_CASES, PAIRS, _decode_trace_and_kernel
+base = tuning.active()
+bad = []
+for pair in PAIRS:
+    forced = tuning.Tuning(blocks=base.blocks, decode={D: (64, pair) for D in (16, 40, 64, 128)},
+                           decode_min_chunk=base.decode_min_chunk, source="test", host=base.host)
+    tuning.active = lambda: forced
+    for case in DECODE_CASES:
+        *_, tr, out, lse = _decode_trace_and_kernel(*case)
+        if not (np.array_equal(tr.out, out) and np.array_equal(tr.lse, lse)):
+            bad.append([pair, case[:3], float(np.abs(tr.out - out).max())])
+print(json.dumps(bad))
+"""
+
+
+def test_decode_trace_is_the_kernel_bit_for_bit():
+    """In a fresh process, the traced decode row is the kernel's bit for bit, for each of the
+    four product choices. (Numba links one compiled copy of each routine per process, and
+    with fastmath's reassociation a copy compiled in another context, say by a lab that
+    calls ``attend_span`` directly, may round the last bit differently: hence the fresh
+    process, and the tolerance of the in-process tests.)"""
+    done = subprocess.run([sys.executable, "-c", _BITS], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 @pytest.mark.parametrize("Lq,Lk,D,Br,Bc,mask", CASES)
