@@ -23,6 +23,8 @@ from attnviz.presets import PRESETS
 from attnviz.scenarios import one_head
 from attnviz.ui import mathpanel
 from attnviz.viewconfig import DEFAULT, FIELDS, ViewConfig, clamp
+from kernels import tile_products
+from kernels.tuning import products
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -44,14 +46,15 @@ def config(at: AppTest) -> ViewConfig:
 
 
 @lru_cache(maxsize=None)
-def _trace(cfg: ViewConfig):
+def _trace(cfg: ViewConfig, loops: tuple[bool, bool]):  # loops: in the key, as in the app's
     q, k, v = one_head(cfg.scenario, cfg.Lq, cfg.Lk, cfg.D, seed=cfg.seed)
     return run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, **cfg.mask_kwargs())
 
 
 def trace_of(at: AppTest):
     """The trace the app should be showing, recomputed here."""
-    return _trace(config(at))
+    cfg = config(at)
+    return _trace(cfg, tile_products(cfg.Lq, cfg.D))
 
 
 def chart(at: AppTest, key: str) -> dict:
@@ -303,13 +306,16 @@ def test_chunked_prefill_puts_the_diagonal_bottom_right_or_top_left():
     assert (grid(at) == 0).sum() == (top_left == "skipped").sum() > (expected == "skipped").sum()
 
 
-def test_decode_is_one_row_walking_every_kv_tile():
+def test_decode_is_one_row_walking_every_kv_tile(decode_loops):
     at = open_app()
     at.radio(key="mode").set_value("decode").run()
     at.number_input(key="cache").set_value(99).run()
     assert grid(ok(at)).shape == (1, math.ceil(100 / 16))
     assert (grid(at) == 0).sum() == 0
-    assert any("Decode: the trace walks" in m.value for m in at.markdown)
+    note = [m.value for m in at.markdown if "Decode: the trace walks" in m.value]
+    # the tiles' products are the decode kernel's on this host, and the page names them
+    assert note and f"({products(decode_loops)}, chosen at warm-up)" in note[0]
+    assert trace_of(at).config.loops == decode_loops
 
 
 def test_head_dim_and_block_sizes_shape_the_figures():

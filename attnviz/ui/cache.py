@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import streamlit as st
 
+from kernels import tile_products
+
 from .. import warmup
 from ..bytecache import ByteLRU
 from ..scenarios import one_head
@@ -84,18 +86,21 @@ def caches() -> Caches:
                   ByteLRU(budget_bytes("ATTNVIZ_FIGURE_CACHE_MB", FIGURE_CACHE_MB)))
 
 
-def head_key(cfg: ViewConfig) -> ViewConfig:
+def head_key(cfg: ViewConfig) -> tuple[ViewConfig, tuple[bool, bool]]:
     """What defines the traced head: the configuration without B, Hq, Hkv (the memory and
     timing panels' sizes), which the stepper's single head does not depend on; with the bug
-    lab's ``bug`` (a buggy trace is another trace)."""
-    return replace(cfg, B=1, Hq=1, Hkv=1)
+    lab's ``bug`` (a buggy trace is another trace); and the tile products in force
+    (``kernels.tile_products``: decode's are tuned per host, and a new tuning may arrive
+    while the server runs)."""
+    return replace(cfg, B=1, Hq=1, Hkv=1), tile_products(cfg.Lq, cfg.D)
 
 
-def _trace(key: ViewConfig) -> TracedHead:
+def _trace(key: tuple[ViewConfig, tuple[bool, bool]]) -> TracedHead:
+    cfg, _ = key  # run_trace reads the products in force itself
     with build_slots:
-        q, k, v = one_head(key.scenario, key.Lq, key.Lk, key.D, seed=key.seed)
-        trace = run_trace(q, k, v, q_block=key.Br, kv_block=key.Bc, bug=key.bug,
-                          **key.mask_kwargs())
+        q, k, v = one_head(cfg.scenario, cfg.Lq, cfg.Lk, cfg.D, seed=cfg.seed)
+        trace = run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, bug=cfg.bug,
+                          **cfg.mask_kwargs())
         O_ref, lse_ref = oracle(trace)
     return TracedHead(key, trace, O_ref, lse_ref)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from kernels.tuning import products
+
 from ..livemath import row_math
 from ..trace import Trace, step_label
 from ..viewconfig import ViewConfig
@@ -28,9 +30,11 @@ def _title(trace: Trace, n: int) -> str:
 
 
 def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> None:
-    decode = ("Decode: the trace walks the KV tiles of the single query in order; the fast "
-              "kernel splits them into chunks computed in parallel and merges the chunks' "
-              "(m, l, acc) with the same rescaling.")
+    decode = ("Decode: the trace walks the KV tiles of the single query in order, each "
+              "tile's products computed as this host's decode kernel computes them ("
+              f"{products(trace.config.loops)}, chosen at warm-up); the fast kernel splits "
+              "the tiles into chunks computed in parallel and merges the chunks' (m, l, acc) "
+              "with the same rescaling.")
     heading(_title(trace, n),
             "Left: the scores S of this tile (query rows x keys), scaled by 1/sqrt(D); masked "
             "entries are grey. Right: P~ = exp(S − m′), with m′ each row's running max "

@@ -43,7 +43,7 @@ class Own:
 
 
 def _trace(key: tuple, up: upload.Uploaded) -> TracedHead:
-    _, digest, h, cfg = key
+    _, digest, h, (cfg, _) = key
     with build_slots:
         q, k, v = up.head(h)
         trace = run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, bug=cfg.bug,
