@@ -291,8 +291,16 @@ class Trace:
 
 def trace_config(Lq, Lk, D, *, causal=True, q_offset=None, window=None, sinks=None,
                  prefix=None, doc_ids=None, sink_logits=None, scale=None, q_block=None,
-                 kv_block=None) -> TraceConfig:
-    """Validate the keywords once and freeze them (shared by run_trace and the app)."""
+                 kv_block=None, loops=None) -> TraceConfig:
+    """Validate the keywords once and freeze them (shared by run_trace and the app).
+    ``loops``: the tile products (for S, for P~V), True for plain loops, False for BLAS;
+    None: the kernel's choice in force for Lq rows (``kernels.tile_products``)."""
+    if loops is None:
+        loops = tile_products(Lq, D)
+    elif not (isinstance(loops, tuple) and len(loops) == 2
+              and all(isinstance(x, bool) for x in loops)):
+        raise ValueError(f"loops must be None or a pair of bools (for S, for P~V: True for "
+                         f"plain loops, False for BLAS), got {loops!r}")
     Br0, Bc0 = default_blocks(D, Lk)
     return TraceConfig(
         Lq=Lq, Lk=Lk, D=D,
@@ -301,13 +309,13 @@ def trace_config(Lq, Lk, D, *, causal=True, q_offset=None, window=None, sinks=No
         mask=mask_spec(Lq, Lk, causal, q_offset, window, sinks=sinks, prefix=prefix,
                        doc_ids=doc_ids, sink_logits=sink_logits, Hq=1),
         scale=check_scale(scale, D),
-        loops=tile_products(Lq, D),
+        loops=loops,
     )
 
 
 def run_trace(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None, prefix=None,
               doc_ids=None, sink_logits=None, scale=None, q_block=32, kv_block=64,
-              hooks=(), bug=None) -> Trace:
+              loops=None, hooks=(), bug=None) -> Trace:
     """Block-wise streaming attention on one head, recording every tile.
 
     q [Lq, D], k/v [Lk, D] (float16/32/64; computed in float32). Keywords as in
@@ -315,13 +323,14 @@ def run_trace(q, k, v, *, causal=True, q_offset=None, window=None, sinks=None, p
     ``hooks``: extra objects with any of ``on_skip``, ``on_step``, ``on_block_done``; they
     see the events in order after the recorder. ``bug``: None (the real algorithm) or a name
     of ``attnviz.bugs.BUGS`` (a ValueError lists them); the config keeps the true mask.
+    ``loops``: the tile products, as in ``trace_config`` (None: the kernel's in force).
     """
     bug = bugs.check_bug(bug)
     q, k, v = check_qkv(q, k, v, ndim=2, finite=True)
     (Lq, D), Lk = q.shape, k.shape[0]
     c = trace_config(Lq, Lk, D, causal=causal, q_offset=q_offset, window=window, sinks=sinks,
                      prefix=prefix, doc_ids=doc_ids, sink_logits=sink_logits, scale=scale,
-                     q_block=q_block, kv_block=kv_block)
+                     q_block=q_block, kv_block=kv_block, loops=loops)
     driver = Driver(c, bugs.driver_mask(c.mask, bug), bugs.update_flags(bug))
     status = np.empty((c.Tr, c.Tc), dtype=object)
     trace = Trace(config=c, q=q, k=k, v=v, tile_status=status,

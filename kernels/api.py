@@ -28,11 +28,15 @@ def decode_block(D: int) -> int:
     return tuning.active().decode_for(D)[0]
 
 
-def tile_products(Lq: int, D: int) -> tuple[bool, bool]:
+def tile_products(Lq: int, D: int, tuned: tuning.Tuning | None = None) -> tuple[bool, bool]:
     """How a call with Lq query rows computes each tile's two products, (for S = Q K^T, for
     P~ V): plain loops (True) or BLAS (False). Decode (Lq == 1) takes the pair tuned per
-    host for its few-row tiles (``kernels/smallmm.py``); prefill's tiles use BLAS."""
-    return tuning.active().decode_for(D)[1] if Lq == 1 else (False, False)
+    host and thread count for its few-row tiles (``kernels/smallmm.py``; the built-in pair
+    where no tuning is stored); prefill's tiles use BLAS. ``tuned``: the tuning to read
+    (default: the one in force), so a call reads one tuning for all its choices."""
+    if Lq != 1:
+        return (False, False)
+    return (tuned or tuning.active()).decode_for(D)[1]
 
 
 def tuning_summary() -> dict:
@@ -141,7 +145,7 @@ def streaming_attention(q, k, v, *, causal=True, q_offset=None, window=None, sin
     if Lq == 1:
         per, _ = _split(B, k.shape[1], Lk, Bc, mask.q_offset, mk, tuned.decode_min_chunk)
         decode_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Bc, per,
-                      tile_products(Lq, D))
+                      tile_products(Lq, D, tuned))
     else:
         prefill_kernel(q, k, v, out, lse, scale, mask.q_offset, mk, sink, Br, Bc)
     if check_finite:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kernels import tuning
+from tests.helpers import forced_tuning
 
 
 @pytest.fixture(params=[(False, False), (True, False), (False, True), (True, True)],
@@ -11,10 +12,6 @@ from kernels import tuning
 def decode_loops(request, monkeypatch):
     """Run the decode path with each of its tile products (S, P~V) through BLAS or as plain
     loops."""
-    base = tuning.active()
-    forced = tuning.Tuning(blocks=base.blocks,
-                           decode={D: (64, request.param) for D in (16, 24, 32, 64, 128)},
-                           decode_min_chunk=base.decode_min_chunk, source="test",
-                           host=base.host)
+    forced = forced_tuning(request.param)
     monkeypatch.setattr(tuning, "active", lambda: forced)
     return request.param

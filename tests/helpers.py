@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from attnviz.reference import attention_reference
+from kernels import tuning
 
 # Relative error bound of float32 kernels against the float64 oracle, on O and on LSE.
 RTOL = 1e-5
@@ -38,3 +39,14 @@ def assert_matches_oracle(out, lse, q, k, v, rtol=RTOL, **mask):
     e_out, e_lse = rel_err(out, O_ref), rel_err(lse, lse_ref)
     assert e_out <= rtol and e_lse <= rtol, f"out err {e_out:.2e}, lse err {e_lse:.2e} > {rtol}"
     return e_out, e_lse
+
+
+def forced_tuning(pair: tuple[bool, bool], Bc: int = 64) -> tuning.Tuning:
+    """The tuning in force with decode's tiles set to ``Bc`` keys and the products ``pair``
+    (for S, for P~V: True for plain loops, False for BLAS) for every D (an entry at each
+    built-in D: ``decode_for`` takes the nearest), marked as tuned on this host."""
+    base = tuning.active()
+    return tuning.Tuning(blocks=base.blocks,
+                         decode={D: (Bc, pair) for D in tuning.BUILTIN_BLOCKS},
+                         decode_min_chunk=base.decode_min_chunk, source="test",
+                         host=base.host or tuning.host_key())

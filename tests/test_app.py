@@ -314,8 +314,7 @@ def test_decode_is_one_row_walking_every_kv_tile(decode_loops):
     assert (grid(at) == 0).sum() == 0
     note = [m.value for m in at.markdown if "Decode: the trace walks" in m.value]
     # the tiles' products are the decode kernel's on this host, and the page names them
-    assert note and f"({products(decode_loops)}, chosen at warm-up)" in note[0]
-    assert trace_of(at).config.loops == decode_loops
+    assert note and f"({products(decode_loops)}: tuned on this host" in note[0]
 
 
 def test_head_dim_and_block_sizes_shape_the_figures():

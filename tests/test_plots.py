@@ -212,7 +212,7 @@ def test_memory_chart_marks_ram_and_current_length_and_plots_the_model():
     Ls = [128, 1024, 8192, 131072]
     series = memory_series(lambda L: memory.Shape(1, 8, 2, L, L, 64), Ls, 64, 64, 2)
     fig = memory_images.memory_chart(Ls, series, ram=2**34, current_L=1024,
-                              measured={"standard": (1024, 12345)})
+                                     measured={"standard": (1024, 12345)})
     p = fig.plots["bytes"]
     assert p.x.log and p.y.log
     a = fig.array()
@@ -241,7 +241,7 @@ def test_memory_chart_names_a_zero_peak_instead_of_plotting_it_at_the_axis_floor
     series = memory_series(lambda L: memory.Shape(1, 8, 8, L, L, 64), Ls, 64, 64, 2)
     plain = memory_images.memory_chart(Ls, series, ram=2**34, current_L=128)
     fig = memory_images.memory_chart(Ls, series, ram=2**34, current_L=128,
-                              measured={"standard": (128, 0), "streaming": (128, 5000)})
+                                     measured={"standard": (128, 0), "streaming": (128, 5000)})
     assert fig.plots["bytes"].y.lo == plain.plots["bytes"].y.lo  # the axis is not stretched
     assert _at(fig, "bytes", 128, 5000) == (17, 24, 39)  # the positive one is a cross
     assert "measured: standard at L = 128, 0 B" in fig.alt

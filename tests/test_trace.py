@@ -77,8 +77,10 @@ def _decode_trace_and_kernel(Lk, D, Bc, mask):
 
 @pytest.mark.parametrize("Lk,D,Bc,mask", DECODE_CASES)
 def test_decode_trace_uses_the_decode_kernels_products(decode_loops, Lk, D, Bc, mask):
-    """In decode the stepper computes each tile with the decode kernel's products (S and P~V
-    each as loops or BLAS, tuned per host), not a choice of its own."""
+    """In decode the stepper takes the decode kernel's products (S and P~V each as loops or
+    BLAS, tuned per host), not a choice of its own. In one process the two agree to float32
+    rounding only, which BLAS and loops also do: that they are the same arithmetic, bit for
+    bit, is test_decode_trace_is_the_kernel_bit_for_bit's to show."""
     q, k, v, tr, out, lse = _decode_trace_and_kernel(Lk, D, Bc, mask)
     assert tr.config.loops == decode_loops
     # in one process, to float32 rounding: see test_decode_trace_is_the_kernel_bit_for_bit
@@ -88,15 +90,14 @@ def test_decode_trace_uses_the_decode_kernels_products(decode_loops, Lk, D, Bc, 
 
 
 _BITS = """
-import json, sys
+import json
 import numpy as np
 from kernels import tuning
+from tests.helpers import forced_tuning
 from tests.test_trace import DECODE_CASES, PAIRS, _decode_trace_and_kernel
-base = tuning.active()
 bad = []
 for pair in PAIRS:
-    forced = tuning.Tuning(blocks=base.blocks, decode={D: (64, pair) for D in (16, 40, 64, 128)},
-                           decode_min_chunk=base.decode_min_chunk, source="test", host=base.host)
+    forced = forced_tuning(pair)
     tuning.active = lambda: forced
     for case in DECODE_CASES:
         *_, tr, out, lse = _decode_trace_and_kernel(*case)
@@ -227,3 +228,10 @@ def test_trace_stays_small_at_4096():
     assert len(tr.steps) == sum((32 * i + 31) // 64 + 1 for i in range(128)) == 4160
     assert per_row < 5 * 2**20  # ~4.3 MB for 4160 steps of 32 rows
     assert tr.counts == {"full": 4032, "partial": 128, "skipped": 4032}
+
+
+@pytest.mark.parametrize("loops", [(1, 0), (True,), "loops", [True, False]])
+def test_trace_rejects_products_that_are_not_a_pair_of_bools(loops):
+    q, k, v = qkv(1, 1, 1, 1, 20, 8)
+    with pytest.raises(ValueError, match="pair of bools"):
+        run_trace(q[0, 0], k[0, 0], v[0, 0], loops=loops)

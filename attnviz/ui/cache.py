@@ -96,10 +96,10 @@ def head_key(cfg: ViewConfig) -> tuple[ViewConfig, tuple[bool, bool]]:
 
 
 def _trace(key: tuple[ViewConfig, tuple[bool, bool]]) -> TracedHead:
-    cfg, _ = key  # run_trace reads the products in force itself
+    cfg, loops = key  # the products the key names, not re-read: a tuning may land meanwhile
     with build_slots:
         q, k, v = one_head(cfg.scenario, cfg.Lq, cfg.Lk, cfg.D, seed=cfg.seed)
-        trace = run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, bug=cfg.bug,
+        trace = run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, bug=cfg.bug, loops=loops,
                           **cfg.mask_kwargs())
         O_ref, lse_ref = oracle(trace)
     return TracedHead(key, trace, O_ref, lse_ref)

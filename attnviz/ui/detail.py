@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from kernels import tuning
 from kernels.tuning import products
 
 from ..livemath import row_math
@@ -30,11 +31,14 @@ def _title(trace: Trace, n: int) -> str:
 
 
 def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> None:
+    tuned = tuning.active()
+    origin = ("tuned on this host for its thread count" if tuned.tuned and tuned.decode
+              else "the built-in choice: no tuning is stored for this host")
     decode = ("Decode: the trace walks the KV tiles of the single query in order, each "
               "tile's products computed as this host's decode kernel computes them ("
-              f"{products(trace.config.loops)}, chosen at warm-up); the fast kernel splits "
-              "the tiles into chunks computed in parallel and merges the chunks' (m, l, acc) "
-              "with the same rescaling.")
+              f"{products(trace.config.loops)}: {origin}); the fast kernel splits the tiles "
+              "into chunks computed in parallel and merges the chunks' (m, l, acc) with the "
+              "same rescaling.")
     heading(_title(trace, n),
             "Left: the scores S of this tile (query rows x keys), scaled by 1/sqrt(D); masked "
             "entries are grey. Right: P~ = exp(S − m′), with m′ each row's running max "

@@ -63,6 +63,6 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
         series = memory_series(lambda L: shape_at(cfg, L), CHART_LS, cfg.Br, cfg.Bc, threads)
         # an image, like the step view's figures: no chart library on the page's first load
         fig = memory_images.memory_chart(CHART_LS, series, ram=ram, current_L=cfg.Lk,
-                                  measured=measured, x_title=x_title)
+                                         measured=measured, x_title=x_title)
         with st.container(key="memory_chart"):
             st.image(fig.data_url(), width=fig.width, alt=fig.alt)

@@ -1,4 +1,6 @@
-"""The timing panel's jobs: submitted from the script, run on the process's timing queue.
+"""The timing panel's jobs: their work, their state per session, and the sections that
+poll them (with the queue position, progress and Cancel while pending, a notice if one
+failed or was cancelled).
 
 A button hands one job to ``attnviz.runqueue.QUEUE``; the queue's worker thread runs the
 jobs one at a time, so no two sessions' timings share the cores, and a session never waits
@@ -33,6 +35,7 @@ KINDS = {"current": "timing of one configuration", "sweep": "sweep over L",
 
 
 def thread_choices() -> dict[str, str]:
+    """The Threads radio's choices: 1 thread for clean scaling, or all of them."""
     import numba
 
     n = numba.config.NUMBA_NUM_THREADS
@@ -58,12 +61,15 @@ def submit(kind: str, label: str, work, **info) -> None:
 
 
 def threads_for(choice: str) -> int:
+    """The thread count of a ``thread_choices`` key."""
     import numba
 
     return 1 if choice == "one" else numba.config.NUMBA_NUM_THREADS
 
 
 def work_current(p: Problem, cfg: ViewConfig, repeats: int, threads: int, ram: int):
+    """The job of the current configuration: both methods timed, then each one's peak
+    memory in a fresh process; the result names the kernel choices in force."""
     def work(job: Job) -> dict:
         with using_threads(threads) as n:
             job.report("timing streaming, then standard (warm-up, autorange, samples)", 0.1)
@@ -79,7 +85,9 @@ def work_current(p: Problem, cfg: ViewConfig, repeats: int, threads: int, ram: i
 
 
 def work_sweep(cfg: ViewConfig, Ls: list[int], blocks: str, repeats: int, threads: int,
-                ram: int):
+               ram: int):
+    """The job of the sweep over L: this run's roofs first, then one row per L (as it
+    finishes, in ``job.items``, so the section shows the points so far)."""
     def work(job: Job) -> dict:
         with using_threads(threads) as n:
             job.report("measuring this run's roofs: GEMM, read bandwidth, an empty call", 0.0)
@@ -95,6 +103,7 @@ def work_sweep(cfg: ViewConfig, Ls: list[int], blocks: str, repeats: int, thread
 
 
 def work_blocks(p: Problem, cfg: ViewConfig, repeats: int, threads: int):
+    """The job of the block-size sweep: streaming's GFLOP/s over SWEEP_BRS x SWEEP_BCS."""
     def work(job: Job) -> dict:
         from ..timing import inputs_for
 
@@ -112,6 +121,8 @@ def work_blocks(p: Problem, cfg: ViewConfig, repeats: int, threads: int):
 
 
 def pause() -> None:
+    """Stop the step view's Play (a button's on_click): a timed run should not share the
+    cores with the player."""
     st.session_state[state.PLAYING] = False
 
 

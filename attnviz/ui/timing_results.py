@@ -61,6 +61,8 @@ def _run_table(res: dict) -> pd.DataFrame:
 
 
 def current_results(cfg: ViewConfig, machine: dict) -> None:
+    """The current configuration's job: the run table, how busy the machine was, the
+    error between the methods, how it was measured and the kernel choices."""
     got = jobs.get("current")
     if not got:
         return
@@ -131,6 +133,8 @@ def _points_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def sweep_results(cfg: ViewConfig) -> None:
+    """The sweep's job: the points so far while it runs; then the crossover chart, the
+    roofline under the same run's roofs, and why the winner wins."""
     got = jobs.get("sweep")
     if not got:
         return
@@ -170,6 +174,7 @@ def sweep_results(cfg: ViewConfig) -> None:
 
 
 def blocks_results() -> None:
+    """The block-size sweep's job: the GFLOP/s heatmap once it ends."""
     got = jobs.get("blocks")
     if not got:
         return

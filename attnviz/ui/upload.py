@@ -43,10 +43,10 @@ class Own:
 
 
 def _trace(key: tuple, up: upload.Uploaded) -> TracedHead:
-    _, digest, h, (cfg, _) = key
+    _, digest, h, (cfg, loops) = key
     with build_slots:
         q, k, v = up.head(h)
-        trace = run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, bug=cfg.bug,
+        trace = run_trace(q, k, v, q_block=cfg.Br, kv_block=cfg.Bc, bug=cfg.bug, loops=loops,
                           **cfg.mask_kwargs())
         O_ref, lse_ref = oracle(trace)
     return TracedHead(key, trace, O_ref, lse_ref,
