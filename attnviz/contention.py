@@ -27,15 +27,15 @@ def describe(other: float | None, threads: int, cores: int | None = None) -> str
     share = f"{other:.2f} of this machine's {cores} cores"
     if not is_busy(other):
         return f"The machine was quiet while measuring: other processes used {share}."
-    if threads + other > cores:
-        # fair share: our threads and the others' ran on `cores` cores between them
-        slower = (threads + other) / cores
+    slower = (threads + other) / cores  # fair share: ours and theirs on `cores` cores
+    if slower >= 1.1:  # below that, "longer by 1.0x" would say nothing
         effect = (f"our {threads} thread{'s' * (threads > 1)} shared the cores with them, so "
                   f"the times are longer than on an idle machine (by roughly {slower:.1f}x if "
                   "the cores were shared evenly) and noisier; the min is the least disturbed "
                   "figure")
     else:
-        effect = ("cores were left for our threads, but shared caches and memory bandwidth "
-                  "were not: the times may be a little longer and noisier; the min is the "
-                  "least disturbed figure")
+        left = "almost all the cores" if threads + other > cores else "the cores"
+        effect = (f"{left} our threads needed were left to them, but shared caches and memory "
+                  "bandwidth were not: the times may be a little longer and noisier; the min "
+                  "is the least disturbed figure")
     return f"Busy machine: other processes used {share} while measuring; {effect}."

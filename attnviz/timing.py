@@ -172,6 +172,27 @@ class Run:
         return list(self.samples.times) if self.samples else []
 
 
+CLOSE = 1.05  # ratios below this are within the run-to-run noise of a shared machine
+
+
+def verdict(standard: Run, streaming: Run) -> str | None:
+    """Which method was faster, in one sentence: the ratio of the mins (the least disturbed
+    samples) and of the medians. Too close to call when either is within ``CLOSE`` or the
+    two disagree; None when a method did not run."""
+    if None in (standard.min_s, streaming.min_s, standard.median_s, streaming.median_s):
+        return None
+    by_min = standard.min_s / streaming.min_s  # > 1: streaming faster
+    by_median = standard.median_s / streaming.median_s
+    close = min(max(r, 1 / r) for r in (by_min, by_median)) < CLOSE
+    if close or (by_min > 1) != (by_median > 1):
+        return (f"Too close to call here: standard took {by_min:.2f}x streaming's time by "
+                f"the min and {by_median:.2f}x by the median.")
+    fast, slow = ("Streaming", "standard") if by_min > 1 else ("Standard", "streaming")
+    r_min, r_median = (by_min, by_median) if by_min > 1 else (1 / by_min, 1 / by_median)
+    return (f"{fast} is {r_min:.2f}x faster than {slow} here by the min ({r_median:.2f}x by "
+            "the median).")
+
+
 def time_call(method: str, fn, *, repeats: int, flops: int, check=None,
               target_s: float = TARGET_SAMPLE_S, budget_s: float = MEASURE_BUDGET_S):
     """(one output, Run): ``measure`` on ``fn`` with other processes' CPU use sampled around

@@ -116,6 +116,10 @@ def test_the_contention_sentence_says_when_the_machine_was_busy_and_what_that_do
     assert busy.startswith("Busy machine: other processes used 1.60 of this machine's 2 cores")
     assert "roughly 1.8x" in busy and "longer" in busy and "min" in busy
     assert "caches" in contention.describe(0.5, threads=1, cores=2)
+    # barely over the cores: no "longer by roughly 1.0x", which would say nothing
+    barely = contention.describe(1.05, threads=1, cores=2)
+    assert "almost all the cores" in barely and "roughly" not in barely
+    assert "roughly 1.3x" in contention.describe(1.6, threads=1, cores=2)
     assert "could not be read" in contention.describe(None, threads=1)
 
 
@@ -307,3 +311,22 @@ def test_tiny_real_timing_agrees_between_methods_and_reports_samples():
         assert run.other_cores is None or run.other_cores >= 0
     assert res["max_abs_diff"] < 1e-5
     np.testing.assert_array_less(0, [res["standard"].min_s, res["streaming"].min_s])
+
+
+def _run(method, times):
+    return timing.Run(method, samples=sampling.Samples(tuple(times), number=10))
+
+
+def test_the_verdict_names_the_faster_method_by_min_and_median():
+    verdict = timing.verdict
+    std, stream = _run("standard", [260e-6, 273e-6, 300e-6]), _run("streaming", [302e-6, 352e-6])
+    assert verdict(std, stream) == ("Standard is 1.16x faster than streaming here by the min "
+                                    "(1.20x by the median).")
+    long_std, long_stream = _run("standard", [1.03, 1.04]), _run("streaming", [0.404, 0.424])
+    assert verdict(long_std, long_stream).startswith("Streaming is 2.55x faster than standard")
+    # within 5%, or min and median disagreeing: no winner claimed
+    assert verdict(_run("standard", [1.0, 1.2]), _run("streaming", [1.03, 1.1])).startswith(
+        "Too close to call")
+    assert verdict(_run("standard", [1.0, 1.5]), _run("streaming", [1.2, 1.3])).startswith(
+        "Too close to call")
+    assert verdict(std, timing.Run("streaming", skipped="over the budget")) is None

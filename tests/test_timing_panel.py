@@ -9,7 +9,7 @@ import time
 import numba
 import pytest
 
-from attnviz import memory
+from attnviz import memory, timing
 from attnviz.runqueue import QUEUE
 from kernels import default_blocks
 from tests.test_app import chart, named, ok, open_app, open_tab, shown, table
@@ -56,6 +56,10 @@ def test_a_timing_runs_in_the_background_and_reports_samples_load_and_memory():
     assert all(runs["samples"].str.match(r"^\d+ x \d+ calls?"))
     assert all(runs["spread (IQR)"].str.startswith("±"))
     assert all(runs[c].str.endswith((" s", " ms", " µs")).all() for c in ("min", "median"))
+    # one sentence says who won, from the same run's samples
+    res = job(at, "current").result["res"]
+    said = timing.verdict(res["standard"], res["streaming"])
+    assert said and any(said in m.value for m in at.markdown)
     # memory: measured in a fresh process, next to the Memory tab's model for the same call
     s = memory.Shape(1, 8, 8, 512, 512, 16)
     std, stream = runs.set_index("method")["peak extra memory (measured)"]

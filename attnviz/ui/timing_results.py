@@ -15,6 +15,7 @@ import streamlit as st
 from .. import contention, plots, roofline
 from ..runqueue import Job
 from ..timed_call import model_note
+from ..timing import verdict
 from ..viewconfig import ViewConfig
 from . import timing_jobs as jobs
 
@@ -55,7 +56,7 @@ def _run_table(res: dict) -> pd.DataFrame:
                         if s else (r.skipped or "")),
             "GFLOP/s": "–" if r.gflops is None else f"{r.gflops:.3g}",
             "peak extra memory (measured)": _memory_cell(r.peak_bytes, r.memory_note),
-            MODEL_COLUMN: _memory_cell(r.model_bytes, ""),
+            MODEL_COLUMN: "–" if r.model_bytes is None else plots.bytes_label(r.model_bytes),
         })
     return pd.DataFrame(rows)
 
@@ -76,6 +77,9 @@ def current_results(cfg: ViewConfig, machine: dict) -> None:
         st.caption("These results are for an earlier configuration: "
                    f"{got['cfg'].describe()}, B={got['problem'].B}, Hq={got['problem'].Hq}.")
     res, n = job.result["res"], job.result["threads"]
+    said = verdict(res["standard"], res["streaming"])
+    if said:
+        st.markdown(f"**{said}**")
     st.table(_run_table(res), hide_index=True)
     _load_notice([res[m].other_cores for m in ("standard", "streaming")], n)
     gp = got["problem"]
