@@ -122,7 +122,8 @@ def crossover_label(rows: list[dict]) -> str | None:
     x = crossover(rows)
     if x is not None:
         before = max(r["L"] for r in both if r["L"] < x)
-        return (f"crossover between L = {before} and {x}: streaming faster from L = {x}")
+        # short: a half-width chart's horizontal legend cuts a long entry off
+        return f"crossover {length_label(before)}–{length_label(x)}: streaming faster from L = {x}"
     if streaming_always(rows):
         return f"streaming faster at every L measured (from {both[0]['L']})"
     return None

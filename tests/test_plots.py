@@ -264,8 +264,7 @@ def test_crossover_is_where_streaming_stays_faster():
              "standard_skipped": "memory guard"}]
     assert plots.crossover(rows) == 512
     fig = plots.crossover_chart(rows)
-    assert list(_by_name(fig, "crossover between L = 256 and 512: streaming faster from "
-                              "L = 512").x) == [512, 512]
+    assert list(_by_name(fig, "crossover 256–512: streaming faster from L = 512").x) == [512, 512]
     assert list(_by_name(fig, "standard not run: its memory guard (S too big)").x) == [2048]
     assert plots.crossover(rows[:1]) is None
 
