@@ -3,15 +3,15 @@
 
 Log-log axes: the methods' modelled bytes as lines (``attnviz.memory``), this machine's RAM
 as a dashed line, the current L as a dotted one, and the timing panel's measured peaks as
-crosses. A measured peak of 0 B (served from memory the process already held) has no place
-on a log axis, so the legend names it instead.
+crosses. A measured peak of 0 B (served from memory the process already held: RSS cannot
+resolve it) has no place on a log axis, so the legend names it instead, as below RSS's floor.
 """
 from __future__ import annotations
 
 import math
 
 from .images import COLORWAY, CURRENT_COLOR, Figure
-from .plots import bytes_label, length_label
+from .plots import RSS_FLOOR, bytes_label, length_label, measured_bytes_label
 from .raster import Axis, Canvas, Plot, legend
 
 
@@ -33,7 +33,8 @@ def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, curre
     cv = Canvas(W, 10)
     colors = {name: COLORWAY[k % len(COLORWAY)] for k, name in enumerate(shown)}
     entries = [(name, "o", colors[name]) for name in shown]
-    entries += [(f"measured: {name}" if name in on_axis else f"measured: {name} 0 B",
+    entries += [(f"measured: {name}" if name in on_axis
+                 else f"measured: {name} < {bytes_label(RSS_FLOOR)}",
                  "x", "#111827") for name in measured]
     entries += [(f"this machine's RAM ({bytes_label(ram)})", "--", CURRENT_COLOR),
                 (f"current L = {current_L}", "--", "#64748b")]
@@ -61,5 +62,6 @@ def memory_chart(Ls: list[int], series: dict[str, list[int]], *, ram: int, curre
     p.yticks([2.0**k for k in exps], y_labels)
     cv.text((14, (box[1] + box[3]) / 2), "bytes", angle=90, size=12)
     alt = f"bytes over {x_title} for {', '.join(shown)}; current L = {current_L}" + "".join(
-        f"; measured: {name} at L = {L}, {bytes_label(b)}" for name, (L, b) in measured.items())
+        f"; measured: {name} at L = {L}, {measured_bytes_label(b)}"
+        for name, (L, b) in measured.items())
     return Figure(cv, {"bytes": p}, alt, {"series": list(shown), "measured": dict(measured)})

@@ -43,6 +43,17 @@ def bytes_label(b: float) -> str:
     return f"{b:.0f} B"
 
 
+RSS_FLOOR = 64 * 2**10  # the RSS probe's mmap threshold: smaller arrays may reuse held memory
+
+
+def measured_bytes_label(b: int) -> str:
+    """A peak measured by RSS (``attnviz.rss``), never "0 B": below ``RSS_FLOOR`` RSS cannot
+    see an allocation, which is not the same as there being none."""
+    if b < RSS_FLOOR:
+        return f"< {bytes_label(RSS_FLOOR)} (below what RSS resolves)"
+    return bytes_label(b)
+
+
 def length_label(L: int) -> str:
     return f"{L // 1024}K" if L >= 1024 and L % 1024 == 0 else str(L)
 

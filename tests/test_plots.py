@@ -244,7 +244,8 @@ def test_memory_chart_names_a_zero_peak_instead_of_plotting_it_at_the_axis_floor
                                      measured={"standard": (128, 0), "streaming": (128, 5000)})
     assert fig.plots["bytes"].y.lo == plain.plots["bytes"].y.lo  # the axis is not stretched
     assert _at(fig, "bytes", 128, 5000) == (17, 24, 39)  # the positive one is a cross
-    assert "measured: standard at L = 128, 0 B" in fig.alt
+    assert "measured: standard at L = 128, < 64 KiB (below what RSS resolves)" in fig.alt
+    assert "measured: streaming at L = 128, < 64 KiB" in fig.alt  # never "0 B" or "4.88 KiB"
 
 
 def test_ticks():

@@ -54,8 +54,8 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
         st.caption(f"This machine: {plots.bytes_label(ram)} RAM, "
                    f"{plots.bytes_label(available)} available now.")
         for name, (L, b) in measured.items():
-            st.caption(f"Measured peak for {name} at L={L}: {plots.bytes_label(b)} above the level "
-                       "before the call (timing panel).")
+            st.caption(f"Measured peak for {name} at L={L}: {plots.measured_bytes_label(b)} "
+                       "above the level before the call (timing panel).")
     with c2:
         x_title = {"prefill": "sequence length L (= Lq = Lk)",
                    "chunked": f"keys Lk (chunk of {cfg.chunk} queries)",

@@ -19,7 +19,6 @@ from ..timing import verdict
 from ..viewconfig import ViewConfig
 from . import timing_jobs as jobs
 
-RSS_FLOOR = 64 * 2**10  # the probe's mmap threshold: smaller arrays may reuse held memory
 MODEL_COLUMN = "memory model (the call as timed)"
 
 
@@ -35,11 +34,7 @@ def _load_notice(loads: list[float | None], threads: int) -> None:
 
 
 def _memory_cell(b: int | None, note: str) -> str:
-    if b is None:
-        return note or "–"
-    if b < RSS_FLOOR:  # never "0 B": RSS cannot see it, which is not the same as none
-        return f"< {plots.bytes_label(RSS_FLOOR)} (below what RSS resolves)"
-    return plots.bytes_label(b)
+    return (note or "–") if b is None else plots.measured_bytes_label(b)
 
 
 def _run_table(res: dict) -> pd.DataFrame:
