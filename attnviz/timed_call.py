@@ -62,8 +62,15 @@ def sweep_layout(ps: list[Problem]) -> str:
                      for text, lo, hi in runs)
 
 
+SWEEP_L_MIN = 64  # the sweep's shortest length, when the configuration's own L is that short
+
+
 def sweep_Ls(cfg: ViewConfig, L_max: int) -> list[int]:
-    Ls = [2**k for k in range(8, int(math.log2(L_max)) + 1)]
+    """The sweep's lengths: powers of two from 256 up to ``L_max``, starting lower (down to
+    ``SWEEP_L_MIN``) when the configuration's own L is shorter, so that its "why" covers it;
+    in chunked prefill only lengths longer than the chunk."""
+    start = min(8, max(int(math.log2(SWEEP_L_MIN)), int(math.log2(max(cfg.Lk, 1)))))
+    Ls = [2**k for k in range(start, int(math.log2(L_max)) + 1)]
     return [L for L in Ls if cfg.mode != "chunked" or L > cfg.chunk]
 
 

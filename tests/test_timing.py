@@ -330,3 +330,14 @@ def test_the_verdict_names_the_faster_method_by_min_and_median():
     assert verdict(_run("standard", [1.0, 1.5]), _run("streaming", [1.2, 1.3])).startswith(
         "Too close to call")
     assert verdict(std, timing.Run("streaming", skipped="over the budget")) is None
+
+
+def test_the_sweep_reaches_down_to_the_configurations_own_length():
+    from attnviz.timed_call import sweep_Ls
+    from attnviz.viewconfig import ViewConfig
+
+    assert sweep_Ls(ViewConfig(L=128), 1024) == [128, 256, 512, 1024]  # the default's L
+    assert sweep_Ls(ViewConfig(L=4096), 2048) == [256, 512, 1024, 2048]
+    assert sweep_Ls(ViewConfig(L=20), 512) == [64, 128, 256, 512]  # not below 64
+    chunked = ViewConfig(mode="chunked", chunk=96, cache=32)
+    assert all(L > 96 for L in sweep_Ls(chunked, 1024))

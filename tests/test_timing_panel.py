@@ -125,12 +125,13 @@ def test_the_L_sweep_draws_the_crossover_and_a_roofline_and_says_why():
     wait_done(ok(at), "sweep")
     spec = chart(at, "crossover_chart")
     for name in ("standard (materializes S)", "streaming (tiles)"):
-        assert named(spec, name)["x"] == [256, 512, 1024]
+        assert named(spec, name)["x"] == [128, 256, 512, 1024]  # from the view's own L
     assert len(spec["layout"]["yaxis"]["tickvals"]) >= 3
     roof = chart(at, "roofline_chart")
     assert next(t for t in roof["data"] if t["name"].startswith("roof: GEMM"))
-    assert named(roof, "streaming (tiles)")["text"] == ["256", "512", "1K"]
-    why = [m.value for m in at.markdown if m.value.startswith("**Why:** At L = 256,")]
+    assert named(roof, "streaming (tiles)")["text"] == ["128", "256", "512", "1K"]
+    # the sentence at the view's own L (the default 128), and at the largest
+    why = [m.value for m in at.markdown if m.value.startswith("**Why:** At L = 128,")]
     assert why and "faster" in why[0]
     assert any(c.value.startswith("Roofs measured in this run on 1 thread") for c in at.caption)
     assert _load_sentence(at)
