@@ -135,6 +135,11 @@ def test_the_L_sweep_draws_the_crossover_and_a_roofline_and_says_why():
     assert why and "faster" in why[0]
     assert any(c.value.startswith("Roofs measured in this run on 1 thread") for c in at.caption)
     assert _load_sentence(at)
+    # the points as numbers too, with how firm each is (the charts show medians only)
+    pts = table(at, "L")
+    assert list(pts["L"]) == ["128", "256", "512", "1024"]
+    for col in ("standard median (min, spread, samples)", "streaming median (min, spread, samples)"):
+        assert all(pts[col].str.match(r"^\S+ \S+ \(min \S+ \S+, ±\d+%, \d+ samples\)$")), pts[col]
 
 
 def test_an_over_budget_configuration_is_refused_at_once_without_a_job():

@@ -76,6 +76,12 @@ def current_results(cfg: ViewConfig, machine: dict) -> None:
     if said:
         st.markdown(f"**{said}**")
     st.table(_run_table(res), hide_index=True)
+    few = [m for m in ("standard", "streaming")
+           if res[m].samples and res[m].samples.n <= 3 and res[m].samples.number == 1]
+    if few:
+        st.caption(f"{' and '.join(few).capitalize()}: each sample is a single call (one call "
+                   "takes ≥ 0.2 s), so the median rests on 3 calls or fewer; choose more "
+                   "Samples above for a firmer figure.")
     _load_notice([res[m].other_cores for m in ("standard", "streaming")], n)
     gp = got["problem"]
     if res["max_abs_diff"] is not None:
@@ -121,14 +127,19 @@ def _explanations(rows: list[dict], roofs: roofline.Roofs, cfg: ViewConfig) -> l
 
 
 def _points_table(rows: list[dict]) -> pd.DataFrame:
-    """The sweep's points so far: median (min) per method, or why it did not run."""
+    """The sweep's points so far: median (min, spread, samples) per method, or why it did
+    not run: how firm each point is, which the charts do not show."""
     def cell(r, m):
         if r[f"{m}_s"] is None:
             return f"not run ({r[f'{m}_skip_kind']})"
+        spread = r.get(f"{m}_spread")
         return (f"{plots.duration_label(r[f'{m}_s'])} "
-                f"(min {plots.duration_label(r[f'{m}_min_s'])})")
-    return pd.DataFrame([{"L": str(r["L"]), "standard median (min)": cell(r, "standard"),
-                          "streaming median (min)": cell(r, "streaming")} for r in rows])
+                f"(min {plots.duration_label(r[f'{m}_min_s'])}"
+                + ("" if spread is None else f", ±{50 * spread:.0f}%")
+                + f", {r.get(f'{m}_n', 0)} samples)")
+    return pd.DataFrame([{"L": str(r["L"]), "standard median (min, spread, samples)":
+                          cell(r, "standard"), "streaming median (min, spread, samples)":
+                          cell(r, "streaming")} for r in rows])
 
 
 def sweep_results(cfg: ViewConfig) -> None:
@@ -170,6 +181,8 @@ def sweep_results(cfg: ViewConfig) -> None:
     _skip_captions(rows)
     _load_notice([r[f"{m}_other_cores"] for r in rows for m in ("standard", "streaming")],
                  got["threads"])
+    with st.expander("The sweep's numbers"):  # the charts' points, without hovering
+        st.table(_points_table(rows), hide_index=True)
 
 
 def blocks_results() -> None:
