@@ -270,7 +270,8 @@ def summary(t: Tuning | None = None) -> dict:
             last = b
         return f"D={D}: {first[0]}×{first[1]}" + (f" ({', '.join(grows)})" if grows else "")
 
-    text = ("prefill blocks " + ", ".join(prefill(D) for D in Ds)
+    untuned = "" if not t.tuned else "; other head dims: the built-in blocks"
+    text = ("prefill blocks " + ", ".join(prefill(D) for D in Ds) + untuned
             + "; decode tiles " + ", ".join(f"D={D}: {Bc} keys, {products(lp)}"
                                            for D, (Bc, lp) in decode.items())
             + f"; decode chunks >= {t.decode_min_chunk} keys")

@@ -20,7 +20,7 @@ from . import timing_results
 
 REPEATS = (3, 5, 7)
 SWEEP_MAX = (1024, 2048, 4096, 8192, 16384, 32768)
-BLOCK_CHOICES = {"kernel": "the kernel's defaults for this D (tuned)",
+BLOCK_CHOICES = {"kernel": "the kernel's defaults for this D (tuned where measured)",
                  "stepper": "the stepper's Br x Bc"}
 
 
