@@ -7,7 +7,9 @@ What each method must hold beyond its inputs q, k, v:
   temporaries: ``numpy_standard_bytes``.)
 * streaming: per worker thread a score tile S and a P~ tile [Br, Bc], an accumulator and a
   P~V product [Br, D] each, and m, l, alpha [Br]; plus O and LSE. Nothing grows with Lk.
-* decode split-KV: the partial (m, l, acc) of every chunk, [B, Hkv, C, g, D + 2].
+* streaming decode (Lq == 1, split-KV): per worker thread the g = Hq / Hkv query rows of one
+  KV head as a block, its S and P~ tiles [g, Bc], alpha, sink logits and row positions [g];
+  plus the partial (m, l, acc) of every chunk, [B, Hkv, C, g, D + 2], and O and LSE.
 * GQA by copying (the seed's engine's ``k_repeated``/``v_repeated``): K and V copied out to
   Hq heads, 2 * B * Hq * Lk * D floats. Indexing ``h // (Hq // Hkv)`` costs nothing.
 """
@@ -68,9 +70,36 @@ def tile_working_set(Br: int, Bc: int, D: int) -> int:
     return sum(b for _, _, b in working_set_terms(Br, Bc, D))
 
 
-def streaming_bytes(s: Shape, Br: int, Bc: int, threads: int) -> int:
-    """kernels.streaming_attention, prefill: one working set per thread + output."""
-    return threads * tile_working_set(Br, Bc, s.D) + output_bytes(s)
+def decode_working_set_terms(g: int, Bc: int, D: int) -> list[tuple[str, str, int]]:
+    """The buffers of one decode task (what ``kernels.streaming.decode_kernel`` allocates per
+    chunk of one KV head; its m, l, acc are the chunk's partial state, counted apart)."""
+    return [
+        ("Q group", f"{g}×{D} float32", F32 * g * D),
+        ("S tile", f"{g}×{Bc} float32", F32 * g * Bc),
+        ("P~ tile", f"{g}×{Bc} float32", F32 * g * Bc),
+        ("alpha, sink logits", f"2×{g} float32", F32 * 2 * g),
+        ("row positions", f"{g} int64", 8 * g),
+    ]
+
+
+def task_terms(s: Shape, Br: int, Bc: int) -> list[tuple[str, str, int]]:
+    """One streaming task's buffers for the path ``s`` takes: decode's (Lq == 1: the g query
+    heads of a KV head are the rows, Br does not apply) or prefill's Br x Bc tiles."""
+    if s.Lq == 1:
+        return decode_working_set_terms(s.Hq // s.Hkv, Bc, s.D)
+    return working_set_terms(Br, Bc, s.D)
+
+
+def task_bytes(s: Shape, Br: int, Bc: int) -> int:
+    """The sum of ``task_terms``: one worker thread's buffers at a time."""
+    return sum(b for _, _, b in task_terms(s, Br, Bc))
+
+
+def streaming_bytes(s: Shape, Br: int, Bc: int, threads: int, chunks: int = 1) -> int:
+    """kernels.streaming_attention: one task's buffers per thread + output; in decode
+    (Lq == 1) also the partial states of its ``chunks`` chunks per KV head."""
+    partials = decode_partials_bytes(s, chunks) if s.Lq == 1 else 0
+    return threads * task_bytes(s, Br, Bc) + partials + output_bytes(s)
 
 
 def decode_partials_bytes(s: Shape, chunks: int) -> int:
@@ -89,14 +118,17 @@ def kv_bytes(s: Shape) -> int:
     return 2 * F32 * s.B * s.Hkv * s.Lk * s.D
 
 
-def footprint(s: Shape, Br: int, Bc: int, threads: int) -> dict[str, int]:
-    """All the model's numbers for one configuration, by name (bytes)."""
+def footprint(s: Shape, Br: int, Bc: int, threads: int, chunks: int = 1) -> dict[str, int]:
+    """All the model's numbers for one configuration, by name (bytes); ``chunks``: the
+    decode path's chunks per KV head (Lq == 1)."""
+    partials = {"decode partial states (m, l, acc per chunk)": decode_partials_bytes(s, chunks)}
     return {
         "standard: S/P [B,Hq,Lq,Lk]": scores_bytes(s),
         "standard total (+ output)": standard_bytes(s),
         "numpy standard total (S, P, temp, output)": numpy_standard_bytes(s),
-        "streaming working set (all threads)": threads * tile_working_set(Br, Bc, s.D),
-        "streaming total (+ output)": streaming_bytes(s, Br, Bc, threads),
+        "streaming working set (all threads)": threads * task_bytes(s, Br, Bc),
+        **(partials if s.Lq == 1 else {}),
+        "streaming total (+ output)": streaming_bytes(s, Br, Bc, threads, chunks),
         "output O + LSE": output_bytes(s),
         "K/V inputs": kv_bytes(s),
         "GQA copy of K/V (repeat_kv)": gqa_copy_bytes(s),

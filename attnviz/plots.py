@@ -186,6 +186,26 @@ def crossover_chart(rows: list[dict]) -> go.Figure:
 
 
 METHOD_COLORS = {"standard": "#ea580c", "streaming": "#2563eb"}
+ROOF_PLOT_PX, ROOF_LABEL_PX = 300, 16  # the roofline's plot area and a label, in height
+
+
+def _side_labels(ys: list[float], labels: list[str], gap: float
+                 ) -> tuple[list[str], list[str]]:
+    """Labels for points on one vertical line (log y): each goes left or right of its
+    point, on the side where the last label placed is at least ``gap`` (log10) below it;
+    where neither side is free it joins the label of the point just below ("1K, 4K")."""
+    text, where = [""] * len(ys), ["middle left"] * len(ys)
+    last = {"middle left": None, "middle right": None}  # index of the label on each side
+    for k in sorted(range(len(ys)), key=lambda k: ys[k]):
+        y = math.log10(ys[k])
+        free = [s for s in ("middle left", "middle right")
+                if last[s] is None or y - math.log10(ys[last[s]]) >= gap]
+        if free:
+            text[k], where[k], last[free[0]] = labels[k], free[0], k
+        else:
+            below = max(last.values(), key=lambda i: ys[i])
+            text[below] += ", " + labels[k]
+    return text, where
 
 
 def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> go.Figure:
@@ -196,6 +216,9 @@ def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> 
     xs = [p["intensity"] for p in points] or [1.0]
     ridge = gemm_gflops / read_gbps
     x0, x1 = min(min(xs), ridge) / 3, max(max(xs), ridge) * 3
+    ys = [p["gflops"] for p in points] or [gemm_gflops]
+    y0, y1 = min(min(ys), read_gbps * x0) / 1.5, max(max(ys), gemm_gflops) * 1.5
+    gap = ROOF_LABEL_PX / ROOF_PLOT_PX * math.log10(y1 / y0)  # a label's height, in log10
     fig.add_trace(_line([x0, ridge, x1], [read_gbps * x0, gemm_gflops, gemm_gflops],
                         f"roof: GEMM {gemm_gflops:.0f} GFLOP/s, read {read_gbps:.0f} GB/s "
                         "(this run)", "#6b7280", "solid"))
@@ -204,21 +227,20 @@ def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> 
         pts = sorted((p for p in points if p["method"] == m), key=lambda p: p["L"])
         if not pts:
             continue
+        if m == "streaming":
+            text, where = [length_label(p["L"]) for p in pts], ["top center"] * len(pts)
+        else:  # standard's points share one intensity (the model's passes over S)
+            text, where = _side_labels([p["gflops"] for p in pts],
+                                       [length_label(p["L"]) for p in pts], gap)
         fig.add_trace(go.Scatter(
             name=name, x=[p["intensity"] for p in pts], y=[p["gflops"] for p in pts],
-            mode="lines+markers+text", text=[length_label(p["L"]) for p in pts],
-            # standard's points share one intensity (the model's passes over S): their L
-            # labels alternate sides so that two close in GFLOP/s do not print over each other
-            textposition=["top center" if m == "streaming" else
-                          ("middle left", "middle right")[k % 2] for k in range(len(pts))],
+            mode="lines+markers+text", text=text, textposition=where,
             line=dict(color=METHOD_COLORS[m], width=1, dash="dot"),
             marker=dict(size=9, color=METHOD_COLORS[m]),
             customdata=[[p["L"], 100 * p["gflops"] / min(gemm_gflops, read_gbps * p["intensity"])]
                         for p in pts],
             hovertemplate="L = %{customdata[0]}<br>%{x:.3g} FLOP/byte<br>%{y:.3g} GFLOP/s "
                           "(%{customdata[1]:.0f}% of the roof)<extra></extra>"))
-    ys = [p["gflops"] for p in points] or [gemm_gflops]
-    y0, y1 = min(min(ys), read_gbps * x0) / 1.5, max(max(ys), gemm_gflops) * 1.5
     for axis, lo, hi in ((fig.update_xaxes, x0, x1), (fig.update_yaxes, y0, y1)):
         ticks = log_ticks(lo, hi)
         axis(type="log", range=[math.log10(lo), math.log10(hi)], tickvals=ticks,
@@ -230,20 +252,41 @@ def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> 
     return fig
 
 
-def block_sweep_chart(Brs: list[int], Bcs: list[int], gflops: np.ndarray) -> go.Figure:
+MARK_STYLES = {"kernel default": dict(color="#f97316", dash="dash"),
+               "sidebar (stepper)": dict(color="#e879f9", dash="dot")}
+
+
+def block_sweep_chart(Brs: list[int], Bcs: list[int], gflops: np.ndarray,
+                      marks: dict[str, tuple[int, int]] | None = None) -> go.Figure:
     """GFLOP/s of the streaming kernel over (Q block, KV block); NaN = not measured; the
-    best cell outlined."""
+    best cell outlined, and each of ``marks`` (name -> (Br, Bc), ``MARK_STYLES``: the
+    kernel's default, the sidebar's tile) that lies on the grid, with a legend entry."""
+    decode = list(Brs) == [1]
+    on_grid = {name: (list(Brs).index(Br), list(Bcs).index(Bc))
+               for name, (Br, Bc) in (marks or {}).items() if Br in Brs and Bc in Bcs}
+    text = [[("" if not np.isfinite(g) else f"{g:.1f}") for g in row] for row in gflops]
+    for name, (i, j) in on_grid.items():  # the cell says it too: no colour to decode
+        text[i][j] += "<br>" + name.split()[0]
     fig = go.Figure(go.Heatmap(
         name="GFLOP/s", x=[str(b) for b in Bcs], y=[str(b) for b in Brs],
-        z=_grid(gflops), colorscale="Viridis", colorbar=dict(title="GFLOP/s"),
-        text=[[("" if not np.isfinite(g) else f"{g:.1f}") for g in row] for row in gflops],
-        texttemplate="%{text}", hovertemplate="Br = %{y}, Bc = %{x}<br>%{z:.3g} GFLOP/s"
-                                              "<extra></extra>"))
+        z=_grid(gflops), colorscale="Viridis", colorbar=dict(title="GFLOP/s"), text=text,
+        texttemplate="%{text}", showlegend=False,
+        hovertemplate=("Bc = %{x}" if decode else "Br = %{y}, Bc = %{x}")
+        + "<br>%{z:.3g} GFLOP/s<extra></extra>"))
+
+    def outline(name, i, j, inset, **line):
+        fig.add_shape(type="rect", name=name, x0=j - 0.5 + inset, x1=j + 0.5 - inset,
+                      y0=i - 0.5 + inset, y1=i + 0.5 - inset, line=dict(width=3, **line),
+                      showlegend=True, legendgroup=name)
+
     if np.isfinite(gflops).any():
         bi, bj = np.unravel_index(np.nanargmax(gflops), gflops.shape)
-        fig.add_shape(type="rect", name="best", x0=bj - 0.5, x1=bj + 0.5, y0=bi - 0.5,
-                      y1=bi + 0.5, line=dict(color=CURRENT_COLOR, width=3))
+        outline("best", bi, bj, 0.0, color=CURRENT_COLOR)
+    for k, (name, (i, j)) in enumerate(on_grid.items(), start=1):
+        outline(name, i, j, 0.08 * k, **MARK_STYLES.get(name, {}))
     fig.update_xaxes(title_text="KV block Bc", type="category")
-    fig.update_yaxes(title_text="Q block Br", type="category", autorange="reversed")
-    fig.update_layout(height=360, template=_TEMPLATE, margin=_MARGIN)
+    fig.update_yaxes(title_text="" if decode else "Q block Br", type="category",
+                     autorange="reversed", showticklabels=not decode)
+    fig.update_layout(height=200 if decode else 360, template=_TEMPLATE, margin=_MARGIN,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig

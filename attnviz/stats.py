@@ -102,8 +102,10 @@ def oracle(trace: Trace, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     return O, lse
 
 
-def memory_series(shape_at, Ls, Br: int, Bc: int, threads: int) -> dict[str, list[int]]:
-    """Bytes of each method along ``Ls``; ``shape_at(L) -> memory.Shape``."""
+def memory_series(shape_at, Ls, Br: int, Bc: int, threads: int,
+                  chunks_at=lambda L: 1) -> dict[str, list[int]]:
+    """Bytes of each method along ``Ls``; ``shape_at(L) -> memory.Shape``, ``chunks_at(L)``:
+    the decode path's chunks per KV head there (its partial states; Lq == 1 only)."""
     series = {"standard (S/P matrix)": [], "NumPy textbook (S, P, temp)": [],
               "streaming (tiles + output)": [], "K/V cache (inputs)": [],
               "GQA K/V copy (repeat_kv)": []}
@@ -111,7 +113,8 @@ def memory_series(shape_at, Ls, Br: int, Bc: int, threads: int) -> dict[str, lis
         s = shape_at(L)
         series["standard (S/P matrix)"].append(memory.scores_bytes(s))
         series["NumPy textbook (S, P, temp)"].append(memory.numpy_standard_bytes(s))
-        series["streaming (tiles + output)"].append(memory.streaming_bytes(s, Br, Bc, threads))
+        series["streaming (tiles + output)"].append(memory.streaming_bytes(s, Br, Bc, threads,
+                                                                             chunks_at(L)))
         series["K/V cache (inputs)"].append(memory.kv_bytes(s))
         series["GQA K/V copy (repeat_kv)"].append(memory.gqa_copy_bytes(s))
     return series

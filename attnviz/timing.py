@@ -95,6 +95,20 @@ class Problem:
         return self.Br or Br, self.Bc or Bc
 
     @property
+    def chunks(self) -> int:
+        """The chunks per KV head the decode path cuts the visible keys into (asked of the
+        kernel: ``kernels.decode_split``, with this call's blocks and mask); 1 in prefill."""
+        if self.Lq != 1:
+            return 1
+        from kernels import decode_split
+
+        extra = self._extra_masks()
+        return decode_split(self.B, self.Hkv, self.Lk, self.blocks[1], causal=self.causal,
+                            q_offset=self.Lk - 1 if self.q_offset is None else self.q_offset,
+                            window=self.window or 0, sinks=extra.get("sinks", 0),
+                            prefix=extra.get("prefix", 0), doc_ids=extra.get("doc_ids"))[1]
+
+    @property
     def flops(self) -> int:
         pairs = visible_pairs(self.Lq, self.Lk, causal=self.causal, q_offset=self.q_offset,
                               window=self.window, **self._extra_masks())
@@ -117,14 +131,20 @@ class Refusal:
 def refusal(p: Problem) -> Refusal | None:
     """Why ``p`` is too big to time from the app, or None; from the shapes alone (no array
     is allocated: a refused configuration answers at once)."""
+    S = memory.scores_bytes(p.shape)
+    standard_S = f"; standard's score matrix S alone would need {_gib(S)}"
     if p.input_bytes > MAX_INPUT_BYTES:
-        return Refusal("size", f"inputs and output need {p.input_bytes / 2**30:.2f} GiB "
-                               f"(> {MAX_INPUT_BYTES / 2**30:.0f} GiB budget)")
+        return Refusal("size", f"inputs and output need {_gib(p.input_bytes)} "
+                               f"(> {MAX_INPUT_BYTES / 2**30:.0f} GiB budget){standard_S}")
     if p.flops > MAX_FLOPS_PER_CALL:
         return Refusal("time", f"{p.flops / 1e9:.0f} GFLOP per call (> "
                                f"{MAX_FLOPS_PER_CALL / 1e9:.0f} GFLOP budget: it would take "
-                               "too long here)")
+                               f"too long here){standard_S}")
     return None
+
+
+def _gib(b: int) -> str:
+    return f"{b / 2**30:.2f} GiB"
 
 
 def budget_refusal(p: Problem) -> str | None:
@@ -252,13 +272,7 @@ def model_bytes(p: Problem, method: str, threads: int) -> int:
     if method == "standard":
         return memory.standard_bytes(s)
     Br, Bc = p.blocks
-    if p.Lq == 1:
-        from kernels import decode_split
-
-        chunks = decode_split(p.B, p.Hkv, p.Lk, Bc, q_offset=p.Lk - 1 if p.q_offset is None
-                              else p.q_offset, causal=p.causal, window=p.window or 0)[1]
-        return memory.output_bytes(s) + memory.decode_partials_bytes(s, chunks)
-    return memory.streaming_bytes(s, Br, Bc, threads)
+    return memory.streaming_bytes(s, Br, Bc, threads, p.chunks)
 
 
 def measure_memory(p: Problem, runs: dict[str, Run], threads: int, *, ram: int,

@@ -22,6 +22,7 @@ from tests.test_app import (
     keyed,
     ok,
     open_app,
+    open_tab,
     shown,
     slide_to,
     step,
@@ -380,3 +381,29 @@ def test_a_single_step_configuration_stops_playing():
     at.radio(key="mask").set_value("window").run()
     at.number_input(key="W").set_value(1).run()  # one tile: no slider, no ticks
     assert not at.session_state["playing"] and at.button(key="play").label == "Play"
+
+
+def test_memory_tab_models_decode_with_the_decode_paths_own_buffers():
+    """Decode (one query row) stacks the g query heads of a KV head as the rows of its tiles,
+    and keeps each chunk's partial state: the Memory tab counts those, not prefill's Br-row
+    tiles (which once put streaming above standard for one query: 36.7 vs 36 KiB)."""
+    from attnviz.timed_call import problem
+
+    at = open_tab(open_app(mode="decode", cache=1023, D=64, Hq=8, Hkv=2, Bc=64), "Memory")
+    cfg = config(at)
+    mem = table(at, "what").set_index("what")["bytes"]
+    s = memory.Shape(1, 8, 2, 1, 1024, 64)
+    chunks = problem(cfg, blocks="stepper").chunks
+    assert mem["decode partial states (m, l, acc per chunk)"] == plots.bytes_label(
+        memory.decode_partials_bytes(s, chunks))
+    threads = next(int(c.value.split("×")[-1].split(" threads")[0].strip())
+                   for c in at.caption if c.value.startswith("Streaming working set"))
+    assert mem["streaming total (+ output)"] == plots.bytes_label(
+        memory.streaming_bytes(s, 16, 64, threads, chunks))
+    assert memory.streaming_bytes(s, 16, 64, threads, chunks) < memory.standard_bytes(s)
+    caption = next(c.value for c in at.caption if c.value.startswith("Streaming working set"))
+    assert caption.startswith("Streaming working set, per task (one chunk of one KV head: its "
+                              "4 query head(s) are the rows, Br does not apply): Q group "
+                              "4×64 float32")
+    assert any("Bc=64 (decode: the 4 query head(s) of a KV head are the rows" in m.value
+               for m in at.markdown)

@@ -33,3 +33,36 @@ def test_streaming_does_not_grow_with_lk():
     b = memory.streaming_bytes(Shape(1, 8, 8, 1, 131072, 128), 64, 64, threads=2)
     assert a == b
     assert memory.standard_bytes(Shape(1, 8, 8, 32768, 32768, 128)) > 32 * 2**30
+
+
+def test_decode_task_terms_are_what_the_decode_kernel_allocates():
+    """The decode caption's terms, against the arrays ``decode_kernel`` allocates per task
+    (its m, l, acc are views of the chunk's partial state, counted apart)."""
+    g, Bc, D = 4, 96, 64
+    Qg = np.empty((g, D), np.float32)
+    qpos = np.full(g, 7)
+    sink_c = np.full(g, np.float32(-np.inf))
+    S = np.empty(2 * g * Bc, np.float32)  # S and P~ tiles
+    alpha = np.empty(g, np.float32)
+    allocated = Qg.nbytes + qpos.nbytes + sink_c.nbytes + S.nbytes + alpha.nbytes
+    s = Shape(B=1, Hq=8 * g, Hkv=8, Lq=1, Lk=3000, D=D)
+    assert memory.task_bytes(s, 64, Bc) == allocated  # Br does not apply in decode
+    assert memory.task_terms(s, 64, Bc) == memory.decode_working_set_terms(g, Bc, D)
+    m_part = np.empty((s.B, s.Hkv, 3, g), np.float32)
+    acc_part = np.empty((s.B, s.Hkv, 3, g, D), np.float32)
+    assert memory.decode_partials_bytes(s, 3) == 2 * m_part.nbytes + acc_part.nbytes
+    out = memory.output_bytes(s)
+    assert memory.streaming_bytes(s, 64, Bc, 2, chunks=3) == (
+        2 * allocated + 2 * m_part.nbytes + acc_part.nbytes + out)
+
+
+def test_decode_streaming_stays_below_standard():
+    """A learner read streaming 36.7 KiB against standard 36 KiB for one decode query: the
+    model had counted prefill's Br-row tiles. With the decode path's own buffers, streaming
+    is below standard from a few hundred keys on, and far below it at long caches."""
+    for Hq, Hkv, D in ((8, 8, 16), (32, 8, 128)):
+        for Lk in (512, 4096, 131072):
+            s = Shape(1, Hq, Hkv, 1, Lk, D)
+            assert memory.streaming_bytes(s, 16, 64, 2) < memory.standard_bytes(s), (s, Lk)
+    s = Shape(1, 32, 8, 1, 131072, 128)
+    assert memory.streaming_bytes(s, 16, 1024, 2, chunks=4) < memory.standard_bytes(s) / 50

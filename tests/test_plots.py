@@ -341,3 +341,29 @@ def test_live_math_for_a_row_that_has_seen_no_key_yet():
     assert any(r"no visible key yet" in line for line in rm.latex())
     with pytest.raises(ValueError, match="not in Q block"):
         row_math(trace, 0, 32)
+
+
+def test_block_sweep_marks_the_kernel_default_and_the_sidebar_tile():
+    g = np.array([[1.0, 2.0], [3.0, 5.0]])
+    marks = {"kernel default": (32, 64), "sidebar (stepper)": (16, 128)}
+    fig = plots.block_sweep_chart([16, 32], [64, 128], g, marks=marks)
+    for name, (x, y) in (("kernel default", (0, 1)), ("sidebar (stepper)", (1, 0))):
+        s = _shape(fig, name)
+        assert ((s.x0 + s.x1) / 2, (s.y0 + s.y1) / 2) == (x, y) and s.showlegend
+    assert fig.data[0].text[1][0] == "3.0<br>kernel" and fig.data[0].text[0][1] == "2.0<br>sidebar"
+    off = plots.block_sweep_chart([16, 32], [64, 128], g, marks={"kernel default": (64, 64)})
+    assert [s.name for s in off.layout.shapes] == ["best"]  # a tile off the grid: no mark
+
+
+def test_roofline_labels_on_one_line_never_print_over_each_other():
+    """Standard's points share one intensity: labels go left or right of their points, and
+    a label with no free side joins the one just below."""
+    gap = 0.05
+    ys = [10.0, 30.0, 10.4, 31.0, 10.2]  # L = 256 .. 4K: three close, two close
+    text, where = plots._side_labels(ys, ["256", "512", "1K", "2K", "4K"], gap)
+    placed = [(math.log10(y), w) for y, t, w in zip(ys, text, where, strict=True) if t]
+    for side in ("middle left", "middle right"):
+        logs = sorted(y for y, w in placed if w == side)
+        assert all(b - a >= gap for a, b in zip(logs, logs[1:], strict=False)), (side, logs)
+    assert text == ["256", "512", "", "2K", "4K, 1K"]  # every L named once
+    assert where[:2] == ["middle left"] * 2 and where[3:] == ["middle right"] * 2

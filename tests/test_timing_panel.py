@@ -12,7 +12,7 @@ import pytest
 from attnviz import memory, timing
 from attnviz.runqueue import QUEUE
 from kernels import default_blocks
-from tests.test_app import chart, named, ok, open_app, open_tab, shown, table
+from tests.test_app import chart, named, ok, open_app, open_tab, shown, table, values
 
 
 def job(at, kind: str):
@@ -148,6 +148,9 @@ def test_an_over_budget_configuration_is_refused_at_once_without_a_job():
     at.button(key="run_timing").click().run()
     elapsed = time.perf_counter() - t0
     assert any(e.value.startswith("Not timed: inputs and output need") for e in at.error)
+    # what the standard method would hold, beside the budget it is refused by
+    assert any("standard's score matrix S alone would need 4.00 GiB" in e.value
+               for e in at.error)
     assert "timing_jobs" not in at.session_state and not at.exception
     assert elapsed < 10  # a script rerun, no inputs built (AppTest's own overhead included)
     at.button(key="run_blocks").click().run()
@@ -172,3 +175,30 @@ def test_a_sweep_names_the_blocks_each_length_ran_with(monkeypatch):
                                 "streaming blocks 112 x 144 (kernel default) at L = 2048-4096")
     assert sweep_layout(ps[2:]) == "streaming blocks 112 x 144 (kernel default)"
     assert sweep_layout([problem(cfg, L, "stepper") for L in (512, 4096)]).count("blocks") == 1
+
+
+def test_decode_block_sweep_is_over_the_kv_block_only_and_marks_default_and_sidebar():
+    """Decode has no Q block to choose: the sweep is one row over the KV blocks the autotune
+    races for decode, with the kernel's default and the sidebar's Bc marked on the grid."""
+    from kernels import decode_block
+    from kernels.autotune import FULL
+
+    at = open_tab(open_app(mode="decode", cache=1023, D=64, Hq=8, Hkv=2, Bc=64), "Timing")
+    assert any(m.value.startswith("##### Block sizes: streaming decode's GFLOP/s over the KV")
+               for m in at.markdown)
+    assert at.button(key="run_blocks").label == (
+        f"Sweep {len(FULL.decode_Bc)} block sizes for this configuration")
+    at.button(key="run_blocks").click().run()
+    wait_done(ok(at), "blocks")
+    spec = chart(at, "block_sweep_chart")
+    heat = named(spec, "GFLOP/s")
+    assert heat["y"] == ["1"] and heat["x"] == [str(b) for b in FULL.decode_Bc]
+    assert (values(heat["z"]) > 0).all()
+    shapes = {s["name"]: s for s in spec["layout"]["shapes"]}
+    col = FULL.decode_Bc.index(64)
+    assert (shapes["sidebar (stepper)"]["x0"] + shapes["sidebar (stepper)"]["x1"]) / 2 == col
+    assert "sidebar" in heat["text"][0][col]
+    if decode_block(64) in FULL.decode_Bc:
+        k = FULL.decode_Bc.index(decode_block(64))
+        assert (shapes["kernel default"]["x0"] + shapes["kernel default"]["x1"]) / 2 == k
+        assert "kernel" in heat["text"][0][k]

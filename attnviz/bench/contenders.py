@@ -177,11 +177,10 @@ def decode_chunks(case: Case, Bc: int) -> int:
 
 
 def streaming_predicted_bytes(case: Case, Br: int, Bc: int) -> int:
-    """memory.py's model for the streaming kernel: prefill working sets, or decode partials."""
-    s = case.shape
-    if case.Lq == 1:
-        return memory.output_bytes(s) + memory.decode_partials_bytes(s, decode_chunks(case, Bc))
-    return memory.streaming_bytes(s, Br, Bc, _threads())
+    """memory.py's model for the streaming kernel: the working sets of its tasks, the decode
+    path's partial states, the output."""
+    chunks = decode_chunks(case, Bc) if case.Lq == 1 else 1
+    return memory.streaming_bytes(case.shape, Br, Bc, _threads(), chunks)
 
 
 def _too_big_for_free_memory(need: int) -> str | None:

@@ -13,8 +13,9 @@ from kernels import tuning
 from kernels.tuning import products
 
 from ..livemath import row_math
+from ..timed_call import problem
 from ..trace import Trace, step_label
-from ..viewconfig import ViewConfig
+from ..viewconfig import BLOCK_OPTIONS, ViewConfig
 from . import mathpanel, rowtable, state
 from .cache import TracedHead
 from .figures import StepFigures, show
@@ -36,9 +37,7 @@ def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> No
               else "the built-in choice: no tuning is stored for this host")
     decode = ("Decode: the trace walks the KV tiles of the single query in order, each "
               "tile's products computed as this host's decode kernel computes them ("
-              f"{products(trace.config.loops)}: {origin}); the fast kernel splits the tiles "
-              "into chunks computed in parallel and merges the chunks' (m, l, acc) with the "
-              "same rescaling.")
+              f"{products(trace.config.loops)}: {origin}). " + kernel_cut(cfg))
     heading(_title(trace, n),
             "Left: the scores S of this tile (query rows x keys), scaled by 1/sqrt(D); masked "
             "entries are grey. Right: P~ = exp(S − m′), with m′ each row's running max "
@@ -50,6 +49,24 @@ def render_tiles(trace: Trace, cfg: ViewConfig, n: int, figs: StepFigures) -> No
             *([aside(decode)] if cfg.mode == "decode" else []))
     show(figs.tiles, "step_tiles")
     rowtable.render(figs.rows)
+
+
+def kernel_cut(cfg: ViewConfig) -> str:
+    """How the timed decode call cuts the same keys, beside the stepper's sidebar tiles: the
+    kernel's own KV block for D (tuned per host, often longer than any sidebar block) and
+    its chunks, merged with the same rescaling (the Split-KV tab walks them)."""
+    p = problem(cfg)
+    Bc, C = p.blocks[1], p.chunks
+    same = "the same tiles as here" if Bc == cfg.Bc else (
+        f"tiles of {Bc} keys, not the sidebar's {cfg.Bc}" + (
+            "" if Bc in BLOCK_OPTIONS else " (longer than the sidebar offers: the stepper "
+                                           "walks smaller tiles so that you can see them)"))
+    split = ("in a single chunk, one tile after another as here" if C == 1 else
+             f"in {C} chunks per KV head, computed in parallel and merged with the same "
+             "rescaling (the Split-KV tab walks them)")
+    return (f"The timed decode call for B={cfg.B}, Hkv={cfg.Hkv} on this host takes {same}, "
+            f"{split}. Other tiles give the same result up to float32 rounding: each cut "
+            "sums in another order.")
 
 
 def current_row(trace: Trace, n: int) -> int:

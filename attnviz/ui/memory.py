@@ -7,6 +7,7 @@ import streamlit as st
 
 from .. import memory, memory_images, plots
 from ..stats import memory_series
+from ..timed_call import problem
 from ..viewconfig import ViewConfig
 
 CHART_LS = [2**k for k in range(7, 18)]  # 128 .. 128K
@@ -20,14 +21,28 @@ def shape_at(cfg: ViewConfig, L: int) -> memory.Shape:
 
 def working_set_caption(cfg: ViewConfig, threads: int) -> str:
     """The streaming working set as the sum of its buffers, so the table's number can be
-    rebuilt by hand: terms per task, their sum, times the threads (one task each at a time)."""
-    terms = memory.working_set_terms(cfg.Br, cfg.Bc, cfg.D)
-    per_task = memory.tile_working_set(cfg.Br, cfg.Bc, cfg.D)
+    rebuilt by hand: terms per task, their sum, times the threads (one task each at a time).
+    In decode a task is one chunk of one KV head, its rows the g query heads sharing it."""
+    s = _shape(cfg)
+    terms = memory.task_terms(s, cfg.Br, cfg.Bc)
+    per_task = memory.task_bytes(s, cfg.Br, cfg.Bc)
     parts = " + ".join(f"{name} {shape} ({plots.bytes_label(b)})" for name, shape, b in terms)
-    return (f"Streaming working set, per task (one Q block): {parts} = "
+    task = "one Q block" if s.Lq > 1 else (
+        f"one chunk of one KV head: its {s.Hq // s.Hkv} query head(s) are the rows, Br does "
+        "not apply")
+    return (f"Streaming working set, per task ({task}): {parts} = "
             f"**{plots.bytes_label(per_task)}** ({per_task} B); × {threads} threads, one task "
             f"each at a time = **{plots.bytes_label(threads * per_task)}** "
             f"({threads * per_task} B).")
+
+
+def _shape(cfg: ViewConfig) -> memory.Shape:
+    return memory.Shape(cfg.B, cfg.Hq, cfg.Hkv, cfg.Lq, cfg.Lk, cfg.D)
+
+
+def _chunks_at(cfg: ViewConfig, L: int) -> int:
+    """The decode path's chunks per KV head at L keys with the sidebar's Bc (1 in prefill)."""
+    return problem(cfg, L, blocks="stepper").chunks
 
 
 def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) -> None:
@@ -39,13 +54,16 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
         "output. GQA by copying (the seed "
         "engine's repeat_kv) duplicates K and V out to Hq heads; indexing KV head h // g "
         "costs nothing.")
-    s = memory.Shape(cfg.B, cfg.Hq, cfg.Hkv, cfg.Lq, cfg.Lk, cfg.D)
-    rows = memory.footprint(s, cfg.Br, cfg.Bc, threads)
+    s = _shape(cfg)
+    rows = memory.footprint(s, cfg.Br, cfg.Bc, threads, _chunks_at(cfg, cfg.Lk))
     ram = psutil.virtual_memory().total
     c1, c2 = st.columns([2, 3])
     with c1:
+        tiles = (f"Br×Bc={cfg.Br}×{cfg.Bc}" if cfg.Lq > 1 else
+                 f"Bc={cfg.Bc} (decode: the {cfg.Hq // cfg.Hkv} query head(s) of a KV head are "
+                 f"the rows; {_chunks_at(cfg, cfg.Lk)} chunk(s) per KV head)")
         st.markdown(f"Current: B={cfg.B}, Hq={cfg.Hq}, Hkv={cfg.Hkv}, Lq={cfg.Lq}, "
-                    f"Lk={cfg.Lk}, D={cfg.D}, Br×Bc={cfg.Br}×{cfg.Bc}, {threads} threads")
+                    f"Lk={cfg.Lk}, D={cfg.D}, {tiles}, {threads} threads")
         st.table(pd.DataFrame({"what": list(rows),
                                "bytes": [plots.bytes_label(b) for b in rows.values()]}),
                  hide_index=True)
@@ -60,7 +78,8 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
         x_title = {"prefill": "sequence length L (= Lq = Lk)",
                    "chunked": f"keys Lk (chunk of {cfg.chunk} queries)",
                    "decode": "keys Lk (one query)"}[cfg.mode]
-        series = memory_series(lambda L: shape_at(cfg, L), CHART_LS, cfg.Br, cfg.Bc, threads)
+        series = memory_series(lambda L: shape_at(cfg, L), CHART_LS, cfg.Br, cfg.Bc, threads,
+                               chunks_at=lambda L: _chunks_at(cfg, L))
         # an image, like the step view's figures: no chart library on the page's first load
         fig = memory_images.memory_chart(CHART_LS, series, ram=ram, current_L=cfg.Lk,
                                          measured=measured, x_title=x_title)

@@ -125,9 +125,10 @@ def render(cfg: ViewConfig, own=None) -> None:
     states, O_ref, lse_ref = _lab(*key, q_all, k, v)
     if how == "kernel":
         st.caption(f"The kernel's cut for B={cfg.B}, Hkv={cfg.Hkv} on this machine "
-                   "(kernels.decode_split: enough chunks to feed every thread, none under "
-                   f"{active_tuning().decode_min_chunk} keys; tiles of the decode's KV block "
-                   f"for D, {decode_block(cfg.D)} keys; both measured per host or built-in): "
+                   "(kernels.decode_split: enough chunks to feed every thread, none shorter "
+                   f"than the minimum chunk of {active_tuning().decode_min_chunk} keys; tiles "
+                   f"of the decode's KV block for D, {decode_block(cfg.D)} keys; both "
+                   "measured per host or built-in): "
                    f"bounds {bounds}." + (" Keys before the window's first tile are never "
                                           "visited: shown as an empty chunk."
                                           if window and bounds[1] > 0 and states[0].empty
@@ -135,11 +136,13 @@ def render(cfg: ViewConfig, own=None) -> None:
                    + (" For this few keys the kernel uses a single chunk: pick equal chunks "
                       "to merge some by hand." if len(states) == 1 else ""))
     elif len(kernel_cut) <= 2:
+        n = active_tuning().decode_min_chunk
         st.caption(f"For {Lk} keys the decode kernel on this machine uses a single chunk "
-                   "(nothing to merge), so the lab cuts the keys into C equal chunks instead; "
-                   "the kernel cuts several only when B·Hkv is at most its thread count and "
-                   f"at least {2 * active_tuning().decode_min_chunk} keys are visible (raise "
-                   "the KV cache length in decode mode to see its own cut).")
+                   "(nothing to merge), so the lab cuts the keys into C equal chunks instead. "
+                   "The kernel cuts several only when B·Hkv is at most its thread count and "
+                   f"there are keys for two chunks of its minimum, {n} keys each: at least "
+                   f"2 × {n} = {2 * n} visible keys (raise the KV cache length in decode mode "
+                   "to see its own cut).")
 
     O, lse = splitkv.merge(states, range(len(states)))
     w = splitkv.merge_weights(states, lse.astype(np.float64))

@@ -60,15 +60,21 @@ def _sweep_section(cfg: ViewConfig, opts: dict) -> None:
 
 
 def _blocks_section(cfg: ViewConfig, opts: dict) -> None:
-    st.markdown("##### Block sizes: streaming GFLOP/s over (Q block, KV block)")
-    if st.button(f"Sweep {len(jobs.SWEEP_BRS) * len(jobs.SWEEP_BCS)} block sizes for this "
-                 "configuration", key="run_blocks", on_click=jobs.pause):
-        pb = problem(cfg)
+    pb = problem(cfg)
+    Brs, Bcs = jobs.sweep_grid(pb)
+    if pb.Lq == 1:
+        st.markdown("##### Block sizes: streaming decode's GFLOP/s over the KV block")
+        st.caption("Decode has one query row per head: the kernel stacks the query heads of "
+                   "a KV head as the rows of its tiles, so only the KV block Bc is a choice.")
+    else:
+        st.markdown("##### Block sizes: streaming GFLOP/s over (Q block, KV block)")
+    if st.button(f"Sweep {len(Brs) * len(Bcs)} block sizes for this configuration",
+                 key="run_blocks", on_click=jobs.pause):
         if not _refused_now(pb):
             jobs.submit("blocks", f"block-size sweep of {cfg.describe()}",
                         jobs.work_blocks(pb, cfg, opts["repeats"], opts["threads"]), cfg=cfg,
                         threads=opts["threads"])
-    timing_results.blocks_results()
+    timing_results.blocks_results(cfg)
 
 
 def render(cfg: ViewConfig, machine: dict) -> None:

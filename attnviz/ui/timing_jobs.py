@@ -27,7 +27,7 @@ from ..viewconfig import ViewConfig
 from . import state
 
 POLL_S = 1.0  # how often a pending job's section redraws (light: text, no charts)
-SWEEP_BRS = (16, 32, 64, 128)  # the block-size sweep's grid
+SWEEP_BRS = (16, 32, 64, 128)  # the block-size sweep's grid in prefill
 SWEEP_BCS = (32, 64, 128, 256)
 _JOBS, _OWNER = "timing_jobs", "timing_owner"
 KINDS = {"current": "timing of one configuration", "sweep": "sweep over L",
@@ -102,21 +102,34 @@ def work_sweep(cfg: ViewConfig, Ls: list[int], blocks: str, repeats: int, thread
     return work
 
 
+def sweep_grid(p: Problem) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(Brs, Bcs) the block-size sweep times for ``p``. Decode (Lq == 1) has no Q block to
+    choose (the g query heads of a KV head are its rows): its grid is one row, over the KV
+    blocks the autotune races for decode (``kernels.autotune``), which reach farther."""
+    if p.Lq == 1:
+        from kernels.autotune import FULL
+
+        return (1,), tuple(FULL.decode_Bc)
+    return SWEEP_BRS, SWEEP_BCS
+
+
 def work_blocks(p: Problem, cfg: ViewConfig, repeats: int, threads: int):
-    """The job of the block-size sweep: streaming's GFLOP/s over SWEEP_BRS x SWEEP_BCS."""
+    """The job of the block-size sweep: streaming's GFLOP/s over ``sweep_grid(p)``."""
+    Brs, Bcs = sweep_grid(p)
+
     def work(job: Job) -> dict:
         from ..timing import inputs_for
 
         with using_threads(threads) as n:
             q, k, v = inputs_for(p, cfg.scenario, cfg.seed)
-            total = len(SWEEP_BRS) * len(SWEEP_BCS)
+            total = len(Brs) * len(Bcs)
             for done, (a, b, r) in enumerate(sweep_blocks(
-                    p, q, k, v, SWEEP_BRS, SWEEP_BCS, repeats=repeats, check=job.check),
-                    start=1):
+                    p, q, k, v, Brs, Bcs, repeats=repeats, check=job.check), start=1):
                 job.items.append((a, b, r))
-                job.report(f"Br={SWEEP_BRS[a]}, Bc={SWEEP_BCS[b]}: {r.gflops:.3g} GFLOP/s "
-                           f"({done}/{total})", done / total)
-            return {"threads": n}
+                tile = f"Bc={Bcs[b]}" if p.Lq == 1 else f"Br={Brs[a]}, Bc={Bcs[b]}"
+                job.report(f"{tile}: {r.gflops:.3g} GFLOP/s ({done}/{total})", done / total)
+            kernel = (1, p.blocks[1]) if p.Lq == 1 else p.blocks
+            return {"threads": n, "grid": (Brs, Bcs), "kernel": kernel}
     return work
 
 

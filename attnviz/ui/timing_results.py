@@ -185,8 +185,9 @@ def sweep_results(cfg: ViewConfig) -> None:
         st.table(_points_table(rows), hide_index=True)
 
 
-def blocks_results() -> None:
-    """The block-size sweep's job: the GFLOP/s heatmap once it ends."""
+def blocks_results(cfg: ViewConfig) -> None:
+    """The block-size sweep's job: the GFLOP/s heatmap once it ends, with the kernel's
+    default and the sidebar's tile marked."""
     got = jobs.get("blocks")
     if not got:
         return
@@ -196,14 +197,26 @@ def blocks_results() -> None:
         return
     jobs.ended(got)
     items = list(job.items)
-    if not items:
+    if not items or not job.result:
         return
-    g = np.full((len(jobs.SWEEP_BRS), len(jobs.SWEEP_BCS)), np.nan)
+    Brs, Bcs = job.result["grid"]
+    g = np.full((len(Brs), len(Bcs)), np.nan)
     for a, b, r in items:
         g[a, b] = r.gflops
-    st.plotly_chart(plots.block_sweep_chart(list(jobs.SWEEP_BRS), list(jobs.SWEEP_BCS), g),
+    decode = Brs == (1,)
+    marks = {"kernel default": job.result["kernel"],
+             "sidebar (stepper)": (1 if decode else cfg.Br, cfg.Bc)}
+    st.plotly_chart(plots.block_sweep_chart(list(Brs), list(Bcs), g, marks=marks),
                     theme=None, key="block_sweep_chart")
+    off = [name for name, (Br, Bc) in marks.items() if Br not in Brs or Bc not in Bcs]
+    if off:
+        st.caption(" and ".join(f"the {n} {_tile(marks[n], decode)}" for n in off).capitalize()
+                   + " lies off this grid.")
     _load_notice([r.other_cores for *_, r in items], got["threads"])
+
+
+def _tile(blocks: tuple[int, int], decode: bool) -> str:
+    return f"Bc = {blocks[1]}" if decode else f"{blocks[0]} x {blocks[1]}"
 
 
 def measured_peaks() -> dict[str, tuple[int, int]]:
