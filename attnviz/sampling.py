@@ -1,12 +1,13 @@
 """How one call is timed: timeit-style autorange, several samples, min and median with spread.
 
-(DESIGN.md section 7, "Timing methodology".)
+(docs/DESIGN.md §3, "Timing methodology".)
 
 * one warm-up call (first touch of its output, waking the worker threads) is not counted;
 * **autorange**, as Python's ``timeit``: the calls per sample grow 1, 2, 5, 10, 20, ... until
   one sample takes at least ``TARGET_SAMPLE_S``; those calibration samples are not kept;
 * then up to ``repeats`` samples: at least ``MIN_SAMPLES``, fewer than ``repeats`` only when
-  they overrun ``budget_s``;
+  they overrun ``budget_s``; methods compared are sampled in turns (``measure_side_by_side``),
+  so that another process's burst of load falls on both;
 * leading samples slower than ``OUTLIER_RATIO`` x the median of the rest are warm-up
   outliers (a page-faulting output, a thread pool still waking) and are dropped;
 * the report: the **min** (the least disturbed sample) and the **median**, with the spread
@@ -106,18 +107,39 @@ def measure(fn, *, repeats: int, clock: Clock = time.perf_counter,
     """Warm up ``fn`` (one call), autorange, then ``repeats`` samples (at least
     ``MIN_SAMPLES``; fewer than ``repeats`` only past ``budget_s``), warm-up outliers dropped.
     ``check`` runs before every sample (it may raise to cancel)."""
-    fn()
-    number, _ = autorange(fn, clock=clock, target_s=target_s, budget_s=budget_s)
-    times: list[float] = []
+    return measure_side_by_side({"": fn}, repeats=repeats, clock=clock, target_s=target_s,
+                                budget_s=budget_s, check=check)[""]
+
+
+def measure_side_by_side(fns: dict[str, Callable[[], object]], *, repeats: int,
+                         clock: Clock = time.perf_counter, target_s: float = TARGET_SAMPLE_S,
+                         budget_s: float = MEASURE_BUDGET_S,
+                         check: Callable[[], None] | None = None) -> dict[str, Samples]:
+    """``measure`` for several functions at once, their samples taken in turns.
+
+    Each function is warmed up and autoranged on its own; then round after round every
+    function takes one sample (A, B, A, B, ...), so a burst of load from another process
+    falls on both methods of a comparison instead of on whichever was being timed then: on a
+    shared machine their ratio holds far better than their times. Rounds stop as ``measure``
+    stops, the budget counted per function; warm-up outliers are dropped per function."""
+    number = {}
+    for name, fn in fns.items():
+        fn()
+        number[name], _ = autorange(fn, clock=clock, target_s=target_s, budget_s=budget_s)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     start = clock()
-    for _ in range(max(repeats, MIN_SAMPLES)):
-        if check:
-            check()
-        times.append(_sample(fn, number, clock) / number)
-        if len(times) >= MIN_SAMPLES and clock() - start >= budget_s:
+    for r in range(1, max(repeats, MIN_SAMPLES) + 1):
+        for name, fn in fns.items():
+            if check:
+                check()
+            times[name].append(_sample(fn, number[name], clock) / number[name])
+        if r >= MIN_SAMPLES and clock() - start >= budget_s * len(fns):
             break
-    kept, dropped = drop_warmup_outliers(times)
-    return Samples(tuple(kept), number, tuple(dropped))
+    out = {}
+    for name, ts in times.items():
+        kept, dropped = drop_warmup_outliers(ts)
+        out[name] = Samples(tuple(kept), number[name], tuple(dropped))
+    return out
 
 
 @contextmanager

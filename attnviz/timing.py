@@ -1,14 +1,15 @@
 """Live timing of the Numba kernels: standard vs streaming, sweeps over L and over block sizes.
 
-Rules every number here follows (DESIGN.md section 7, "Timing methodology"):
+Rules every number here follows (docs/DESIGN.md §3, "Timing methodology"):
 
 * the kernels are the ones users call (``kernels.standard_attention`` /
-  ``streaming_attention``), timed by ``attnviz.sampling.measure``: warm-up excluded,
-  timeit-style autorange, several samples, warm-up outliers dropped, min and median with the
-  spread and the number of samples;
+  ``streaming_attention``), timed by ``attnviz.sampling.measure_side_by_side``: warm-up
+  excluded, timeit-style autorange, several samples taken in turns (standard, streaming,
+  standard, ...) so that a burst of load falls on both, warm-up outliers dropped, min and
+  median with the spread and the number of samples;
 * **threads**: 1 (clean scaling) or all, set with ``numba.set_num_threads`` in the timing
   thread (the setting is per calling thread) and restored after (``sampling.using_threads``);
-* other processes' CPU use during each method's samples comes from ``/proc/stat``
+* other processes' CPU use during the samples comes from ``/proc/stat``
   (``attnviz.contention``), so the panel can say when the machine was busy;
 * GFLOP/s counts 4 D FLOPs per visible (query, key) pair (``stats.attention_flops``), the same
   for both methods, so it compares time for the same useful work;
@@ -33,7 +34,7 @@ from kernels import decode_block, default_blocks, standard_attention, streaming_
 from . import memory
 from .contention import cpu_snapshot, other_cores
 from .masks import packed_doc_ids
-from .sampling import MEASURE_BUDGET_S, TARGET_SAMPLE_S, Samples, measure
+from .sampling import MEASURE_BUDGET_S, TARGET_SAMPLE_S, Samples, measure_side_by_side
 from .scenarios import generate
 from .stats import attention_flops, visible_pairs
 
@@ -213,16 +214,17 @@ def verdict(standard: Run, streaming: Run) -> str | None:
             "the median).")
 
 
-def time_call(method: str, fn, *, repeats: int, flops: int, check=None,
-              target_s: float = TARGET_SAMPLE_S, budget_s: float = MEASURE_BUDGET_S):
-    """(one output, Run): ``measure`` on ``fn`` with other processes' CPU use sampled around
-    it; GFLOP/s from the median."""
-    out = fn()
+def time_calls(fns: dict, *, repeats: int, flops: int, check=None,
+               target_s: float = TARGET_SAMPLE_S,
+               budget_s: float = MEASURE_BUDGET_S) -> dict[str, Run]:
+    """method -> Run: ``measure_side_by_side`` on the methods' calls (their samples taken in
+    turns), other processes' CPU use sampled around them; GFLOP/s from each median."""
     cpu0 = cpu_snapshot()
-    s = measure(fn, repeats=repeats, check=check, target_s=target_s, budget_s=budget_s)
+    samples = measure_side_by_side(fns, repeats=repeats, check=check, target_s=target_s,
+                                   budget_s=budget_s)
     load = other_cores(cpu0, cpu_snapshot())
-    return out, Run(method, s, flops / s.median / 1e9 if s.median > 0 else None,
-                    other_cores=load)
+    return {m: Run(m, s, flops / s.median / 1e9 if s.median > 0 else None, other_cores=load)
+            for m, s in samples.items()}
 
 
 def _skipped(method: str, r: Refusal) -> Run:
@@ -238,19 +240,24 @@ def compare(p: Problem, q, k, v, *, repeats: int, ram: int, check=None,
     if r:
         return {"standard": _skipped("standard", r), "streaming": _skipped("streaming", r),
                 "max_abs_diff": None, "flops": flops}
-    kw = {"repeats": repeats, "flops": flops, "check": check, "target_s": target_s,
-          "budget_s": budget_s}
-    o_str, streaming = time_call(
-        "streaming", lambda: streaming_attention(q, k, v, q_block=p.Br, kv_block=p.Bc,
-                                                 **p.mask_kwargs()), **kw)
+    def streaming():
+        return streaming_attention(q, k, v, q_block=p.Br, kv_block=p.Bc, **p.mask_kwargs())
+
+    def standard():
+        return standard_attention(q, k, v, max_bytes=standard_max_bytes(ram),
+                                  **p.mask_kwargs())
+
+    runs, fns = {}, {"standard": standard, "streaming": streaming}
+    o_str = streaming()
     try:
-        o_std, standard = time_call(
-            "standard", lambda: standard_attention(q, k, v, max_bytes=standard_max_bytes(ram),
-                                                   **p.mask_kwargs()), **kw)
-        diff = float(np.abs(o_std - o_str).max())
+        diff = float(np.abs(standard() - o_str).max())
     except MemoryError as e:
-        standard, diff = _skipped("standard", Refusal("memory", f"memory guard: {e}")), None
-    return {"standard": standard, "streaming": streaming, "max_abs_diff": diff, "flops": flops}
+        runs["standard"] = _skipped("standard", Refusal("memory", f"memory guard: {e}"))
+        diff, fns = None, {"streaming": streaming}
+    runs.update(time_calls(fns, repeats=repeats, flops=flops, check=check, target_s=target_s,
+                           budget_s=budget_s))
+    return {"standard": runs["standard"], "streaming": runs["streaming"],
+            "max_abs_diff": diff, "flops": flops}
 
 
 def time_problem(p: Problem, *, scenario: str, seed: int, repeats: int, ram: int,
@@ -336,8 +343,8 @@ def sweep_blocks(p: Problem, q, k, v, Brs, Bcs, *, repeats: int, check=None,
             def call(Br=Br, Bc=Bc):
                 return streaming_attention(q, k, v, q_block=Br, kv_block=Bc, **p.mask_kwargs())
 
-            _, run = time_call("streaming", call, repeats=repeats, flops=flops, check=check,
-                               **kw)
+            run = time_calls({"streaming": call}, repeats=repeats, flops=flops, check=check,
+                             **kw)["streaming"]
             yield a, b, run
 
 

@@ -70,6 +70,37 @@ def test_measure_divides_by_the_calls_per_sample_and_stops_at_the_budget():
     assert s.n == 7 and s.spread == pytest.approx(0.0, abs=1e-9)
 
 
+def test_side_by_side_takes_the_methods_samples_in_turns_so_a_burst_hits_both():
+    """Two methods on one fake clock: each warmed up and autoranged alone, then samples in
+    turns. A burst of load (every call 3x slower) during rounds 2-3 lands on both methods,
+    so the ratio of their medians stays 2, where timing one after the other put the whole
+    burst on one method."""
+    clock = FakeClock([0.0])
+    order = []
+
+    def method(name, base):
+        def call():  # calls 6-9 (rounds 2 and 3, after 4 warm-up/calibration calls): 3x
+            clock.now += base * (3.0 if 6 <= len(order) <= 9 else 1.0)
+            order.append(name)
+        return call
+
+    a, b = method("a", 0.25), method("b", 0.5)
+    got = sampling.measure_side_by_side({"a": a, "b": b}, repeats=6, clock=clock,
+                                        target_s=0.2, budget_s=100)
+    # warm-up + 1 calibration call each (>= 0.2 s: one call per sample), then turns
+    assert order[:4] == ["a", "a", "b", "b"] and order[4:] == ["a", "b"] * 6
+    assert got["a"].number == got["b"].number == 1 and got["a"].n == got["b"].n == 6
+    assert got["b"].median / got["a"].median == pytest.approx(2.0)
+    assert got["b"].min / got["a"].min == pytest.approx(2.0)
+
+
+def test_side_by_side_budget_counts_per_method():
+    clock = FakeClock([0.05])  # 5 calls per sample: 0.25 s a sample
+    got = sampling.measure_side_by_side({"x": clock.call, "y": clock.call}, repeats=7,
+                                        clock=clock, target_s=0.2, budget_s=0.6)
+    assert [s.n for s in got.values()] == [3, 3]  # 3 rounds of 0.5 s: past 2 x 0.6 s
+
+
 def test_only_leading_outliers_are_warm_up_and_three_samples_stay():
     kept, dropped = sampling.drop_warmup_outliers([5.0, 4.0, 1.0, 1.1, 0.9, 3.0])
     assert dropped == [5.0, 4.0] and kept == [1.0, 1.1, 0.9, 3.0]  # a late slow one stays
