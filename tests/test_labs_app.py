@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from attnviz import numerics, run_trace, splitkv
 from attnviz.export import trace_dict
+from attnviz.ui.splitkv import _name, _pool, pick_keys
 from tests.test_app import APP, keyed, ok
 from tests.test_timing_panel import wait_done
 
@@ -77,9 +78,12 @@ def test_splitkv_lab_shows_the_kernels_chunks_and_merges_in_the_learners_order(m
     for c in range(C - 2, 0, -1):
         order.append(((c,), merged))
         merged = (c, *merged)
-    for a, b in order:
-        at.selectbox(key="skv_a").set_value(a).run()
-        at.selectbox(key="skv_b").set_value(b).run()
+    for done, (a, b) in enumerate(order):
+        key_a, key_b = pick_keys(order[:done], a)
+        at.selectbox(key=key_a).set_value(a).run()
+        assert at.selectbox(key=key_b).options == [
+            _name(n) for n in _pool(states, order[:done]) if n != a]  # no merged state
+        at.selectbox(key=key_b).set_value(b).run()
         ok(at.button(key="skv_merge").click().run())
     assert at.session_state["skv_merges"] == order
     log = frame(at, "skv_log")

@@ -68,6 +68,12 @@ def _kernel_decode(q, k, v, causal, window):
     return O[0, :, 0], lse[0, :, 0]
 
 
+def pick_keys(merges, a=None) -> tuple[str, ...]:
+    """The widget keys of the "State a" picker (and of "State b" given a) after ``merges``."""
+    key_a = f"skv_a{len(merges)}"
+    return (key_a,) if a is None else (key_a, f"skv_b{len(merges)}_{_name(a)}")
+
+
 def _name(chunks: tuple[int, ...]) -> str:
     return "+".join(f"c{c}" for c in chunks)
 
@@ -179,14 +185,14 @@ def render(cfg: ViewConfig, own=None) -> None:
     names = list(pool)
     c1, c2, c3, c4 = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
     if len(names) > 1:
-        for wkey in ("skv_a", "skv_b"):  # a state merged away is no longer an option
-            if st.session_state.get(wkey) not in names:
-                st.session_state.pop(wkey, None)
-        a = c1.selectbox("State a", names, format_func=_name, key="skv_a")
+        # New widget keys whenever the options change (a merge, another state a): a keyed
+        # selectbox given new options kept showing a state merged away in the browser
+        # while the script read another
+        key_a = pick_keys(st.session_state[_MERGES])[0]
+        a = c1.selectbox("State a", names, format_func=_name, key=key_a)
         rest = [n for n in names if n != a]
-        if st.session_state.get("skv_b") not in rest:
-            st.session_state.pop("skv_b", None)
-        b = c2.selectbox("State b", rest, format_func=_name, key="skv_b")
+        _, key_b = pick_keys(st.session_state[_MERGES], a)
+        b = c2.selectbox("State b", rest, format_func=_name, key=key_b)
         c3.button("Merge a and b", key="skv_merge", on_click=_merge, args=(a, b),
                   type="primary")
     st.caption(f"{len(names)} state(s) now: {', '.join(_name(n) for n in names)}.")
