@@ -202,3 +202,28 @@ def test_decode_block_sweep_is_over_the_kv_block_only_and_marks_default_and_side
         k = FULL.decode_Bc.index(decode_block(64))
         assert (shapes["kernel default"]["x0"] + shapes["kernel default"]["x1"]) / 2 == k
         assert "kernel" in heat["text"][0][k]
+
+
+def test_prefill_block_sweep_fills_the_grid_and_names_a_tile_off_it():
+    """The (Br, Bc) heatmap once the sweep ends: every cell measured, the best outlined, the
+    sidebar's tile marked; the kernel's own blocks, when off this grid, named below it."""
+    from attnviz.ui import timing_jobs as jobs
+
+    at = open_tab(open_app(L=64, D=16, Br=32, Bc=64), "Timing")
+    at.button(key="run_blocks").click().run()
+    wait_done(ok(at), "blocks")
+    spec = chart(at, "block_sweep_chart")
+    heat = named(spec, "GFLOP/s")
+    assert heat["y"] == [str(b) for b in jobs.SWEEP_BRS]
+    assert heat["x"] == [str(b) for b in jobs.SWEEP_BCS]
+    assert (values(heat["z"]) > 0).all()
+    shapes = {s["name"]: s for s in spec["layout"]["shapes"]}
+    side = shapes["sidebar (stepper)"]
+    assert ((side["x0"] + side["x1"]) / 2, (side["y0"] + side["y1"]) / 2) == (
+        jobs.SWEEP_BCS.index(64), jobs.SWEEP_BRS.index(32))
+    Br, Bc = default_blocks(16, 64)
+    if Br in jobs.SWEEP_BRS and Bc in jobs.SWEEP_BCS:
+        assert "kernel default" in shapes
+    else:
+        assert any(c.value == f"The kernel default {Br} x {Bc} lies off this grid."
+                   for c in at.caption)

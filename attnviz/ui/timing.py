@@ -73,7 +73,7 @@ def _blocks_section(cfg: ViewConfig, opts: dict) -> None:
         if not _refused_now(pb):
             jobs.submit("blocks", f"block-size sweep of {cfg.describe()}",
                         jobs.work_blocks(pb, cfg, opts["repeats"], opts["threads"]), cfg=cfg,
-                        threads=opts["threads"])
+                        threads=opts["threads"], grid=(Brs, Bcs), kernel=jobs.kernel_tile(pb))
     timing_results.blocks_results(cfg)
 
 

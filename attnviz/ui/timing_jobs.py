@@ -113,6 +113,11 @@ def sweep_grid(p: Problem) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return SWEEP_BRS, SWEEP_BCS
 
 
+def kernel_tile(p: Problem) -> tuple[int, int]:
+    """The cell of ``sweep_grid(p)`` the kernel's own blocks for ``p`` would be."""
+    return (1, p.blocks[1]) if p.Lq == 1 else p.blocks
+
+
 def work_blocks(p: Problem, cfg: ViewConfig, repeats: int, threads: int):
     """The job of the block-size sweep: streaming's GFLOP/s over ``sweep_grid(p)``."""
     Brs, Bcs = sweep_grid(p)
@@ -128,8 +133,7 @@ def work_blocks(p: Problem, cfg: ViewConfig, repeats: int, threads: int):
                 job.items.append((a, b, r))
                 tile = f"Bc={Bcs[b]}" if p.Lq == 1 else f"Br={Brs[a]}, Bc={Bcs[b]}"
                 job.report(f"{tile}: {r.gflops:.3g} GFLOP/s ({done}/{total})", done / total)
-            kernel = (1, p.blocks[1]) if p.Lq == 1 else p.blocks
-            return {"threads": n, "grid": (Brs, Bcs), "kernel": kernel}
+            return {"threads": n}
     return work
 
 

@@ -197,21 +197,23 @@ def blocks_results(cfg: ViewConfig) -> None:
         return
     jobs.ended(got)
     items = list(job.items)
-    if not items or not job.result:
+    if not items:
         return
-    Brs, Bcs = job.result["grid"]
+    Brs, Bcs = got["grid"]
     g = np.full((len(Brs), len(Bcs)), np.nan)
     for a, b, r in items:
         g[a, b] = r.gflops
     decode = Brs == (1,)
-    marks = {"kernel default": job.result["kernel"],
+    marks = {"kernel default": got["kernel"],
              "sidebar (stepper)": (1 if decode else cfg.Br, cfg.Bc)}
     st.plotly_chart(plots.block_sweep_chart(list(Brs), list(Bcs), g, marks=marks),
                     theme=None, key="block_sweep_chart")
-    off = [name for name, (Br, Bc) in marks.items() if Br not in Brs or Bc not in Bcs]
+    off = [f"the {name} {_tile(tile, decode)}" for name, tile in marks.items()
+           if tile[0] not in Brs or tile[1] not in Bcs]
     if off:
-        st.caption(" and ".join(f"the {n} {_tile(marks[n], decode)}" for n in off).capitalize()
-                   + " lies off this grid.")
+        text = " and ".join(off)
+        st.caption(text[0].upper() + text[1:] + (" lie" if len(off) > 1 else " lies")
+                   + " off this grid.")
     _load_notice([r.other_cores for *_, r in items], got["threads"])
 
 
