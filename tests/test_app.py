@@ -441,6 +441,20 @@ def test_bad_url_values_are_clamped_with_a_visible_notice():
         assert fragment in notes
 
 
+def test_a_url_load_warns_only_about_values_it_named():
+    """A default raised to fit (Bc for a long cache) is no one's mistake: no warning on the
+    URL's load; a value the URL named and the sidebar's own changes still warn."""
+    at = open_app(mode="decode", cache=4095, D=128)
+    assert config(at).Bc > 16 and not at.warning
+    assert not any(s.label.startswith("Q block Br") for s in at.sidebar.select_slider)
+    assert any(c.value.startswith("Q block: the single query row") for c in at.sidebar.caption)
+    at = open_app(mode="decode", cache=4095, Bc=16)
+    assert any(w.value.startswith("Bc=16 for Lk=4096 is too small") for w in at.warning)
+    at = open_app()
+    at.number_input(key="L").set_value(4096).run()
+    assert any("tile grid" in w.value for w in ok(at).warning)
+
+
 def test_share_panel_shows_the_view_parameters_and_offers_downloads():
     at = open_app()
     assert not at.get("download_button")  # closed, it draws nothing (lazy)

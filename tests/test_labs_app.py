@@ -267,3 +267,19 @@ def test_bad_uploads_show_a_message_and_the_page_keeps_working(files, message):
     assert not at.exception
     assert [e.value for e in at.error] and at.error[0].value.startswith(message)
     assert keyed(at._tree, "tilemap") is not None  # the scenario's step view is still there
+
+
+def test_the_one_chunk_hint_names_the_reason_that_holds():
+    """Many KV heads: the kernel splits none (raising the cache would not help); one head
+    with few keys: too few keys for two chunks."""
+    import numba
+
+    from attnviz.ui.splitkv import one_chunk_reason
+    from kernels import decode_split
+
+    threads = numba.get_num_threads()
+    many = threads + 1
+    assert decode_split(1, many, 8192, 64, q_offset=8191)[1] == 1  # the kernel agrees
+    assert one_chunk_reason(1, many, 8192).startswith(f"Here B·Hkv = {many} KV heads")
+    assert decode_split(1, 1, 300, 64, q_offset=299)[1] == 1
+    assert one_chunk_reason(1, 1, 300).startswith("The kernel cuts a KV head into chunks")

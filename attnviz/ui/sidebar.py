@@ -72,7 +72,10 @@ def render(cfg: ViewConfig) -> None:
     sb.select_slider("Head dim D", D_OPTIONS, key="D")
 
     sb.subheader("Tiles")
-    sb.select_slider("Q block Br (rows per tile)", BLOCK_OPTIONS, key="Br")
+    if cfg.mode != "decode":
+        sb.select_slider("Q block Br (rows per tile)", BLOCK_OPTIONS, key="Br")
+    else:  # one query row: Br does not apply (the kernel stacks a KV head's query heads)
+        sb.caption("Q block: the single query row (decode has no Q block to choose).")
     sb.select_slider("KV block Bc (keys per tile)", BLOCK_OPTIONS, key="Bc")
     sb.caption(f"Grid: Tr = {cfg.Tr} Q blocks x Tc = {cfg.Tc} KV blocks.")
 

@@ -74,6 +74,21 @@ def pick_keys(merges, a=None) -> tuple[str, ...]:
     return (key_a,) if a is None else (key_a, f"skv_b{len(merges)}_{_name(a)}")
 
 
+def one_chunk_reason(B: int, Hkv: int, Lk: int) -> str:
+    """Why ``kernels.decode_split`` keeps a single chunk here, and what would change it: the
+    B·Hkv tasks already keep every thread busy, or the keys are too few for two chunks."""
+    import numba
+
+    threads, n = numba.get_num_threads(), active_tuning().decode_min_chunk
+    if B * Hkv > threads:  # decode_split: about two tasks per thread, B·Hkv·C in all
+        return (f"Here B·Hkv = {B * Hkv} KV heads are already more tasks than this machine's "
+                f"{threads} threads, so the kernel splits none of them; with B·Hkv at most "
+                f"{threads} (and at least {2 * n} keys) it would cut each into chunks.")
+    return (f"The kernel cuts a KV head into chunks of at least {n} keys, so it needs at "
+            f"least 2 × {n} = {2 * n} visible keys for two; raise the KV cache length in "
+            "decode mode to see its own cut.")
+
+
 def _name(chunks: tuple[int, ...]) -> str:
     return "+".join(f"c{c}" for c in chunks)
 
@@ -142,13 +157,9 @@ def render(cfg: ViewConfig, own=None) -> None:
                    + (" For this few keys the kernel uses a single chunk: pick equal chunks "
                       "to merge some by hand." if len(states) == 1 else ""))
     elif len(kernel_cut) <= 2:
-        n = active_tuning().decode_min_chunk
         st.caption(f"For {Lk} keys the decode kernel on this machine uses a single chunk "
                    "(nothing to merge), so the lab cuts the keys into C equal chunks instead. "
-                   "The kernel cuts several only when B·Hkv is at most its thread count and "
-                   f"there are keys for two chunks of its minimum, {n} keys each: at least "
-                   f"2 × {n} = {2 * n} visible keys (raise the KV cache length in decode mode "
-                   "to see its own cut).")
+                   + one_chunk_reason(cfg.B, cfg.Hkv, Lk))
 
     O, lse = splitkv.merge(states, range(len(states)))
     w = splitkv.merge_weights(states, lse.astype(np.float64))

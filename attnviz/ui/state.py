@@ -36,8 +36,10 @@ def sync_config() -> ViewConfig:
     """The clamped configuration of this run (see the module docstring)."""
     ss = st.session_state
     notices: list[str] = []
+    url_fields = None
     if _INIT not in ss:
-        raw = {**_as_dict(DEFAULT), **from_query(st.query_params.to_dict())}
+        url = from_query(st.query_params.to_dict())
+        raw, url_fields = {**_as_dict(DEFAULT), **url}, set(url)
         for name in (STEP, ROW):
             value = _int_param(st.query_params, name, notices)
             if value is not None:
@@ -47,6 +49,9 @@ def sync_config() -> ViewConfig:
     else:
         raw = {k: ss.get(k, getattr(DEFAULT, k)) for k in FIELDS}
     cfg, clamped = clamp(raw)
+    if url_fields is not None:  # on a URL's first load: only about values it named (a
+        # default adjusted to fit, e.g. Bc raised for a long cache, is no one's mistake)
+        clamped = [n for n in clamped if n.split("=", 1)[0] in url_fields]
     notices += clamped
     for k, v in _as_dict(cfg).items():
         ss[k] = v

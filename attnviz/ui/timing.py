@@ -82,7 +82,9 @@ def render(cfg: ViewConfig, machine: dict) -> None:
     st.caption(
         "Standard attention computes all of S = QKᵀ, a softmax over it, then P·V; "
         "streaming computes the same result tile by tile (the tiles above) in parallel over "
-        "(batch, head, Q block). Both skip nothing the mask lets through; GFLOP/s counts "
+        + ("(batch, KV head, chunk of keys: split-KV decode, its chunks merged at the end). "
+           if cfg.Lq == 1 else "(batch, head, Q block). ")
+        + "Both skip nothing the mask lets through; GFLOP/s counts "
         "4·D FLOPs per visible (query, key) pair for both. Runs only when you press a "
         "button, in the background: keep stepping meanwhile. Timed runs of every session "
         "take turns on this server's cores.")

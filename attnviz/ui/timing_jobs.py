@@ -156,10 +156,10 @@ def status(kind: str, got: dict) -> None:
         ahead = job.ahead()
         if ahead:
             first = ahead[0]
-            mine = first.owner == job.owner
+            whose = "your" if first.owner == job.owner else "another session's"
             since = time.monotonic() - (first.started or first.submitted)
             st.info(f"Waiting: {len(ahead)} timing run{'s' * (len(ahead) > 1)} ahead of this "
-                    f"one ({'your' if mine else 'another session'}'s {first.label}, "
+                    f"one ({whose} {first.label}, "
                     f"{'running' if first.started else 'queued'} for {since:.0f} s). Timed runs "
                     "take turns, so that no two share the cores; this one starts when they "
                     "end.", icon=":material/hourglass_top:")
