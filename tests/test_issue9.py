@@ -407,3 +407,14 @@ def test_memory_tab_models_decode_with_the_decode_paths_own_buffers():
                               "4×64 float32")
     assert any("Bc=64 (decode: the 4 query head(s) of a KV head are the rows" in m.value
                for m in at.markdown)
+    # and the total with the kernel's own decode tiles, the timing panel's default
+    kernel = problem(cfg)
+    said = [c.value for c in at.caption if c.value.startswith("With the kernel's own")]
+    if kernel.blocks[1] == 64:
+        assert not said
+    else:
+        total = memory.streaming_bytes(s, 16, kernel.blocks[1], threads, kernel.chunks)
+        assert said == [f"With the kernel's own decode tiles of {kernel.blocks[1]} keys in "
+                        f"{kernel.chunks} chunk(s) per KV head (what the Timing tab times by "
+                        "default) instead of the sidebar's, streaming's total is "
+                        f"**{plots.bytes_label(total)}**."]

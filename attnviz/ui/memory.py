@@ -36,6 +36,20 @@ def working_set_caption(cfg: ViewConfig, threads: int) -> str:
             f"({threads * per_task} B).")
 
 
+def kernel_blocks_caption(cfg: ViewConfig, threads: int) -> str | None:
+    """The streaming total with the kernel's own blocks (what the timing panel times by
+    default), when they are not the sidebar's: the two figures a learner may meet."""
+    p = problem(cfg)  # the kernel's blocks
+    Br, Bc = p.blocks
+    if (Bc if cfg.Lq == 1 else (Br, Bc)) == (cfg.Bc if cfg.Lq == 1 else (cfg.Br, cfg.Bc)):
+        return None
+    tiles = (f"decode tiles of {Bc} keys in {p.chunks} chunk(s) per KV head" if cfg.Lq == 1
+             else f"blocks {Br}×{Bc}")
+    total = memory.streaming_bytes(p.shape, Br, Bc, threads, p.chunks)
+    return (f"With the kernel's own {tiles} (what the Timing tab times by default) instead "
+            f"of the sidebar's, streaming's total is **{plots.bytes_label(total)}**.")
+
+
 def _shape(cfg: ViewConfig) -> memory.Shape:
     return memory.Shape(cfg.B, cfg.Hq, cfg.Hkv, cfg.Lq, cfg.Lk, cfg.D)
 
@@ -68,6 +82,9 @@ def render(cfg: ViewConfig, threads: int, measured: dict[str, tuple[int, int]]) 
                                "bytes": [plots.bytes_label(b) for b in rows.values()]}),
                  hide_index=True)
         st.caption(working_set_caption(cfg, threads))
+        kernel = kernel_blocks_caption(cfg, threads)
+        if kernel:
+            st.caption(kernel)
         available = psutil.virtual_memory().available
         st.caption(f"This machine: {plots.bytes_label(ram)} RAM, "
                    f"{plots.bytes_label(available)} available now.")
