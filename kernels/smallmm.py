@@ -23,7 +23,11 @@ memory: 19-21 GB/s on a [4, 256] x [256, 128] tile held in cache, 28-30 GB/s fou
 2 keys for S (8 sums): 14.9 against 20.6 ns per key in cache, but a decode at L = 8192
 (Hq=32, Hkv=8, D=128, P~ V through BLAS in both) took 2.56 ms against 2.20; and 4 keys x 2
 rows: 17.0 ns per key in cache, 0.93x the decode time at L = 1024 (K/V in L3), 1.42x at
-L = 8192. Register blocks win in cache and lose on K/V streamed from memory.
+L = 8192. Register blocks win in cache and lose on K/V streamed from memory. Also tried for
+S: two keys per pass (S alone on K streamed from memory, 2 threads: 29 against 34 ns per key
+per thread; in cache 23.7 against 20.6), but the whole decode at L = 8192 was no faster
+(2.07, 1.69, 1.76 ms against 2.03, 2.03, 1.72 in alternating processes); and a software
+prefetch of the K rows 8, 16 or 32 keys ahead: S alone took 1.11x, 1.29x and 1.45x the time.
 """
 from __future__ import annotations
 
