@@ -95,11 +95,30 @@ def task_bytes(s: Shape, Br: int, Bc: int) -> int:
     return sum(b for _, _, b in task_terms(s, Br, Bc))
 
 
+def tasks(s: Shape, Br: int, chunks: int = 1) -> int:
+    """The streaming kernel's parallel tasks: one Q block of one query head in prefill
+    (B * Hq * ceil(Lq / Br)), one chunk of one KV head in decode (B * Hkv * chunks)."""
+    if s.Lq == 1:
+        return s.B * s.Hkv * chunks
+    return s.B * s.Hq * -(-s.Lq // Br)
+
+
+def busy_threads(s: Shape, Br: int, threads: int, chunks: int = 1) -> int:
+    """Threads holding a task's buffers at once: each task allocates its own, so no more
+    than there are tasks."""
+    return max(1, min(threads, tasks(s, Br, chunks)))
+
+
+def working_set_bytes(s: Shape, Br: int, Bc: int, threads: int, chunks: int = 1) -> int:
+    """One task's buffers on each busy thread (``busy_threads``)."""
+    return busy_threads(s, Br, threads, chunks) * task_bytes(s, Br, Bc)
+
+
 def streaming_bytes(s: Shape, Br: int, Bc: int, threads: int, chunks: int = 1) -> int:
-    """kernels.streaming_attention: one task's buffers per thread + output; in decode
+    """kernels.streaming_attention: one task's buffers per busy thread + output; in decode
     (Lq == 1) also the partial states of its ``chunks`` chunks per KV head."""
     partials = decode_partials_bytes(s, chunks) if s.Lq == 1 else 0
-    return threads * task_bytes(s, Br, Bc) + partials + output_bytes(s)
+    return working_set_bytes(s, Br, Bc, threads, chunks) + partials + output_bytes(s)
 
 
 def decode_partials_bytes(s: Shape, chunks: int) -> int:
@@ -126,10 +145,21 @@ def footprint(s: Shape, Br: int, Bc: int, threads: int, chunks: int = 1) -> dict
         "standard: S/P [B,Hq,Lq,Lk]": scores_bytes(s),
         "standard total (+ output)": standard_bytes(s),
         "numpy standard total (S, P, temp, output)": numpy_standard_bytes(s),
-        "streaming working set (all threads)": threads * task_bytes(s, Br, Bc),
+        "streaming working set (all busy threads)": working_set_bytes(s, Br, Bc, threads,
+                                                                        chunks),
         **(partials if s.Lq == 1 else {}),
         "streaming total (+ output)": streaming_bytes(s, Br, Bc, threads, chunks),
         "output O + LSE": output_bytes(s),
         "K/V inputs": kv_bytes(s),
         "GQA copy of K/V (repeat_kv)": gqa_copy_bytes(s),
     }
+
+
+def bytes_label(b: float) -> str:
+    """Bytes in the largest binary unit they reach, up to EiB (3 significant digits; never
+    an exponent: a standard attention at L = 128K with many heads needs PiB)."""
+    for unit, k in (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30),
+                    ("MiB", 2**20), ("KiB", 2**10)):
+        if b >= k:
+            return f"{b / k:.3g} {unit}"
+    return f"{b:.0f} B"

@@ -13,6 +13,8 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from .memory import bytes_label  # noqa: F401  (the panels' byte labels, re-exported)
+
 CURRENT_COLOR = "#dc2626"
 _MARGIN = dict(l=60, r=20, t=50, b=50)
 # The app passes figures with theme=None; this small template gives them a plain look of
@@ -31,16 +33,6 @@ def _grid(a: np.ndarray) -> np.ndarray:
     a NumPy array, plotly serializes it as compact base64)."""
     a = np.asarray(a, dtype=np.float32)
     return np.where(np.isfinite(a), a, np.float32(np.nan))
-
-
-def bytes_label(b: float) -> str:
-    """Bytes in the largest binary unit they reach, up to EiB (3 significant digits; never
-    an exponent: a standard attention at L = 128K with many heads needs PiB)."""
-    for unit, k in (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30),
-                    ("MiB", 2**20), ("KiB", 2**10)):
-        if b >= k:
-            return f"{b / k:.3g} {unit}"
-    return f"{b:.0f} B"
 
 
 RSS_FLOOR = 64 * 2**10  # the RSS probe's mmap threshold: smaller arrays may reuse held memory

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 
-from kernels import decode_split
-
 from .timing import Problem
 from .viewconfig import ViewConfig
 
@@ -38,9 +36,7 @@ def layout(p: Problem) -> str:
     default = "" if p.Br else " (kernel default)"
     if p.Lq > 1:
         return f"streaming blocks {Br} x {Bc}{default}"
-    q_offset = p.Lk - 1 if p.q_offset is None else p.q_offset
-    per, C = decode_split(p.B, p.Hkv, p.Lk, Bc, q_offset=q_offset, causal=p.causal,
-                          window=p.window or 0)
+    per, C = p.split
     return (f"streaming decode splits each KV head's keys into {C} chunk{'s' * (C > 1)} of "
             f"up to {per} tile{'s' * (per > 1)} of {Bc} keys{default}, merged at the end")
 

@@ -96,18 +96,25 @@ class Problem:
         return self.Br or Br, self.Bc or Bc
 
     @property
-    def chunks(self) -> int:
-        """The chunks per KV head the decode path cuts the visible keys into (asked of the
-        kernel: ``kernels.decode_split``, with this call's blocks and mask); 1 in prefill."""
+    def split(self) -> tuple[int, int]:
+        """How the decode path cuts the visible keys of each KV head: (KV tiles per chunk,
+        chunks C), asked of the kernel (``kernels.decode_split``) with this call's blocks and
+        whole mask; (1, 1) in prefill. Call on the thread that times: C follows its thread
+        count."""
         if self.Lq != 1:
-            return 1
+            return 1, 1
         from kernels import decode_split
 
         extra = self._extra_masks()
         return decode_split(self.B, self.Hkv, self.Lk, self.blocks[1], causal=self.causal,
                             q_offset=self.Lk - 1 if self.q_offset is None else self.q_offset,
                             window=self.window or 0, sinks=extra.get("sinks", 0),
-                            prefix=extra.get("prefix", 0), doc_ids=extra.get("doc_ids"))[1]
+                            prefix=extra.get("prefix", 0), doc_ids=extra.get("doc_ids"))
+
+    @property
+    def chunks(self) -> int:
+        """The chunks per KV head the decode path cuts the visible keys into; 1 in prefill."""
+        return self.split[1]
 
     @property
     def flops(self) -> int:
@@ -133,19 +140,15 @@ def refusal(p: Problem) -> Refusal | None:
     """Why ``p`` is too big to time from the app, or None; from the shapes alone (no array
     is allocated: a refused configuration answers at once)."""
     S = memory.scores_bytes(p.shape)
-    standard_S = f"; standard's score matrix S alone would need {_gib(S)}"
+    standard_S = f"; standard's score matrix S alone would need {memory.bytes_label(S)}"
     if p.input_bytes > MAX_INPUT_BYTES:
-        return Refusal("size", f"inputs and output need {_gib(p.input_bytes)} "
+        return Refusal("size", f"inputs and output need {memory.bytes_label(p.input_bytes)} "
                                f"(> {MAX_INPUT_BYTES / 2**30:.0f} GiB budget){standard_S}")
     if p.flops > MAX_FLOPS_PER_CALL:
         return Refusal("time", f"{p.flops / 1e9:.0f} GFLOP per call (> "
                                f"{MAX_FLOPS_PER_CALL / 1e9:.0f} GFLOP budget: it would take "
                                f"too long here){standard_S}")
     return None
-
-
-def _gib(b: int) -> str:
-    return f"{b / 2**30:.2f} GiB"
 
 
 def budget_refusal(p: Problem) -> str | None:

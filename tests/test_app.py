@@ -10,6 +10,7 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from PIL import Image
@@ -316,8 +317,10 @@ def test_decode_is_one_row_walking_every_kv_tile(decode_loops):
     # the tiles' products are the decode kernel's on this host, and the page names them
     assert note and f"({products(decode_loops)}: tuned on this host" in note[0]
     # and how the timed kernel cuts the same keys (the fixture's tuning: 64-key tiles)
-    assert ("The timed decode call for B=1, Hkv=8 on this host takes tiles of 64 keys, not "
-            "the sidebar's 16, in a single chunk, one tile after another as here.") in note[0]
+    n = numba.get_num_threads()
+    assert (f"The decode call for B=1, Hkv=8 on this host's {n} thread{'s' * (n > 1)} takes "
+            "tiles of 64 keys, not the sidebar's 16, in a single chunk, one tile after another "
+            "as here.") in note[0]
     at.select_slider(key="Bc").set_value(64).run()
     note = [m.value for m in ok(at).markdown if "Decode: the trace walks" in m.value]
     assert "takes the same tiles as here, in a single chunk" in note[0]

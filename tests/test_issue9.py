@@ -4,6 +4,7 @@ figures by their pixels, the page through AppTest (the browser-only ones are in
 import json
 import math
 
+import numba
 import numpy as np
 import pytest
 
@@ -230,13 +231,14 @@ def test_memory_tab_caption_rebuilds_the_table_number():
     at.selectbox(key="preset").set_value("seed's 32x64 blocks").run()
     cfg = config(ok(at))
     mem = table(at, "what").set_index("what")["bytes"]
-    threads = next(int(c.value.split("×")[-1].split(" threads")[0].strip())
+    threads = next(int(c.value.split("× ")[-1].split(" busy thread")[0])
                    for c in at.caption if c.value.startswith("Streaming working set"))
     caption = working_set_caption(cfg, threads)
     assert any(c.value == caption for c in at.caption)
     per_task = memory.tile_working_set(cfg.Br, cfg.Bc, cfg.D)
     assert f"({per_task} B)" in caption and f"({threads * per_task} B)" in caption
-    assert mem["streaming working set (all threads)"] == plots.bytes_label(threads * per_task)
+    assert mem["streaming working set (all busy threads)"] == plots.bytes_label(
+        threads * per_task)
     for name, shape, b in memory.working_set_terms(cfg.Br, cfg.Bc, cfg.D):
         assert f"{name} {shape} ({plots.bytes_label(b)})" in caption
 
@@ -396,7 +398,7 @@ def test_memory_tab_models_decode_with_the_decode_paths_own_buffers():
     chunks = problem(cfg, blocks="stepper").chunks
     assert mem["decode partial states (m, l, acc per chunk)"] == plots.bytes_label(
         memory.decode_partials_bytes(s, chunks))
-    threads = next(int(c.value.split("×")[-1].split(" threads")[0].strip())
+    threads = next(int(c.value.split("× ")[-1].split(" busy thread")[0])
                    for c in at.caption if c.value.startswith("Streaming working set"))
     assert mem["streaming total (+ output)"] == plots.bytes_label(
         memory.streaming_bytes(s, 16, 64, threads, chunks))
@@ -415,6 +417,8 @@ def test_memory_tab_models_decode_with_the_decode_paths_own_buffers():
     else:
         total = memory.streaming_bytes(s, 16, kernel.blocks[1], threads, kernel.chunks)
         assert said == [f"With the kernel's own decode tiles of {kernel.blocks[1]} keys in "
-                        f"{kernel.chunks} chunk(s) per KV head (what the Timing tab times by "
-                        "default) instead of the sidebar's, streaming's total is "
-                        f"**{plots.bytes_label(total)}**."]
+                        f"{kernel.chunks} chunk(s) per KV head (the ones the Timing tab's "
+                        "calls use) instead of the sidebar's, streaming's total on "
+                        f"{numba.get_num_threads()} threads is **{plots.bytes_label(total)}**. "
+                        "The Timing tab's model column counts the threads it times with (one "
+                        "task's working set per thread)."]

@@ -271,11 +271,11 @@ def test_bad_uploads_show_a_message_and_the_page_keeps_working(files, message):
 
 def test_the_one_chunk_hint_names_the_reason_that_holds():
     """Many KV heads: the kernel splits none (raising the cache would not help); one head
-    with few keys: too few keys for two chunks."""
+    with few keys: too few keys for two chunks; a narrow window: too few visible keys."""
     import numba
 
     from attnviz.ui.splitkv import one_chunk_reason
-    from kernels import decode_split
+    from kernels import decode_split, tuning
 
     threads = numba.get_num_threads()
     many = threads + 1
@@ -283,3 +283,10 @@ def test_the_one_chunk_hint_names_the_reason_that_holds():
     assert one_chunk_reason(1, many, 8192).startswith(f"Here B·Hkv = {many} KV heads")
     assert decode_split(1, 1, 300, 64, q_offset=299)[1] == 1
     assert one_chunk_reason(1, 1, 300).startswith("The kernel cuts a KV head into chunks")
+    assert one_chunk_reason(1, 1, 300).endswith("raise the KV cache length in decode mode to "
+                                                "see its own cut.")
+    # a long cache seen through a narrow window: the window is what to change
+    n = tuning.active().decode_min_chunk
+    assert decode_split(1, 1, 8192, 64, q_offset=8191, window=n)[1] == 1
+    assert "widen the window" in one_chunk_reason(1, 1, 8192, window=n)
+    assert "widen the window" not in one_chunk_reason(1, 1, 8192, window=None)

@@ -56,6 +56,24 @@ def test_decode_task_terms_are_what_the_decode_kernel_allocates():
         2 * allocated + 2 * m_part.nbytes + acc_part.nbytes + out)
 
 
+def test_no_more_working_sets_than_the_kernel_has_tasks():
+    """Each task allocates its own buffers, so a call with fewer tasks than threads holds
+    only as many working sets as it has tasks: one decode chunk of one KV head on 8 threads
+    holds one; a prefill of 2 heads x 3 Q blocks on 4 threads holds four."""
+    one_task = Shape(B=1, Hq=4, Hkv=1, Lq=1, Lk=500, D=64)
+    assert memory.tasks(one_task, 64, chunks=1) == 1
+    assert memory.streaming_bytes(one_task, 64, 128, threads=8) == (
+        memory.task_bytes(one_task, 64, 128) + memory.decode_partials_bytes(one_task, 1)
+        + memory.output_bytes(one_task))
+    assert memory.tasks(one_task, 64, chunks=3) == 3
+    prefill = Shape(B=1, Hq=2, Hkv=2, Lq=130, Lk=130, D=32)
+    assert memory.tasks(prefill, 64) == 2 * 3
+    assert memory.busy_threads(prefill, 64, threads=4) == 4
+    assert memory.busy_threads(prefill, 64, threads=16) == 6
+    assert memory.streaming_bytes(prefill, 64, 64, threads=16) == (
+        6 * memory.task_bytes(prefill, 64, 64) + memory.output_bytes(prefill))
+
+
 def test_decode_streaming_stays_below_standard():
     """A learner read streaming 36.7 KiB against standard 36 KiB for one decode query: the
     model had counted prefill's Br-row tiles. With the decode path's own buffers, streaming

@@ -86,7 +86,10 @@ def test_trace_json_and_csv_hold_every_step_and_row():
 def test_budget_refuses_what_would_take_too_long_or_too_much_memory():
     assert timing.budget_refusal(timing.Problem(1, 8, 8, 1024, 1024, 64)) is None
     assert "GFLOP" in timing.budget_refusal(timing.Problem(1, 8, 8, 8192, 8192, 128))
-    assert "GiB" in timing.budget_refusal(timing.Problem(16, 64, 64, 1, 2**20, 256))
+    # a decode over the budget: its inputs in GiB, its tiny S in its own unit (not "0.00 GiB")
+    assert timing.budget_refusal(timing.Problem(16, 64, 64, 1, 2**16, 128)) == (
+        "inputs and output need 64 GiB (> 1 GiB budget); standard's score matrix S alone "
+        "would need 256 MiB")
     assert timing.standard_max_bytes(2**40) == timing.STANDARD_MAX_BYTES_CAP
     assert timing.standard_max_bytes(2**30) == 2**28
 

@@ -149,7 +149,7 @@ def test_an_over_budget_configuration_is_refused_at_once_without_a_job():
     elapsed = time.perf_counter() - t0
     assert any(e.value.startswith("Not timed: inputs and output need") for e in at.error)
     # what the standard method would hold, beside the budget it is refused by
-    assert any("standard's score matrix S alone would need 4.00 GiB" in e.value
+    assert any("standard's score matrix S alone would need 4 GiB" in e.value
                for e in at.error)
     assert "timing_jobs" not in at.session_state and not at.exception
     assert elapsed < 10  # a script rerun, no inputs built (AppTest's own overhead included)
@@ -175,6 +175,23 @@ def test_a_sweep_names_the_blocks_each_length_ran_with(monkeypatch):
                                 "streaming blocks 112 x 144 (kernel default) at L = 2048-4096")
     assert sweep_layout(ps[2:]) == "streaming blocks 112 x 144 (kernel default)"
     assert sweep_layout([problem(cfg, L, "stepper") for L in (512, 4096)]).count("blocks") == 1
+
+
+def test_decode_layout_counts_the_chunks_of_the_whole_mask(monkeypatch):
+    """The caption's chunk count is the kernel's for the mask as timed, sinks included: with
+    chunks of at least 512 keys, a window of 512 keys is one chunk, and 512 sinks before it
+    make two."""
+    from attnviz.timed_call import layout, problem
+    from attnviz.viewconfig import ViewConfig
+    from kernels import tuning
+
+    chunk512 = tuning.Tuning(decode_min_chunk=512, source="test", host=tuning.host_key())
+    monkeypatch.setattr(tuning, "active", lambda: chunk512)
+    for mask, C in (("window", 1), ("sinks", 2)):
+        p = problem(ViewConfig(mode="decode", cache=8191, D=64, Hq=4, Hkv=1, mask=mask, W=512,
+                               sinks=512))
+        assert p.chunks == C, mask
+        assert f"into {C} chunk{'s' * (C > 1)} of" in layout(p), (mask, layout(p))
 
 
 def test_decode_block_sweep_is_over_the_kv_block_only_and_marks_default_and_sidebar():

@@ -6,6 +6,7 @@ on every step, and an image swap is the cheapest thing a browser can redraw.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import streamlit as st
 
@@ -64,7 +65,9 @@ def kernel_cut(cfg: ViewConfig) -> str:
     split = ("in a single chunk, one tile after another as here" if C == 1 else
              f"in {C} chunks per KV head, computed in parallel and merged with the same "
              "rescaling (the Split-KV tab walks them)")
-    return (f"The timed decode call for B={cfg.B}, Hkv={cfg.Hkv} on this host takes {same}, "
+    threads = numba.get_num_threads()
+    return (f"The decode call for B={cfg.B}, Hkv={cfg.Hkv} on this host's {threads} "
+            f"thread{'s' * (threads > 1)} takes {same}, "
             f"{split}. Other tiles give the same result up to float32 rounding: each cut "
             "sums in another order.")
 

@@ -21,24 +21,30 @@ def shape_at(cfg: ViewConfig, L: int) -> memory.Shape:
 
 def working_set_caption(cfg: ViewConfig, threads: int) -> str:
     """The streaming working set as the sum of its buffers, so the table's number can be
-    rebuilt by hand: terms per task, their sum, times the threads (one task each at a time).
-    In decode a task is one chunk of one KV head, its rows the g query heads sharing it."""
+    rebuilt by hand: terms per task, their sum, times the busy threads (one task each at a
+    time, and no more threads than tasks). In decode a task is one chunk of one KV head, its
+    rows the g query heads sharing it."""
     s = _shape(cfg)
     terms = memory.task_terms(s, cfg.Br, cfg.Bc)
     per_task = memory.task_bytes(s, cfg.Br, cfg.Bc)
+    chunks = _chunks_at(cfg, cfg.Lk)
+    busy = memory.busy_threads(s, cfg.Br, threads, chunks)
     parts = " + ".join(f"{name} {shape} ({plots.bytes_label(b)})" for name, shape, b in terms)
     task = "one Q block" if s.Lq > 1 else (
         f"one chunk of one KV head: its {s.Hq // s.Hkv} query head(s) are the rows, Br does "
         "not apply")
+    fewer = "" if busy == threads else (
+        f" (only {memory.tasks(s, cfg.Br, chunks)} task(s) for {threads} threads)")
     return (f"Streaming working set, per task ({task}): {parts} = "
-            f"**{plots.bytes_label(per_task)}** ({per_task} B); × {threads} threads, one task "
-            f"each at a time = **{plots.bytes_label(threads * per_task)}** "
-            f"({threads * per_task} B).")
+            f"**{plots.bytes_label(per_task)}** ({per_task} B); × {busy} busy thread"
+            f"{'s' * (busy > 1)}{fewer}, one task each at a time = "
+            f"**{plots.bytes_label(busy * per_task)}** ({busy * per_task} B).")
 
 
 def kernel_blocks_caption(cfg: ViewConfig, threads: int) -> str | None:
-    """The streaming total with the kernel's own blocks (what the timing panel times by
-    default), when they are not the sidebar's: the two figures a learner may meet."""
+    """The streaming total with the kernel's own blocks (the ones the timing panel's calls
+    use), when they are not the sidebar's: the two figures a learner may meet. Both count
+    ``threads`` threads; the timing panel's model counts the threads it times with."""
     p = problem(cfg)  # the kernel's blocks
     Br, Bc = p.blocks
     if (Bc if cfg.Lq == 1 else (Br, Bc)) == (cfg.Bc if cfg.Lq == 1 else (cfg.Br, cfg.Bc)):
@@ -46,8 +52,10 @@ def kernel_blocks_caption(cfg: ViewConfig, threads: int) -> str | None:
     tiles = (f"decode tiles of {Bc} keys in {p.chunks} chunk(s) per KV head" if cfg.Lq == 1
              else f"blocks {Br}×{Bc}")
     total = memory.streaming_bytes(p.shape, Br, Bc, threads, p.chunks)
-    return (f"With the kernel's own {tiles} (what the Timing tab times by default) instead "
-            f"of the sidebar's, streaming's total is **{plots.bytes_label(total)}**.")
+    return (f"With the kernel's own {tiles} (the ones the Timing tab's calls use) instead "
+            f"of the sidebar's, streaming's total on {threads} threads is "
+            f"**{plots.bytes_label(total)}**. The Timing tab's model column counts the threads "
+            "it times with (one task's working set per thread).")
 
 
 def _shape(cfg: ViewConfig) -> memory.Shape:

@@ -74,9 +74,10 @@ def pick_keys(merges, a=None) -> tuple[str, ...]:
     return (key_a,) if a is None else (key_a, f"skv_b{len(merges)}_{_name(a)}")
 
 
-def one_chunk_reason(B: int, Hkv: int, Lk: int) -> str:
+def one_chunk_reason(B: int, Hkv: int, Lk: int, window: int | None = None) -> str:
     """Why ``kernels.decode_split`` keeps a single chunk here, and what would change it: the
-    B·Hkv tasks already keep every thread busy, or the keys are too few for two chunks."""
+    B·Hkv tasks already keep every thread busy, the window lets the query see too few keys,
+    or the cache holds too few for two chunks."""
     import numba
 
     threads, n = numba.get_num_threads(), active_tuning().decode_min_chunk
@@ -84,9 +85,12 @@ def one_chunk_reason(B: int, Hkv: int, Lk: int) -> str:
         return (f"Here B·Hkv = {B * Hkv} KV heads are already more tasks than this machine's "
                 f"{threads} threads, so the kernel splits none of them; with B·Hkv at most "
                 f"{threads} (and at least {2 * n} keys) it would cut each into chunks.")
-    return (f"The kernel cuts a KV head into chunks of at least {n} keys, so it needs at "
-            f"least 2 × {n} = {2 * n} visible keys for two; raise the KV cache length in "
-            "decode mode to see its own cut.")
+    need = (f"The kernel cuts a KV head into chunks of at least {n} keys, so it needs at "
+            f"least 2 × {n} = {2 * n} visible keys for two; ")
+    if window and window < min(Lk, 2 * n):
+        return need + (f"the sliding window lets the newest token see only its last {window} "
+                       f"keys: widen the window to {2 * n} or more to see the kernel's own cut.")
+    return need + "raise the KV cache length in decode mode to see its own cut."
 
 
 def _name(chunks: tuple[int, ...]) -> str:
@@ -159,7 +163,7 @@ def render(cfg: ViewConfig, own=None) -> None:
     elif len(kernel_cut) <= 2:
         st.caption(f"For {Lk} keys the decode kernel on this machine uses a single chunk "
                    "(nothing to merge), so the lab cuts the keys into C equal chunks instead. "
-                   + one_chunk_reason(cfg.B, cfg.Hkv, Lk))
+                   + one_chunk_reason(cfg.B, cfg.Hkv, Lk, window))
 
     O, lse = splitkv.merge(states, range(len(states)))
     w = splitkv.merge_weights(states, lse.astype(np.float64))

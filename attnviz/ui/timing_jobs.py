@@ -72,7 +72,7 @@ def work_current(p: Problem, cfg: ViewConfig, repeats: int, threads: int, ram: i
     memory in a fresh process; the result names the kernel choices in force."""
     def work(job: Job) -> dict:
         with using_threads(threads) as n:
-            job.report("timing streaming, then standard (warm-up, autorange, samples)", 0.1)
+            job.report("timing both methods in turns (warm-up, autorange, samples)", 0.1)
             res = time_problem(p, scenario=cfg.scenario, seed=cfg.seed, repeats=repeats,
                                ram=ram, check=job.check)
             job.check()
