@@ -43,9 +43,10 @@ st.set_page_config(page_title="attnviz: streaming attention, tile by tile", page
                    layout="wide")
 machine = cache.warm()
 cfg = state.sync_config()
-sidebar.render(cfg)
-buglab.sidebar(cfg)
-own = upload.render(cfg)  # your own Q, K, V (sidebar): None unless in use
+controls, bugs = st.sidebar.container(), st.sidebar.container()
+own = upload.render(cfg)  # your own Q, K, V (the sidebar's end): None unless in use
+sidebar.render(own.cfg if own else cfg, controls, sizes_from_arrays=own is not None)
+buglab.sidebar(cfg, bugs)
 cfg = own.cfg if own else cfg
 stepper.render_speed()
 

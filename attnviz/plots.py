@@ -179,6 +179,7 @@ def crossover_chart(rows: list[dict]) -> go.Figure:
 
 METHOD_COLORS = {"standard": "#ea580c", "streaming": "#2563eb"}
 ROOF_PLOT_PX, ROOF_LABEL_PX = 300, 16  # the roofline's plot area and a label, in height
+ROOF_PLOT_W_PX, ROOF_LABEL_W_PX = 420, 30  # the same in width (a half-width chart, "16K")
 
 
 def _side_labels(ys: list[float], labels: list[str], gap: float
@@ -200,6 +201,27 @@ def _side_labels(ys: list[float], labels: list[str], gap: float
     return text, where
 
 
+def _above_below(xs: list[float], ys: list[float], labels: list[str], xgap: float,
+                 ygap: float) -> tuple[list[str], list[str]]:
+    """Labels for points along a line (log x and y, in order): above each point, or below
+    it where the label above would touch the previous one above (within ``xgap`` and
+    ``ygap``, log10); where both are taken it joins the previous label ("2K, 4K")."""
+    text, where = [""] * len(xs), ["top center"] * len(xs)
+    last: dict[str, int] = {}  # position -> index of the label last placed there
+    def clear(k: int, pos: str) -> bool:
+        i = last.get(pos)
+        return i is None or (abs(math.log10(xs[k] / xs[i])) >= xgap
+                             or abs(math.log10(ys[k] / ys[i])) >= ygap)
+
+    for k in range(len(xs)):
+        free = [pos for pos in ("top center", "bottom center") if clear(k, pos)]
+        if free:
+            text[k], where[k], last[free[0]] = labels[k], free[0], k
+        else:
+            text[last["top center"]] += ", " + labels[k]
+    return text, where
+
+
 def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> go.Figure:
     """Measured GFLOP/s against arithmetic intensity (FLOP/byte), log-log, under the roof
     ``min(gemm_gflops, read_gbps x intensity)`` measured in the same run; ``points``:
@@ -211,6 +233,7 @@ def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> 
     ys = [p["gflops"] for p in points] or [gemm_gflops]
     y0, y1 = min(min(ys), read_gbps * x0) / 1.5, max(max(ys), gemm_gflops) * 1.5
     gap = ROOF_LABEL_PX / ROOF_PLOT_PX * math.log10(y1 / y0)  # a label's height, in log10
+    xgap = ROOF_LABEL_W_PX / ROOF_PLOT_W_PX * math.log10(x1 / x0)  # and its width
     fig.add_trace(_line([x0, ridge, x1], [read_gbps * x0, gemm_gflops, gemm_gflops],
                         f"roof: GEMM {gemm_gflops:.0f} GFLOP/s, read {read_gbps:.0f} GB/s "
                         "(this run)", "#6b7280", "solid"))
@@ -220,7 +243,9 @@ def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> 
         if not pts:
             continue
         if m == "streaming":
-            text, where = [length_label(p["L"]) for p in pts], ["top center"] * len(pts)
+            text, where = _above_below([p["intensity"] for p in pts],
+                                       [p["gflops"] for p in pts],
+                                       [length_label(p["L"]) for p in pts], xgap, gap)
         else:  # standard's points share one intensity (the model's passes over S)
             text, where = _side_labels([p["gflops"] for p in pts],
                                        [length_label(p["L"]) for p in pts], gap)

@@ -238,9 +238,12 @@ def explain(row: dict, roofs: Roofs, caches: dict[str, int] | None = None) -> st
             f"streaming skips the masked tiles ({w_str:.2g}x)") if w_std > 1.1 * w_str else ""
     if not fits or (L3 is not None and s_total > L3):
         s_traffic = S_PASSES * s_total
+        why = (f"a task's rows, {_b(slab)}, exceed the {_b(L2) + ' L2' if L2 else 'L2'} "
+               "cache" if not fits else
+               f"its rows fit the {_b(L2)} L2 cache, but the whole S, {_b(s_total)}, is more "
+               f"than the {_b(L3)} L3 holds")
         return (f"{head}: passes over memory. Standard writes and rereads its score matrix "
-                f"{S_PASSES} times (a task's rows, {_b(slab)}, exceed the "
-                f"{_b(L2) + ' L2' if L2 else 'L2'} cache): {S_PASSES} x {_b(s_total)} = "
+                f"{S_PASSES} times ({why}): {S_PASSES} x {_b(s_total)} = "
                 f"{_b(s_traffic)}, plus {_b(traffic - s_traffic)} for Q, K, V in and O, LSE "
                 f"out, about {_b(traffic)} of memory traffic per call, which at the "
                 f"{roofs.read_gbps:.0f} GB/s measured here takes at least {_t(floor)}, "

@@ -79,7 +79,7 @@ def test_splitkv_lab_shows_the_kernels_chunks_and_merges_in_the_learners_order(m
         order.append(((c,), merged))
         merged = (c, *merged)
     for done, (a, b) in enumerate(order):
-        key_a, key_b = pick_keys(order[:done], a)
+        key_a, key_b = pick_keys(list(_pool(states, order[:done])), a)
         at.selectbox(key=key_a).set_value(a).run()
         assert at.selectbox(key=key_b).options == [
             _name(n) for n in _pool(states, order[:done]) if n != a]  # no merged state
@@ -192,6 +192,16 @@ def test_uploaded_arrays_go_through_the_stepper_memory_timing_and_export():
     assert any(m.value.startswith(f"#### Step 1 of {len(expect.steps)}: ")
                for m in at.markdown)
     assert at.query_params["mode"] == "chunked" and at.query_params["D"] == "24"
+    # the sidebar names the arrays' sizes and offers no size control that is not in use
+    from attnviz.viewconfig import MODES
+
+    assert [i.value for i in at.sidebar.info] == [
+        f"Sizes from your arrays (below): {MODES['chunked']}, Lq = 40, Lk = 100, D = 24, "
+        "Hq = 4, Hkv = 2. Turn off \"Step through my arrays\" to set them here."]
+    shown = {w.key for w in at.sidebar.number_input} | {w.key for w in at.sidebar.radio}
+    assert not shown & {"L", "chunk", "cache", "B", "Hq", "Hkv", "seed", "mode"}, shown
+    assert "D" not in {w.key for w in at.sidebar.select_slider}
+    assert any(c.value == "Grid: Tr = 3 Q blocks x Tc = 7 KV blocks." for c in at.sidebar.caption)
     # the trace export holds the upload's numbers and names its source
     dl = next(d for d in at.get("download_button") if d.key == "dl_upload")
     assert dl is not None
@@ -232,6 +242,8 @@ def test_uploaded_arrays_go_through_the_stepper_memory_timing_and_export():
     # switched off: back to the scenario
     at.toggle(key="upload_use").set_value(False).run()
     assert ok(at).query_params["D"] == "16"
+    assert not at.sidebar.info and at.sidebar.radio(key="mode").value == "prefill"
+    assert at.sidebar.select_slider(key="D").value == 16
 
 
 def _loaded(at):

@@ -367,3 +367,25 @@ def test_roofline_labels_on_one_line_never_print_over_each_other():
         assert all(b - a >= gap for a, b in zip(logs, logs[1:], strict=False)), (side, logs)
     assert text == ["256", "512", "", "2K", "4K, 1K"]  # every L named once
     assert where[:2] == ["middle left"] * 2 and where[3:] == ["middle right"] * 2
+
+
+def test_roofline_labels_along_a_line_go_above_or_below_never_over_each_other():
+    """Streaming's points climb the roof: where the label above a point would touch the one
+    above the previous point (a learner saw "2K" over "4K"), it goes below; with both taken
+    it joins the label above."""
+    xgap, ygap = 0.1, 0.05
+    xs = [10.0, 20.0, 22.0, 23.0, 60.0]  # L = 256 .. 4K: the last three crowd, 4K stands apart
+    ys = [40.0, 80.0, 82.0, 83.0, 120.0]
+    text, where = plots._above_below(xs, ys, ["256", "512", "1K", "2K", "4K"], xgap, ygap)
+    assert text == ["256", "512, 2K", "1K", "", "4K"]  # every L named once
+    assert where[:2] == ["top center"] * 2 and where[2] == "bottom center"
+    placed = [(math.log10(x), math.log10(y), w)
+              for x, y, t, w in zip(xs, ys, text, where, strict=True) if t]
+    for a in range(len(placed)):
+        for b in range(a + 1, len(placed)):
+            xa, ya, wa = placed[a]
+            xb, yb, wb = placed[b]
+            assert wa != wb or abs(xa - xb) >= xgap or abs(ya - yb) >= ygap
+    # points far apart all go above
+    far = plots._above_below([1.0, 10.0, 100.0], [1.0, 10.0, 100.0], ["a", "b", "c"], xgap, ygap)
+    assert far == (["a", "b", "c"], ["top center"] * 3)

@@ -269,6 +269,13 @@ def test_the_sentence_names_why_the_winner_wins():
     passes = roofline.explain(_row(8192, 2.0, 0.5), ROOFS, CACHES)
     assert passes.startswith("At L = 8192, streaming is 4x faster") and "passes over memory" in passes
     assert "2 MiB" in passes  # a task's 64 rows of 8192 floats, beyond the 1 MiB L2
+    assert "exceed the 1 MiB L2" in passes
+    # rows that just fit the L2 (64 x 4096 floats = 1 MiB) under an S beyond the L3: the L3
+    # is why, never "1 MiB exceed the 1 MiB L2" (a learner read that)
+    l3 = roofline.explain(_row(4096, 0.5, 0.2), ROOFS, CACHES)
+    assert "passes over memory" in l3 and "exceed" not in l3
+    assert "its rows fit the 1 MiB L2 cache, but the whole S, 512 MiB, is more than the 32 MiB" \
+        " L3 holds" in l3
     # the traffic's terms are shown and add up: passes x S + the rest = the total
     units = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
     num = r"([\d.]+) (B|KiB|MiB|GiB)"

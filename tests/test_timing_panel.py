@@ -215,10 +215,10 @@ def test_decode_block_sweep_is_over_the_kv_block_only_and_marks_default_and_side
     col = FULL.decode_Bc.index(64)
     assert (shapes["sidebar (stepper)"]["x0"] + shapes["sidebar (stepper)"]["x1"]) / 2 == col
     assert "sidebar" in heat["text"][0][col]
-    if decode_block(64) in FULL.decode_Bc:
-        k = FULL.decode_Bc.index(decode_block(64))
-        assert (shapes["kernel default"]["x0"] + shapes["kernel default"]["x1"]) / 2 == k
-        assert "kernel" in heat["text"][0][k]
+    # the kernel's tile is one the autotune raced (or the built-in, also on the grid)
+    k = FULL.decode_Bc.index(decode_block(64))
+    assert (shapes["kernel default"]["x0"] + shapes["kernel default"]["x1"]) / 2 == k
+    assert "kernel" in heat["text"][0][k]
 
 
 def test_prefill_block_sweep_fills_the_grid_and_names_a_tile_off_it():

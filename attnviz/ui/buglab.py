@@ -30,8 +30,9 @@ def _label(name: str | None) -> str:
     return "none: the correct algorithm" if name is None else name
 
 
-def sidebar(cfg: ViewConfig) -> None:
-    sb = st.sidebar
+def sidebar(cfg: ViewConfig, sb=None) -> None:
+    """The bug lab's picker, in ``sb`` (a sidebar container; default the sidebar)."""
+    sb = sb or st.sidebar
     sb.subheader("Bug lab")
     sb.selectbox("Run a classic mistake", [None, *BUGS], key=KEY, format_func=_label,
                  help="Each is a variant of the traced loop (the timed kernels are never "

@@ -146,6 +146,8 @@ def render_output(head: TracedHead, n: int, figs: StepFigures) -> None:
     heading("Output rows finished so far",
             "A Q block's rows are divided by l (O = acc / l) once its last tile is done. Each "
             "finished row is compared with a float64 oracle that materializes the whole "
-            "masked softmax: the streaming result is exact up to float32 rounding.",
+            "masked softmax: the streaming result is exact up to float32 rounding"
+            + (f" (the correct algorithm; under the bug lab's `{trace.bug}` the finished rows "
+               "depart from the oracle by the error below)." if trace.bug else "."),
             f"Rows finished: **{int(done.sum())} / {trace.config.Lq}**; {err}.")
     show(figs.output, "output_rows")

@@ -66,11 +66,12 @@ def render() -> None:
             f"std on the x axis; causal, L = {L}, D = {D}. Streaming keeps S, m, l and acc in "
             f"float32 and rounds only O to {dtype}; the standard way stores S, P, l and O in "
             f"{dtype}, so large logits lose their low bits before exp.")
-        st.dataframe(pd.DataFrame({
-            "logit std": e.logit_std, "streaming": [_v(x) for x in e.streaming],
-            "standard": [_v(x) for x in e.standard], "floor": [_v(x) for x in e.floor],
-            "streaming, O fp32": [_v(x) for x in e.streaming_fp32]}),
-            hide_index=True, key="num_sweep_table")
+    # the page's width: five columns in the narrow right column were cut off
+    st.dataframe(pd.DataFrame({
+        "logit std": e.logit_std, "streaming": [_v(x) for x in e.streaming],
+        "standard": [_v(x) for x in e.standard], "floor": [_v(x) for x in e.floor],
+        "streaming, O fp32": [_v(x) for x in e.streaming_fp32]}),
+        hide_index=True, key="num_sweep_table")
 
     st.markdown("##### 2. Where float32 accumulation matters: P~V summed in " + dtype)
     Lk = st.select_slider("Keys summed", KEYS, value=4096, key="num_keys")

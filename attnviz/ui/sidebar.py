@@ -30,8 +30,12 @@ def _load_preset() -> None:
     st.session_state["preset"] = None  # back to the placeholder: presets are loaders
 
 
-def render(cfg: ViewConfig) -> None:
-    sb = st.sidebar
+def render(cfg: ViewConfig, sb=None, sizes_from_arrays: bool = False) -> None:
+    """The controls, in ``sb`` (a sidebar container; default the sidebar). With
+    ``sizes_from_arrays`` (your own Q, K, V in use, ``cfg`` their view) the sizes, D and
+    heads are your arrays': named instead of offered, so no control shows a size not in use
+    (their widgets keep their values, ``state.sync_config`` writes them back every run)."""
+    sb = sb or st.sidebar
     sb.title("attnviz")
     sb.caption("Block-wise streaming attention (FlashAttention-style tiling with online "
                "softmax), tile by tile, on the real Numba kernels.")
@@ -45,16 +49,12 @@ def render(cfg: ViewConfig) -> None:
         sb.caption(f"Loaded **{loaded}**: {PRESETS[loaded].about}")
 
     sb.subheader("Sequence")
-    sb.radio("Mode", list(MODES), format_func=MODES.get, key="mode",
-             help="Prefill: a prompt attends to itself. Chunked prefill: new tokens attend to "
-                  "a KV cache plus themselves. Decode: one new token attends to the cache.")
-    if cfg.mode == "prefill":
-        sb.number_input("L (= Lq = Lk)", step=32, key="L",
-                        help=f"1 to {MAX_TRACE_LEN}; a value outside is clamped, with a notice.")
+    if sizes_from_arrays:
+        sb.info(f"Sizes from your arrays (below): {MODES[cfg.mode]}, Lq = {cfg.Lq}, "
+                f"Lk = {cfg.Lk}, D = {cfg.D}, Hq = {cfg.Hq}, Hkv = {cfg.Hkv}. Turn off "
+                "\"Step through my arrays\" to set them here.", icon=":material/upload:")
     else:
-        if cfg.mode == "chunked":
-            sb.number_input("New tokens (chunk, = Lq)", step=32, key="chunk")
-        sb.number_input("Tokens already in the KV cache", step=32, key="cache")
+        _sizes(sb, cfg)
     if cfg.mode == "chunked" and cfg.causal:
         sb.radio("Causal diagonal", list(ALIGNS), format_func=ALIGNS.get, key="align",
                  help="Where query row 0 sits. Bottom-right: after the cache (what a KV cache "
@@ -69,7 +69,8 @@ def render(cfg: ViewConfig) -> None:
                  f"{off} + r" + (", so most of the cache is hidden from the new tokens."
                                  if cfg.q_offset == 0 else ", the whole cache and itself."))
     sb.caption(f"Lq = {rows}, Lk = {keys}; query row r sits at position {off} + r.{where}")
-    sb.select_slider("Head dim D", D_OPTIONS, key="D")
+    if not sizes_from_arrays:
+        sb.select_slider("Head dim D", D_OPTIONS, key="D")
 
     sb.subheader("Tiles")
     if cfg.mode != "decode":
@@ -106,6 +107,8 @@ def render(cfg: ViewConfig) -> None:
         sb.caption(f"Every row starts from m = {cfg.sink_logit:g}, l = 1, acc = 0 (not -inf, 0, "
                    "0): the sink is already in the denominator before the first tile.")
 
+    if sizes_from_arrays:  # the inputs and heads are your arrays', named above
+        return
     sb.subheader("Inputs")
     sb.selectbox("Scenario", list(SCENARIOS), format_func=lambda s: SCENARIOS[s].label,
                  key="scenario")
@@ -121,3 +124,17 @@ def render(cfg: ViewConfig) -> None:
     if cfg.Hq != cfg.Hkv:
         sb.caption(f"GQA: each KV head serves {cfg.Hq // cfg.Hkv} query heads "
                    f"(query head h reads KV head h // {cfg.Hq // cfg.Hkv}).")
+
+
+def _sizes(sb, cfg: ViewConfig) -> None:
+    """Mode and lengths: L in prefill, the chunk and the cache otherwise."""
+    sb.radio("Mode", list(MODES), format_func=MODES.get, key="mode",
+             help="Prefill: a prompt attends to itself. Chunked prefill: new tokens attend to "
+                  "a KV cache plus themselves. Decode: one new token attends to the cache.")
+    if cfg.mode == "prefill":
+        sb.number_input("L (= Lq = Lk)", step=32, key="L",
+                        help=f"1 to {MAX_TRACE_LEN}; a value outside is clamped, with a notice.")
+    else:
+        if cfg.mode == "chunked":
+            sb.number_input("New tokens (chunk, = Lq)", step=32, key="chunk")
+        sb.number_input("Tokens already in the KV cache", step=32, key="cache")

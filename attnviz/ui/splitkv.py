@@ -10,6 +10,8 @@ token t against the cache vs the last row of a prefill of t tokens.
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -68,10 +70,14 @@ def _kernel_decode(q, k, v, causal, window):
     return O[0, :, 0], lse[0, :, 0]
 
 
-def pick_keys(merges, a=None) -> tuple[str, ...]:
-    """The widget keys of the "State a" picker (and of "State b" given a) after ``merges``."""
-    key_a = f"skv_a{len(merges)}"
-    return (key_a,) if a is None else (key_a, f"skv_b{len(merges)}_{_name(a)}")
+def pick_keys(names, a=None) -> tuple[str, ...]:
+    """The widget keys of the "State a" picker (and of "State b" given a) over the states
+    ``names``: new keys whenever the options change (a merge, or another configuration's
+    chunks), since a keyed selectbox given new options kept showing a stale choice in the
+    browser while the script read another."""
+    options = zlib.crc32(" ".join(map(_name, names)).encode())
+    key_a = f"skv_a_{options:08x}"
+    return (key_a,) if a is None else (key_a, f"{key_a}_b_{_name(a)}")
 
 
 def one_chunk_reason(B: int, Hkv: int, Lk: int, window: int | None = None) -> str:
@@ -200,13 +206,10 @@ def render(cfg: ViewConfig, own=None) -> None:
     names = list(pool)
     c1, c2, c3, c4 = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
     if len(names) > 1:
-        # New widget keys whenever the options change (a merge, another state a): a keyed
-        # selectbox given new options kept showing a state merged away in the browser
-        # while the script read another
-        key_a = pick_keys(st.session_state[_MERGES])[0]
+        key_a = pick_keys(names)[0]
         a = c1.selectbox("State a", names, format_func=_name, key=key_a)
         rest = [n for n in names if n != a]
-        _, key_b = pick_keys(st.session_state[_MERGES], a)
+        _, key_b = pick_keys(names, a)
         b = c2.selectbox("State b", rest, format_func=_name, key=key_b)
         c3.button("Merge a and b", key="skv_merge", on_click=_merge, args=(a, b),
                   type="primary")
@@ -259,8 +262,12 @@ def render(cfg: ViewConfig, own=None) -> None:
         + " (Q-block path), last row, "
         f"for {g} head(s): max |O_decode − O_prefill,last| = {chk['decode_vs_prefill']:.2e}; "
         f"against the float64 oracle: decode {chk['decode_vs_oracle']:.2e}, prefill "
-        f"{chk['prefill_vs_oracle']:.2e}. (Different paths sum in different orders: equal "
-        "to float32 rounding, not bit for bit.)")
+        f"{chk['prefill_vs_oracle']:.2e}. " + (
+            "(Different paths sum in different orders: equal to float32 rounding, not "
+            "always bit for bit; here they happen to agree exactly.)"
+            if chk["decode_vs_prefill"] == 0 else
+            "(Different paths sum in different orders: equal to float32 rounding, not bit "
+            "for bit.)"))
 
 
 def _height(rows: int) -> int:

@@ -187,7 +187,7 @@ def sweep_results(cfg: ViewConfig) -> None:
 
 def blocks_results(cfg: ViewConfig) -> None:
     """The block-size sweep's job: the GFLOP/s heatmap once it ends, with the kernel's
-    default and the sidebar's tile marked."""
+    default and the sidebar's tile (as the sweep ran) marked."""
     got = jobs.get("blocks")
     if not got:
         return
@@ -204,8 +204,11 @@ def blocks_results(cfg: ViewConfig) -> None:
     for a, b, r in items:
         g[a, b] = r.gflops
     decode = Brs == (1,)
+    ran = got["cfg"]  # the sidebar as the sweep ran (it may have changed since)
+    if ran != cfg:
+        st.caption(f"This sweep ran for an earlier configuration: {ran.describe()}.")
     marks = {"kernel default": got["kernel"],
-             "sidebar (stepper)": (1 if decode else cfg.Br, cfg.Bc)}
+             "sidebar (stepper)": (1 if decode else ran.Br, ran.Bc)}
     st.plotly_chart(plots.block_sweep_chart(list(Brs), list(Bcs), g, marks=marks),
                     theme=None, key="block_sweep_chart")
     off = [f"the {name} {_tile(tile, decode)}" for name, tile in marks.items()
