@@ -204,21 +204,33 @@ def _side_labels(ys: list[float], labels: list[str], gap: float
 def _above_below(xs: list[float], ys: list[float], labels: list[str], xgap: float,
                  ygap: float) -> tuple[list[str], list[str]]:
     """Labels for points along a line (log x and y, in order): above each point, or below
-    it where the label above would touch the previous one above (within ``xgap`` and
-    ``ygap``, log10); where both are taken it joins the previous label ("2K, 4K")."""
+    it where the label above would touch a label already placed; where both would, it
+    joins the label above the point before ("2K, 4K"). A label is a box ``ygap`` high
+    (log10) and ``xgap`` wide per three characters, just above or below its marker."""
     text, where = [""] * len(xs), ["top center"] * len(xs)
-    last: dict[str, int] = {}  # position -> index of the label last placed there
-    def clear(k: int, pos: str) -> bool:
-        i = last.get(pos)
-        return i is None or (abs(math.log10(xs[k] / xs[i])) >= xgap
-                             or abs(math.log10(ys[k] / ys[i])) >= ygap)
+    pad = ygap / 3  # the marker's half height
+    boxes: dict[int, tuple[float, float, float, float]] = {}  # k -> x0, x1, y0, y1
+
+    def box(k: int, pos: str, label: str) -> tuple[float, float, float, float]:
+        x, y, w = math.log10(xs[k]), math.log10(ys[k]), xgap * max(len(label), 3) / 3
+        y0 = y + pad if pos == "top center" else y - pad - ygap
+        return x - w / 2, x + w / 2, y0, y0 + ygap
+
+    def free(b: tuple[float, float, float, float]) -> bool:
+        return all(b[1] <= o[0] or o[1] <= b[0] or b[3] <= o[2] or o[3] <= b[2]
+                   for o in boxes.values())
 
     for k in range(len(xs)):
-        free = [pos for pos in ("top center", "bottom center") if clear(k, pos)]
-        if free:
-            text[k], where[k], last[free[0]] = labels[k], free[0], k
+        for pos in ("top center", "bottom center"):
+            b = box(k, pos, labels[k])
+            if free(b):
+                text[k], where[k], boxes[k] = labels[k], pos, b
+                break
         else:
-            text[last["top center"]] += ", " + labels[k]
+            i = max(i for i in boxes if where[i] == "top center") if any(
+                where[i] == "top center" for i in boxes) else max(boxes)
+            text[i] += ", " + labels[k]
+            boxes[i] = box(i, where[i], text[i])
     return text, where
 
 

@@ -421,4 +421,4 @@ def test_memory_tab_models_decode_with_the_decode_paths_own_buffers():
                         "calls use) instead of the sidebar's, streaming's total on "
                         f"{numba.get_num_threads()} threads is **{plots.bytes_label(total)}**. "
                         "The Timing tab's model column counts the threads it times with (one "
-                        "task's working set per thread)."]
+                        "task's working set per busy thread)."]

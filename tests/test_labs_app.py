@@ -302,3 +302,8 @@ def test_the_one_chunk_hint_names_the_reason_that_holds():
     assert decode_split(1, 1, 8192, 64, q_offset=8191, window=n)[1] == 1
     assert "widen the window" in one_chunk_reason(1, 1, 8192, window=n)
     assert "widen the window" not in one_chunk_reason(1, 1, 8192, window=None)
+    # a short cache and a narrow window: widening the window alone would not help
+    short = one_chunk_reason(1, 1, n + 100, window=n // 2)
+    assert decode_split(1, 1, n + 100, 64, q_offset=n + 99, window=2 * n)[1] == 1
+    assert short.endswith(f"raise the KV cache length in decode mode and widen the sliding "
+                          f"window (now {n // 2} keys) to {2 * n} or more to see its own cut.")

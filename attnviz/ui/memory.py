@@ -55,7 +55,7 @@ def kernel_blocks_caption(cfg: ViewConfig, threads: int) -> str | None:
     return (f"With the kernel's own {tiles} (the ones the Timing tab's calls use) instead "
             f"of the sidebar's, streaming's total on {threads} threads is "
             f"**{plots.bytes_label(total)}**. The Timing tab's model column counts the threads "
-            "it times with (one task's working set per thread).")
+            "it times with (one task's working set per busy thread).")
 
 
 def _shape(cfg: ViewConfig) -> memory.Shape:

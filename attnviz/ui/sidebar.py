@@ -42,7 +42,8 @@ def render(cfg: ViewConfig, sb=None, sizes_from_arrays: bool = False) -> None:
     sb.selectbox("Preset", list(PRESETS), index=None, key="preset",
                  placeholder="Load a preset...", on_change=_load_preset,
                  help="Named starting points; loading one sets every control below.")
-    loaded = st.session_state.get("loaded_preset")
+    # (with your arrays in use cfg is their view: the preset's sentence waits for the controls)
+    loaded = None if sizes_from_arrays else st.session_state.get("loaded_preset")
     if loaded and PRESETS[loaded].config != cfg:  # its sentence may no longer hold
         st.session_state.pop("loaded_preset")
     elif loaded:

@@ -93,10 +93,13 @@ def one_chunk_reason(B: int, Hkv: int, Lk: int, window: int | None = None) -> st
                 f"{threads} (and at least {2 * n} keys) it would cut each into chunks.")
     need = (f"The kernel cuts a KV head into chunks of at least {n} keys, so it needs at "
             f"least 2 × {n} = {2 * n} visible keys for two; ")
-    if window and window < min(Lk, 2 * n):
+    narrow = bool(window) and window < 2 * n
+    if narrow and Lk >= 2 * n:
         return need + (f"the sliding window lets the newest token see only its last {window} "
                        f"keys: widen the window to {2 * n} or more to see the kernel's own cut.")
-    return need + "raise the KV cache length in decode mode to see its own cut."
+    return need + ("raise the KV cache length in decode mode" + (
+        f" and widen the sliding window (now {window} keys) to {2 * n} or more" if narrow
+        else "") + " to see its own cut.")
 
 
 def _name(chunks: tuple[int, ...]) -> str:
