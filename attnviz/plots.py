@@ -179,7 +179,7 @@ def crossover_chart(rows: list[dict]) -> go.Figure:
 
 METHOD_COLORS = {"standard": "#ea580c", "streaming": "#2563eb"}
 ROOF_PLOT_PX, ROOF_LABEL_PX = 300, 16  # the roofline's plot area and a label, in height
-ROOF_PLOT_W_PX, ROOF_LABEL_W_PX = 420, 30  # the same in width (a half-width chart, "16K")
+ROOF_PLOT_W_PX, ROOF_LABEL_W_PX = 300, 30  # the same in width (a half-width chart, "16K")
 
 
 def _side_labels(ys: list[float], labels: list[str], gap: float
@@ -201,36 +201,46 @@ def _side_labels(ys: list[float], labels: list[str], gap: float
     return text, where
 
 
+# where a label of a point on a rising line may go, best first: off the line's sides, then
+# above, below, right, left (plotly's textposition names)
+LABEL_SPOTS = ("top left", "bottom right", "top center", "bottom center", "middle right",
+               "middle left")
+
+
+def label_box(x: float, y: float, spot: str, label: str, xgap: float, ygap: float
+              ) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1), log10 units, of a text label at ``spot`` beside the point (x, y):
+    ``ygap`` high, ``xgap`` wide per three characters, clear of a marker a third of
+    ``ygap`` (and of ``xgap``) across."""
+    lx, ly, w = math.log10(x), math.log10(y), xgap * max(len(label), 3) / 3
+    vertical, horizontal = spot.split()
+    y0 = {"top": ly + ygap / 3, "middle": ly - ygap / 2, "bottom": ly - ygap / 3 - ygap}[vertical]
+    side = xgap / 3 if vertical == "middle" else xgap / 6
+    x0 = {"center": lx - w / 2, "right": lx + side, "left": lx - side - w}[horizontal]
+    return x0, x0 + w, y0, y0 + ygap
+
+
+def boxes_overlap(a: tuple, b: tuple) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
 def _above_below(xs: list[float], ys: list[float], labels: list[str], xgap: float,
                  ygap: float) -> tuple[list[str], list[str]]:
-    """Labels for points along a line (log x and y, in order): above each point, or below
-    it where the label above would touch a label already placed; where both would, it
-    joins the label above the point before ("2K, 4K"). A label is a box ``ygap`` high
-    (log10) and ``xgap`` wide per three characters, just above or below its marker."""
+    """Labels for points along a line (log x and y, in order): above each point, else
+    below, right or left of it, the first spot where it touches no label already placed
+    (``label_box``); where none is free it joins the label of the point before ("1K, 2K")."""
     text, where = [""] * len(xs), ["top center"] * len(xs)
-    pad = ygap / 3  # the marker's half height
-    boxes: dict[int, tuple[float, float, float, float]] = {}  # k -> x0, x1, y0, y1
-
-    def box(k: int, pos: str, label: str) -> tuple[float, float, float, float]:
-        x, y, w = math.log10(xs[k]), math.log10(ys[k]), xgap * max(len(label), 3) / 3
-        y0 = y + pad if pos == "top center" else y - pad - ygap
-        return x - w / 2, x + w / 2, y0, y0 + ygap
-
-    def free(b: tuple[float, float, float, float]) -> bool:
-        return all(b[1] <= o[0] or o[1] <= b[0] or b[3] <= o[2] or o[3] <= b[2]
-                   for o in boxes.values())
-
+    boxes: dict[int, tuple] = {}
     for k in range(len(xs)):
-        for pos in ("top center", "bottom center"):
-            b = box(k, pos, labels[k])
-            if free(b):
-                text[k], where[k], boxes[k] = labels[k], pos, b
+        for spot in LABEL_SPOTS:
+            b = label_box(xs[k], ys[k], spot, labels[k], xgap, ygap)
+            if not any(boxes_overlap(b, o) for o in boxes.values()):
+                text[k], where[k], boxes[k] = labels[k], spot, b
                 break
         else:
-            i = max(i for i in boxes if where[i] == "top center") if any(
-                where[i] == "top center" for i in boxes) else max(boxes)
+            i = max(boxes)
             text[i] += ", " + labels[k]
-            boxes[i] = box(i, where[i], text[i])
+            boxes[i] = label_box(xs[i], ys[i], where[i], text[i], xgap, ygap)
     return text, where
 
 

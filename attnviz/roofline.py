@@ -254,4 +254,5 @@ def explain(row: dict, roofs: Roofs, caches: dict[str, int] | None = None) -> st
     return (f"{head}: standard's rows of S still fit in the cache, so this is work, not "
             f"memory traffic: {work + '; ' if work else ''}standard also sweeps each score "
             f"row {S_PASSES - 2} more times (max, exp and sum, normalize) where streaming "
-            f"folds the softmax into each tile. {g_str:.3g} against {g_std:.3g} GFLOP/s.")
+            f"folds the softmax into each tile: streaming {g_str:.3g} GFLOP/s against "
+            f"standard's {g_std:.3g}.")

@@ -103,6 +103,20 @@ def test_splitkv_lab_shows_the_kernels_chunks_and_merges_in_the_learners_order(m
     assert at.session_state["skv_merges"] == [] and not at.success
 
 
+def test_splitkv_lab_under_a_narrow_window_says_why_the_kernel_keeps_one_chunk():
+    """A learner chose decode, a 64-key window and a 4000-token cache: the page said the
+    token attends to all 4001 keys, and the kernel's cut (an empty chunk, then one chunk)
+    came with no reason. Now the header names the window and the cut the reason."""
+    at = open_lab("Split-KV decode", mode="decode", cache=4000, D=16, Bc=64, Hq=4, Hkv=1,
+                  mask="window", W=64)
+    intro = caption(at, "The newest token (position 4000)")
+    assert "attends to its last 64 keys (a sliding window) of the 4001 of one KV head" in intro
+    assert at.radio(key="skv_chunking").value == "kernel"
+    cut = caption(at, "The kernel's cut for B=1, Hkv=1")
+    assert "shown as an empty chunk" in cut and "The kernel uses a single chunk here" in cut
+    assert "widen the window to" in cut
+
+
 def test_splitkv_lab_names_the_reduce_step_and_opens_on_equal_chunks_when_the_kernel_has_one():
     # the default prefill view: 128 keys are one kernel chunk, nothing to merge
     at = open_lab("Split-KV decode", mode="prefill", L=128, D=16, Br=16, Bc=16, Hq=8, Hkv=8)
@@ -197,7 +211,7 @@ def test_uploaded_arrays_go_through_the_stepper_memory_timing_and_export():
 
     assert [i.value for i in at.sidebar.info] == [
         f"Sizes from your arrays (below): {MODES['chunked']}, Lq = 40, Lk = 100, D = 24, "
-        "Hq = 4, Hkv = 2. Turn off \"Step through my arrays\" to set them here."]
+        "B = 1, Hq = 4, Hkv = 2. Turn off \"Step through my arrays\" to set them here."]
     shown = {w.key for w in at.sidebar.number_input} | {w.key for w in at.sidebar.radio}
     assert not shown & {"L", "chunk", "cache", "B", "Hq", "Hkv", "seed", "mode"}, shown
     assert "D" not in {w.key for w in at.sidebar.select_slider}

@@ -123,8 +123,9 @@ def banner(head: TracedHead, cfg: ViewConfig) -> None:
             inf = int((~np.isfinite(err)).sum())
             worst = np.max(err[np.isfinite(err)], initial=0)
             lines.append(f"**First departure at step {step_label(first)}**, when Q block "
-                         f"{trace.steps[first].i} finishes: {nbad} of {trace.config.Lq} rows "
-                         f"depart from the oracle" + (f", {inf} of them not finite"
+                         f"{trace.steps[first].i} finishes; by the last step {nbad} of "
+                         f"{trace.config.Lq} rows depart from the oracle" + (
+                             f", {inf} of them not finite"
                                                       if inf else "")
                          + f"; largest finite error {worst:.3g}.")
             st.error("\n\n".join(lines), icon=":material/bug_report:")

@@ -143,11 +143,17 @@ def render_output(head: TracedHead, n: int, figs: StepFigures) -> None:
            f"**{finite_l.max(initial=0):.2e}**" if done.any() else "no error to show yet")
     if bad:
         err += f"; **{bad} rows not finite** (inf or NaN)"
+    # the bug lab's threshold for a departed row (ui.buglab's banner counts the same)
+    departed = bad > 0 or finite_o.max(initial=0) > 1e-4 * max(1.0, float(np.abs(
+        head.O_ref).max()))
+    bug = "" if not trace.bug else (
+        f" (the correct algorithm; under the bug lab's `{trace.bug}` the finished rows "
+        "depart from the oracle by the error below)" if departed else
+        f" (the correct algorithm; under the bug lab's `{trace.bug}` the rows finished so "
+        "far still agree with the oracle)")
     heading("Output rows finished so far",
             "A Q block's rows are divided by l (O = acc / l) once its last tile is done. Each "
             "finished row is compared with a float64 oracle that materializes the whole "
-            "masked softmax: the streaming result is exact up to float32 rounding"
-            + (f" (the correct algorithm; under the bug lab's `{trace.bug}` the finished rows "
-               "depart from the oracle by the error below)." if trace.bug else "."),
+            f"masked softmax: the streaming result is exact up to float32 rounding{bug}.",
             f"Rows finished: **{int(done.sum())} / {trace.config.Lq}**; {err}.")
     show(figs.output, "output_rows")

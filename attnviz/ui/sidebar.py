@@ -52,8 +52,9 @@ def render(cfg: ViewConfig, sb=None, sizes_from_arrays: bool = False) -> None:
     sb.subheader("Sequence")
     if sizes_from_arrays:
         sb.info(f"Sizes from your arrays (below): {MODES[cfg.mode]}, Lq = {cfg.Lq}, "
-                f"Lk = {cfg.Lk}, D = {cfg.D}, Hq = {cfg.Hq}, Hkv = {cfg.Hkv}. Turn off "
-                "\"Step through my arrays\" to set them here.", icon=":material/upload:")
+                f"Lk = {cfg.Lk}, D = {cfg.D}, B = {cfg.B}, Hq = {cfg.Hq}, Hkv = {cfg.Hkv}. "
+                "Turn off \"Step through my arrays\" to set them here.",
+                icon=":material/upload:")
     else:
         _sizes(sb, cfg)
     if cfg.mode == "chunked" and cfg.causal:

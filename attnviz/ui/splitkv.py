@@ -130,7 +130,10 @@ def render(cfg: ViewConfig, own=None) -> None:
     g = min(g_all, MAX_HEADS)
     Lk, window, causal = cfg.Lk, cfg.window, cfg.causal
     st.caption(
-        f"The newest token (position {Lk - 1}) attends to all {Lk} keys of one KV head, for "
+        f"The newest token (position {Lk - 1}) attends to "
+        + (f"its last {min(window, Lk)} keys (a sliding window) of the {Lk} "
+           if window and window < Lk else f"all {Lk} keys ")
+        + "of one KV head, for "
         f"the {g_all} query head(s) of its GQA group" + (f" (the first {g} shown)" if g < g_all
                                                          else "") +
         ". The decode kernel (Flash-Decoding) cuts the keys into chunks, computes each chunk's "
@@ -158,17 +161,21 @@ def render(cfg: ViewConfig, own=None) -> None:
         st.session_state[_FOR], st.session_state[_MERGES] = key, []
     states, O_ref, lse_ref = _lab(*key, q_all, k, v)
     if how == "kernel":
+        min_chunk = active_tuning().decode_min_chunk
+        visible = sum(not s.empty for s in states)
         st.caption(f"The kernel's cut for B={cfg.B}, Hkv={cfg.Hkv} on this machine "
-                   "(kernels.decode_split: enough chunks to feed every thread, none shorter "
-                   f"than the minimum chunk of {active_tuning().decode_min_chunk} keys; tiles "
-                   f"of the decode's KV block for D, {decode_block(cfg.D)} keys; both "
-                   "measured per host or built-in): "
-                   f"bounds {bounds}." + (" Keys before the window's first tile are never "
-                                          "visited: shown as an empty chunk."
-                                          if window and bounds[1] > 0 and states[0].empty
-                                          else "")
-                   + (" For this few keys the kernel uses a single chunk: pick equal chunks "
-                      "to merge some by hand." if len(states) == 1 else ""))
+                   "(kernels.decode_split: about two tasks per thread, but no more chunks "
+                   f"than the visible keys hold minimum chunks of {min_chunk} keys; the tiles of "
+                   f"{decode_block(cfg.D)} keys, the decode's KV block for D, shared out "
+                   "evenly, so the last chunk may be shorter; both sizes measured per host "
+                   f"or built-in): bounds {bounds}." + (
+                       " Keys before the window's first tile are never visited: shown as "
+                       "an empty chunk." if window and bounds[1] > 0 and states[0].empty
+                       else "")
+                   + (" The kernel uses a single chunk here, so there is nothing to merge: "
+                      "pick equal chunks to merge some by hand. "
+                      + one_chunk_reason(cfg.B, cfg.Hkv, Lk, window)
+                      if visible <= 1 else ""))
     elif len(kernel_cut) <= 2:
         st.caption(f"For {Lk} keys the decode kernel on this machine uses a single chunk "
                    "(nothing to merge), so the lab cuts the keys into C equal chunks instead. "
