@@ -224,11 +224,11 @@ def boxes_overlap(a: tuple, b: tuple) -> bool:
     return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
 
 
-def _above_below(xs: list[float], ys: list[float], labels: list[str], xgap: float,
-                 ygap: float) -> tuple[list[str], list[str]]:
-    """Labels for points along a line (log x and y, in order): above each point, else
-    below, right or left of it, the first spot where it touches no label already placed
-    (``label_box``); where none is free it joins the label of the point before ("1K, 2K")."""
+def _spread_labels(xs: list[float], ys: list[float], labels: list[str], xgap: float,
+                   ygap: float) -> tuple[list[str], list[str]]:
+    """Labels for points along a rising line (log x and y, in order): each at the first of
+    ``LABEL_SPOTS`` where it touches no label already placed (``label_box``); where none is
+    free it joins the label of the point before ("1K, 2K")."""
     text, where = [""] * len(xs), ["top center"] * len(xs)
     boxes: dict[int, tuple] = {}
     for k in range(len(xs)):
@@ -265,9 +265,9 @@ def roofline_chart(points: list[dict], gemm_gflops: float, read_gbps: float) -> 
         if not pts:
             continue
         if m == "streaming":
-            text, where = _above_below([p["intensity"] for p in pts],
-                                       [p["gflops"] for p in pts],
-                                       [length_label(p["L"]) for p in pts], xgap, gap)
+            text, where = _spread_labels([p["intensity"] for p in pts],
+                                         [p["gflops"] for p in pts],
+                                         [length_label(p["L"]) for p in pts], xgap, gap)
         else:  # standard's points share one intensity (the model's passes over S)
             text, where = _side_labels([p["gflops"] for p in pts],
                                        [length_label(p["L"]) for p in pts], gap)

@@ -46,6 +46,12 @@ from . import bugs
 from .masks import TILE_NAMES
 
 
+def departure_tol(O_ref: np.ndarray) -> float:
+    """How far a finished row may sit from the oracle and still agree: 1e-4 of the output's
+    scale, far above float32 rounding and far below any bug's error (the bug lab's test)."""
+    return 1e-4 * max(1.0, float(np.abs(O_ref).max(initial=0.0)))
+
+
 @dataclass(frozen=True)
 class TraceConfig:
     """The geometry of one traced head."""
@@ -268,11 +274,8 @@ class Trace:
 
     def first_departure(self, O_ref: np.ndarray, tol: float | None = None) -> int | None:
         """The first step at which a finished row's output departs from the oracle by more
-        than ``tol`` (default: 1e-4 of the output's scale, far above float32 rounding and
-        far below any bug's error); None when every row agrees."""
-        if tol is None:
-            tol = 1e-4 * max(1.0, float(np.abs(O_ref).max(initial=0.0)))
-        bad = self.row_error(O_ref) > tol
+        than ``tol`` (default: ``departure_tol``); None when every row agrees."""
+        bad = self.row_error(O_ref) > (departure_tol(O_ref) if tol is None else tol)
         ends = [n for i, n in self.block_done_after.items()
                 if bad[slice(*self.config.rows(i))].any()]
         return min(ends) if ends else None

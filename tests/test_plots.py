@@ -378,7 +378,7 @@ def test_roofline_labels_along_a_line_never_print_over_each_other():
     spots = plots.LABEL_SPOTS
     xs = [10.0, 20.0, 22.0, 23.0, 60.0]  # L = 256 .. 4K: the middle three crowd
     ys = [40.0, 80.0, 82.0, 83.0, 120.0]
-    text, where = plots._above_below(xs, ys, ["256", "512", "1K", "2K", "4K"], xgap, ygap)
+    text, where = plots._spread_labels(xs, ys, ["256", "512", "1K", "2K", "4K"], xgap, ygap)
     assert text == ["256", "512", "1K", "2K", "4K"]
     assert where == ["top left", "top left", "bottom right", "top center", "top left"]
     assert spots[:2] == ("top left", "bottom right")  # off the rising line's two sides first
@@ -393,7 +393,7 @@ def test_roofline_labels_along_a_line_never_print_over_each_other():
     for _ in range(300):  # random climbs: every L named once, no two labels overlap
         xs = [10 ** x for x in np.cumsum(rng.uniform(0.0, 0.15, 7)) + 1.0]
         ys = [10 ** y for y in np.cumsum(rng.uniform(-0.03, 0.06, 7)) + 1.0]
-        text, where = plots._above_below(xs, ys, labels, xgap, ygap)
+        text, where = plots._spread_labels(xs, ys, labels, xgap, ygap)
         assert sorted(", ".join(t for t in text if t).split(", "), key=labels.index) == labels
         boxes = [plots.label_box(x, y, w, t, xgap, ygap)
                  for x, y, t, w in zip(xs, ys, text, where, strict=True) if t]
@@ -402,5 +402,5 @@ def test_roofline_labels_along_a_line_never_print_over_each_other():
                        for b in single[i + 1:])
         joined += sum("," in t for t in text)
     assert joined < 60  # of 2100 labels: six spots leave few joins
-    far = plots._above_below([1.0, 10.0, 100.0], [1.0, 10.0, 100.0], ["a", "b", "c"], xgap, ygap)
+    far = plots._spread_labels([1.0, 10.0, 100.0], [1.0, 10.0, 100.0], ["a", "b", "c"], xgap, ygap)
     assert far == (["a", "b", "c"], ["top left"] * 3)

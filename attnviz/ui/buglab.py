@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ..bugs import BUGS, MASK_BUGS, OVERFLOW_BUGS, changes_nothing
-from ..trace import step_label
+from ..trace import departure_tol, step_label
 from ..viewconfig import ViewConfig
 from . import state
 from .cache import TracedHead, traced_head
@@ -119,7 +119,7 @@ def banner(head: TracedHead, cfg: ViewConfig) -> None:
                 lines.append("Try larger logits (scenario) or more tiles per row.")
             st.info("\n\n".join(lines), icon=":material/bug_report:")
         else:
-            nbad = int((err > 1e-4 * max(1.0, float(np.abs(head.O_ref).max()))).sum())
+            nbad = int((err > departure_tol(head.O_ref)).sum())
             inf = int((~np.isfinite(err)).sum())
             worst = np.max(err[np.isfinite(err)], initial=0)
             lines.append(f"**First departure at step {step_label(first)}**, when Q block "

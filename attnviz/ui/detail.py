@@ -143,9 +143,8 @@ def render_output(head: TracedHead, n: int, figs: StepFigures) -> None:
            f"**{finite_l.max(initial=0):.2e}**" if done.any() else "no error to show yet")
     if bad:
         err += f"; **{bad} rows not finite** (inf or NaN)"
-    # the bug lab's threshold for a departed row (ui.buglab's banner counts the same)
-    departed = bad > 0 or finite_o.max(initial=0) > 1e-4 * max(1.0, float(np.abs(
-        head.O_ref).max()))
+    first = trace.first_departure(head.O_ref) if trace.bug else None  # the banner's step
+    departed = first is not None and n >= first
     bug = "" if not trace.bug else (
         f" (the correct algorithm; under the bug lab's `{trace.bug}` the finished rows "
         "depart from the oracle by the error below)" if departed else
